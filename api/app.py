@@ -1,0 +1,36 @@
+"""The FastAPI application: routes, problem handlers and the shared clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import problems
+from api.routes import jobs, meta
+from shared.config import Settings, get_settings
+from shared.providers.catalog import get_catalog
+from shared.queue import make_celery
+from shared.storage import Storage
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    get_catalog()  # a broken catalog stops start-up, not the first request
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.storage.ensure_bucket()
+        yield
+
+    app = FastAPI(title="editq", version="0.1.0", lifespan=lifespan,
+                  description="Asynchronous image-edit jobs over WaveSpeed, Stability "
+                              "and a local Pillow provider.")
+    app.state.settings = settings
+    app.state.storage = Storage(settings)
+    app.state.celery = make_celery(settings, name="editq-api")
+    problems.install(app)
+    app.include_router(jobs.router)
+    app.include_router(meta.router)
+    return app

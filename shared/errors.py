@@ -1,0 +1,109 @@
+"""Domain errors that carry their own stable code and HTTP status.
+
+Deep code raises these; the API maps them to RFC 9457 problems in one place
+(`api/problems.py`), so no module below the routes knows about HTTP responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EditqError(Exception):
+    """Base class: `code` is the stable machine code clients may switch on."""
+
+    code = "internal_error"
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class InvalidInput(EditqError):
+    code = "invalid_input"
+    status = 422
+    title = "Invalid input"
+
+
+class InvalidImage(InvalidInput):
+    code = "invalid_image"
+    title = "The image could not be decoded"
+
+
+class UnsupportedImageFormat(InvalidInput):
+    code = "unsupported_image_format"
+    title = "Unsupported image format"
+
+
+class ImageTooLarge(EditqError):
+    code = "image_too_large"
+    status = 413
+    title = "Image too large"
+
+
+class UnknownModel(InvalidInput):
+    code = "unknown_model"
+    title = "Unknown model"
+
+
+class UnsupportedOperation(InvalidInput):
+    code = "unsupported_operation"
+    title = "Operation not supported by this model"
+
+
+class PromptRequired(InvalidInput):
+    code = "prompt_required"
+    title = "A prompt is required"
+
+
+class UnsupportedOption(InvalidInput):
+    code = "unsupported_option"
+    title = "Option not supported by this model"
+
+
+class IdempotencyConflict(EditqError):
+    code = "idempotency_key_reused"
+    status = 422
+    title = "Idempotency-Key reused with a different request"
+
+
+class NotFound(EditqError):
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+class Unauthorized(EditqError):
+    code = "unauthorized"
+    status = 401
+    title = "Missing or invalid API key"
+
+
+class Conflict(EditqError):
+    code = "conflict"
+    status = 409
+    title = "Conflict"
+
+
+class JobNotCancelable(Conflict):
+    code = "job_not_cancelable"
+    title = "The job has already finished"
+
+
+class ProviderError(EditqError):
+    """A provider call failed; `retryable` decides between a retry and failing the job."""
+
+    code = "provider_error"
+    status = 502
+    title = "Provider error"
+
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False,
+                 retry_after: float | None = None, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        if code is not None:
+            self.code = code
+        self.retryable = retryable
+        self.retry_after = retry_after

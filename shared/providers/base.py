@@ -1,0 +1,65 @@
+"""The provider protocol: what every editing backend takes and gives back.
+
+Names follow the Image Studio plan (`ImageEditProvider`, `ImageEditOptions`);
+images travel as bytes, not base64, because nothing inside editq needs text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from shared.providers.catalog import ModelSpec
+
+
+@dataclass
+class ImageEditOptions:
+    """One edit request, provider-neutral; each provider maps it onto its own fields."""
+
+    images: list[bytes]
+    prompt: str | None = None
+    operation: str = "general_edit"
+    mask: bytes | None = None
+    negative_prompt: str | None = None
+    model: str | None = None
+    width: int | None = None
+    height: int | None = None
+    guidance_scale: float | None = None
+    steps: int | None = None
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputImage:
+    data: bytes
+    content_type: str
+
+
+@dataclass
+class ImageEditResult:
+    """What a provider produced, with whatever it said about the call."""
+
+    images: list[OutputImage]
+    provider: str
+    model: str
+    provider_request_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # The provider's own figure when it reports one; the catalog price otherwise.
+    cost: Decimal | None = None
+
+
+class ImageEditProvider(Protocol):
+    """An editing backend. `validate` runs at submit time, before anything is stored."""
+
+    name: str
+
+    def validate(self, spec: ModelSpec, options: ImageEditOptions) -> None:
+        """Raise a domain `InvalidInput` for a request this provider cannot serve."""
+        ...
+
+    def edit(self, spec: ModelSpec, options: ImageEditOptions) -> ImageEditResult:
+        """Run the edit; raise `ProviderError` (retryable or not) when it fails."""
+        ...

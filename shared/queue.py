@@ -1,0 +1,63 @@
+"""Celery configuration and enqueueing by task name.
+
+Both the API (which only sends) and the worker (which also runs tasks) build
+their Celery app here, so the API never imports the worker package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from shared.config import Settings
+
+RUN_TASK = "editq.run_job"
+INTERACTIVE = "interactive"
+BULK = "bulk"
+
+# Redis redelivers an unacknowledged message after this long. Every countdown
+# editq schedules stays far below it, so a delayed task is never run twice.
+VISIBILITY_TIMEOUT_SECONDS = 3600
+
+
+def make_celery(settings: Settings, name: str = "editq") -> Celery:
+    app = Celery(name, broker=settings.broker_url)
+    exchange = Exchange("editq", type="direct")
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_pool="threads",
+        worker_concurrency=settings.worker_concurrency,
+        worker_hijack_root_logger=False,
+        task_queues=(
+            Queue(INTERACTIVE, exchange, routing_key=INTERACTIVE),
+            Queue(BULK, exchange, routing_key=BULK),
+        ),
+        task_default_queue=INTERACTIVE,
+        task_default_exchange="editq",
+        task_default_routing_key=INTERACTIVE,
+        task_create_missing_queues=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
+        broker_pool_limit=16,
+        enable_utc=True,
+    )
+    return app
+
+
+def enqueue_run(app: Celery, job_id: str, *, queue: str = INTERACTIVE,
+                countdown: float | None = None) -> None:
+    if countdown is not None and countdown >= VISIBILITY_TIMEOUT_SECONDS / 2:
+        raise ValueError("long delays belong in the database, not in a Celery countdown")
+    kwargs: dict[str, Any] = {"queue": queue, "routing_key": queue}
+    if countdown:
+        kwargs["countdown"] = countdown
+    app.send_task(RUN_TASK, args=[job_id], **kwargs)

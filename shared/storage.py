@@ -1,0 +1,117 @@
+"""S3-compatible object storage through boto3: the only place image bytes live.
+
+Inputs are content-addressed (`inputs/<sha256>`), so resubmitting or
+reprocessing an image never stores it twice; outputs live under their job
+(`outputs/<job_id>/<n>.<ext>`), so a job's results are easy to find and delete.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from shared.config import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+def input_key(sha256: str) -> str:
+    return f"inputs/{sha256[:2]}/{sha256}"
+
+
+def output_key(job_id: str, index: int, extension: str) -> str:
+    return f"outputs/{job_id}/{index}.{extension}"
+
+
+def _client(settings: Settings, endpoint_url: str | None) -> S3Client:
+    secret = settings.s3_secret_access_key
+    client: S3Client = boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=secret.get_secret_value() if secret else None,
+        config=Config(
+            s3={"addressing_style": "path"},
+            signature_version="s3v4",
+            retries={"max_attempts": 4, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+            max_pool_connections=64,
+        ),
+    )
+    return client
+
+
+class Storage:
+    """A bucket, with the few operations editq needs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.s3_bucket
+        self.presign_expiry = settings.presign_expiry_seconds
+        self.client = _client(settings, settings.s3_endpoint_url)
+        # Presigning is local computation; a second client signs for the public host.
+        self._presigner = (
+            _client(settings, settings.s3_public_endpoint_url)
+            if settings.s3_public_endpoint_url
+            else self.client
+        )
+
+    def ensure_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                raise
+            try:
+                self.client.create_bucket(Bucket=self.bucket)
+            except ClientError as create_exc:
+                code = create_exc.response.get("Error", {}).get("Code")
+                if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+    def put(self, key: str, data: bytes, content_type: str,
+            metadata: dict[str, str] | None = None) -> None:
+        extra: dict[str, Any] = {"Metadata": metadata} if metadata else {}
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                               ContentType=content_type, **extra)
+
+    def get(self, key: str) -> bytes:
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        data: bytes = body.read()
+        return data
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str) -> None:
+        """Content-addressed keys hold the same bytes forever, so one upload suffices."""
+        if not self.exists(key):
+            self.put(key, data, content_type)
+
+    def presigned_get_url(self, key: str, expires_in: int | None = None) -> str:
+        url: str = self._presigner.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": key},
+            ExpiresIn=expires_in or self.presign_expiry,
+        )
+        return url
+
+    def ping(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)
+
+
+@lru_cache(maxsize=4)
+def get_storage(settings: Settings) -> Storage:
+    return Storage(settings)

@@ -1,0 +1,142 @@
+"""Accepting a job: every check that can refuse a request runs before anything is stored.
+
+Order matters: validate (cheap, no side effects), then upload inputs
+(content-addressed, so a retry re-uploads nothing), then insert the job row.
+The caller commits and only then enqueues, so a worker never sees a message
+for a row that does not exist yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.config import Settings
+from shared.errors import IdempotencyConflict, ImageTooLarge, InvalidInput
+from shared.images import ImageInfo, inspect_image
+from shared.jobs import QUEUED, add_event, new_job_id
+from shared.models import Job
+from shared.providers.catalog import ModelSpec
+from shared.providers.router import build_options, validate_edit
+from shared.storage import Storage, input_key
+from shared.tenants import Principal
+
+MAX_PROMPT_CHARS = 10_000
+MAX_METADATA_BYTES = 16 * 1024
+
+
+@dataclass
+class EditRequest:
+    """A job request after transport decoding (JSON or multipart), before validation."""
+
+    images: list[bytes]
+    operation: str = "general_edit"
+    model: str | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    mask: bytes | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """Same request, same fingerprint, whichever transport carried it."""
+        canonical = {
+            "images": [hashlib.sha256(i).hexdigest() for i in self.images],
+            "mask": hashlib.sha256(self.mask).hexdigest() if self.mask is not None else None,
+            "operation": self.operation, "model": self.model, "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt, "options": self.options,
+            "metadata": self.metadata,
+        }
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_sizes(req: EditRequest, settings: Settings) -> tuple[list[ImageInfo], ImageInfo | None]:
+    if not req.images:
+        raise InvalidInput("send an image (`image`) or images (`images[]`)", field="image")
+    if len(req.images) > settings.max_images_per_job:
+        raise InvalidInput(f"at most {settings.max_images_per_job} images per job",
+                           field="images")
+    if req.prompt is not None and len(req.prompt) > MAX_PROMPT_CHARS:
+        raise InvalidInput(f"prompt is longer than {MAX_PROMPT_CHARS} characters",
+                           field="prompt")
+    if len(json.dumps(req.metadata, default=str)) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes",
+                           field="metadata")
+    limits = {"max_bytes": settings.max_image_bytes, "max_pixels": settings.max_image_pixels}
+    images = [inspect_image(data, field=f"images[{n}]" if len(req.images) > 1 else "image",
+                            **limits) for n, data in enumerate(req.images)]
+    mask = inspect_image(req.mask, field="mask", **limits) if req.mask is not None else None
+    return images, mask
+
+
+def _check_resolution(spec: ModelSpec, images: list[ImageInfo]) -> None:
+    max_w, max_h = spec.max_resolution
+    for info in images:
+        if info.width > max_w or info.height > max_h:
+            raise ImageTooLarge(
+                f"image is {info.width}x{info.height}; model {spec.id!r} takes at most "
+                f"{max_w}x{max_h}", model=spec.id)
+
+
+def _replay(session: Session, principal: Principal, key: str, fingerprint: str) -> Job | None:
+    job = session.scalar(select(Job).where(Job.tenant_id == principal.tenant_id,
+                                           Job.idempotency_key == key))
+    if job is not None and job.request_hash != fingerprint:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used for a different request; use a new key",
+            job_id=job.id)
+    return job
+
+
+def submit_job(session: Session, storage: Storage, settings: Settings, principal: Principal,
+               req: EditRequest, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Validate, store the inputs and insert a queued job; answer (job, created)."""
+    fingerprint = req.fingerprint()
+    if idempotency_key and (job := _replay(session, principal, idempotency_key, fingerprint)):
+        return job, False
+
+    images, mask = _check_sizes(req, settings)
+    options = build_options(images=req.images, operation=req.operation, model=req.model,
+                            prompt=req.prompt, mask=req.mask,
+                            negative_prompt=req.negative_prompt, options=req.options)
+    spec = validate_edit(options, settings=settings)
+    _check_resolution(spec, images)
+
+    keys = []
+    for info in images:
+        keys.append(input_key(info.sha256))
+        storage.put_if_absent(keys[-1], info.data, info.content_type)
+    mask_key = None
+    if mask is not None:
+        mask_key = input_key(mask.sha256)
+        storage.put_if_absent(mask_key, mask.data, mask.content_type)
+
+    job = Job(
+        id=new_job_id(), tenant_id=principal.tenant_id, status=QUEUED,
+        operation=req.operation, model=spec.id, provider=spec.provider, prompt=req.prompt,
+        negative_prompt=req.negative_prompt, options=options.extra, metadata_=req.metadata,
+        input_keys=keys, mask_key=mask_key, outputs=[], attempts=0,
+        cost_estimated=spec.estimate(), currency=spec.pricing.currency,
+        idempotency_key=idempotency_key, request_hash=fingerprint,
+    )
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+            add_event(session, job.id, "created", to_status=QUEUED, model=spec.id,
+                      provider=spec.provider)
+            session.flush()
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key won the insert.
+        if idempotency_key and (winner := _replay(session, principal, idempotency_key,
+                                                  fingerprint)):
+            return winner, False
+        raise
+    return job, True

@@ -1,0 +1,59 @@
+"""The public shape of a job, shared by GET /v1/jobs/{id} and (later) webhook bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from shared.models import Job, JobEvent
+from shared.storage import Storage
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def job_view(job: Job, storage: Storage) -> dict[str, Any]:
+    """A job as clients see it: output URLs are presigned at read time, never stored."""
+    return {
+        "id": job.id,
+        "status": job.status,
+        "operation": job.operation,
+        "model": job.model,
+        "provider": job.provider,
+        "prompt": job.prompt,
+        "created_at": _iso(job.created_at),
+        "updated_at": _iso(job.updated_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "attempts": job.attempts,
+        "outputs": [
+            {
+                "url": storage.presigned_get_url(out["key"]),
+                "content_type": out["content_type"],
+                "width": out["width"],
+                "height": out["height"],
+                "bytes": out["bytes"],
+            }
+            for out in job.outputs
+        ],
+        "cost": {
+            "estimated": str(job.cost_estimated),
+            "actual": str(job.cost_actual) if job.cost_actual is not None else None,
+            "currency": job.currency,
+        },
+        "error": ({"code": job.error_code, "message": job.error_message}
+                  if job.error_code else None),
+        "options": job.options,
+        "metadata": job.metadata_,
+    }
+
+
+def event_view(event: JobEvent) -> dict[str, Any]:
+    return {
+        "at": _iso(event.at),
+        "type": event.type,
+        "from_status": event.from_status,
+        "to_status": event.to_status,
+        "detail": event.detail,
+    }
