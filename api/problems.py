@@ -19,9 +19,11 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_la
                415: "unsupported_media_type"}
 
 
-def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "detail": detail,
-            "code": code, **extra}
+def problem(status: int, code: str, title: str, detail: str,
+            extra: dict[str, Any] | None = None) -> JSONResponse:
+    """A problem+json response; `extra` members never override the standard ones."""
+    body = {**(extra or {}), "type": PROBLEM_TYPE + code, "title": title, "status": status,
+            "detail": detail, "code": code}
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
@@ -39,7 +41,7 @@ async def _domain(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EditqError)
     if exc.status >= 500:
         log.error("%s: %s", exc.code, exc.message)
-    return problem(exc.status, exc.code, exc.title, exc.message, **_json_safe(exc.extra))
+    return problem(exc.status, exc.code, exc.title, exc.message, _json_safe(exc.extra))
 
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:
@@ -48,7 +50,8 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
               for e in exc.errors()]
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
-    return problem(422, "validation_error", "The request is not valid", detail, errors=errors)
+    return problem(422, "validation_error", "The request is not valid", detail,
+                   {"errors": errors})
 
 
 async def _http(_: Request, exc: Exception) -> JSONResponse:

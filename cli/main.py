@@ -56,6 +56,16 @@ def worker(concurrency: int | None, queues: str, loglevel: str) -> None:
                      "--loglevel", loglevel, "--without-gossip", "--without-mingle"])
 
 
+@main.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run Celery beat, which dispatches editq's periodic tasks."""
+    load_settings()
+    from worker.celery_app import app
+
+    app.start(["beat", "--loglevel", loglevel])
+
+
 @main.group()
 def db() -> None:
     """Database schema."""

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(600, ge=30, le=3600)
     worker_concurrency: int = Field(8, ge=1, le=512)
 
+    @field_validator("wavespeed_api_key", "stability_api_key", "s3_access_key_id",
+                     "s3_secret_access_key", "s3_endpoint_url", "s3_public_endpoint_url",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose's `${VAR:-}` hands over an empty string for "not configured".
+        return None if value == "" else value
+
     @field_validator("database_url")
     @classmethod
     def _database_scheme(cls, value: str) -> str:

@@ -70,6 +70,12 @@ class IdempotencyConflict(EditqError):
     title = "Idempotency-Key reused with a different request"
 
 
+class UnsupportedMediaType(EditqError):
+    code = "unsupported_media_type"
+    status = 415
+    title = "Unsupported media type"
+
+
 class NotFound(EditqError):
     code = "not_found"
     status = 404

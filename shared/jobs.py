@@ -102,7 +102,7 @@ def cancel(session: Session, tenant_id: str, job_id: str) -> Job:
         {"was": job.status}, finished_at=utcnow(), lease_expires_at=None,
     ):
         session.refresh(job)
-        raise JobNotCancelable(f"job {job_id} is already {job.status}", status=job.status)
+        raise JobNotCancelable(f"job {job_id} is already {job.status}", job_status=job.status)
     session.refresh(job)
     return job
 

