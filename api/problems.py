@@ -46,10 +46,10 @@ async def _domain(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")}
+    errors = [{"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": str(e.get("msg", ""))}
               for e in exc.errors()]
-    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-    detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
+    first = errors[0] if errors else {"loc": "", "msg": "invalid request"}
+    detail = f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"]
     return problem(422, "validation_error", "The request is not valid", detail,
                    {"errors": errors})
 

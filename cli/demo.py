@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-import sys
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -92,7 +92,7 @@ def run_demo(out_dir: Path, keep: bool = False) -> int:
                 "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": "editq-demo",
                 "EDITQ_S3_ACCESS_KEY_ID": "demo", "EDITQ_S3_SECRET_ACCESS_KEY": "demo-secret",
             })
-            settings = Settings(**{k[6:].lower(): v for k, v in stack.env.items()})
+            settings = Settings.model_validate({k[6:].lower(): v for k, v in stack.env.items()})
             upgrade(settings.database_url)
             with session_scope(settings.database_url) as session:
                 key = create_api_key(session, "demo")

@@ -22,7 +22,8 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         reasons = "\n".join(f"  - {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
                             for e in exc.errors())
-        raise click.ClickException(f"refusing to start, the settings are not safe:\n{reasons}")
+        raise click.ClickException(
+            f"refusing to start, the settings are not safe:\n{reasons}") from None
 
 
 @click.group()

@@ -55,9 +55,13 @@ def _store_outputs(storage: Storage, settings: Settings, job: Job,
     outputs = []
     for index, (data, _declared_type) in enumerate(images):
         # Never store what is not an image, whatever the provider claimed.
-        info = inspect_image(data, field=f"output[{index}]",
-                             max_bytes=max(settings.max_image_bytes, 64 * 1024 * 1024),
-                             max_pixels=max(settings.max_image_pixels, 200_000_000))
+        try:
+            info = inspect_image(data, field=f"output[{index}]",
+                                 max_bytes=max(settings.max_image_bytes, 64 * 1024 * 1024),
+                                 max_pixels=max(settings.max_image_pixels, 200_000_000))
+        except EditqError as exc:
+            raise ProviderError(f"the provider returned an unusable output: {exc.message}",
+                                code="provider_bad_output") from exc
         key = output_key(job.id, index, info.extension)
         storage.put(key, info.data, info.content_type)
         outputs.append({"key": key, "content_type": info.content_type, "width": info.width,

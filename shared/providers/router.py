@@ -21,7 +21,8 @@ def get_provider(name: str, settings: Settings | None = None) -> ImageEditProvid
     raise EditqError(f"provider {name!r} is not available in this build")
 
 
-def build_options(*, images: list[bytes], operation: str, model: str, prompt: str | None = None,
+def build_options(*, images: list[bytes], operation: str, model: str | None,
+                  prompt: str | None = None,
                   mask: bytes | None = None, negative_prompt: str | None = None,
                   options: dict[str, Any] | None = None) -> ImageEditOptions:
     """Split a request's `options{}` into typed fields and provider extras."""
