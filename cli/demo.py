@@ -72,7 +72,7 @@ def _follow(client: ApiClient, job_ids: list[str], timeout: float) -> Iterator[d
         raise TimeoutError(f"{len(pending)} job(s) did not finish in {timeout:.0f}s")
 
 
-def run_demo(out_dir: Path, keep: bool = False) -> int:
+def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> int:
     from shared.config import Settings
     from shared.db import session_scope
     from shared.migrate import upgrade
@@ -82,7 +82,7 @@ def run_demo(out_dir: Path, keep: bool = False) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with embedded_stack() as stack:
+    with embedded_stack(workdir.resolve() if workdir else None) as stack:
         with console.status("starting redis-server, the S3 server and SQLite..."):
             redis_url = stack.start_redis()
             s3_url = stack.start_s3()
@@ -135,7 +135,7 @@ def run_demo(out_dir: Path, keep: bool = False) -> int:
 
         if keep:
             console.print(f"\nAPI: {api_url}   docs: {api_url}/docs\nAPI key: {key}\n"
-                          "Ctrl-C stops everything.")
+                          "Ctrl-C stops everything.", soft_wrap=True)
             while all(child.alive() for child in stack.children):
                 time.sleep(0.5)
             console.print("[red]a piece of the stack exited[/]")

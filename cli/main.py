@@ -152,12 +152,16 @@ def submit(image: Path, prompt: str | None, operation: str, model: str | None,
 @click.option("--keep", is_flag=True, help="stay up afterwards and print the API URL and a key")
 @click.option("--out", "out_dir", default="demo-output", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
-def demo(keep: bool, out_dir: Path) -> None:
+@click.option("--workdir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="keep the database and logs here (default: a temporary folder)")
+def demo(keep: bool, out_dir: Path, workdir: Path | None) -> None:
     """Start every embedded piece, run sample edits, save the outputs, print a table."""
     from cli.demo import run_demo
 
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
     try:
-        sys.exit(run_demo(out_dir=out_dir, keep=keep))
+        sys.exit(run_demo(out_dir=out_dir, keep=keep, workdir=workdir))
     except KeyboardInterrupt:
         click.echo("interrupted; everything the demo started has been stopped")
         sys.exit(130)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -20,7 +20,8 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from cli.stack import Stack, redis_reachable
+from cli.client import ApiClient
+from cli.stack import Child, Stack, redis_reachable
 from shared.config import Settings
 from shared.db import session_scope
 from shared.migrate import upgrade
@@ -135,6 +136,36 @@ def tenant_key(settings: Settings) -> str:
         return create_api_key(session, f"tenant-{uuid.uuid4().hex[:12]}")
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    return tmp_path
+@dataclass
+class Live:
+    api_url: str
+    settings: Settings
+    worker: Child
+    api: Child
+
+    def client(self, tenant: str) -> ApiClient:
+        with session_scope(self.settings.database_url) as session:
+            key = create_api_key(session, tenant)
+        return ApiClient(self.api_url, key)
+
+
+@pytest.fixture(scope="session")
+def live(stack: Stack, database_url: str, redis_base: str, s3_url: str,
+         bucket: str) -> Iterator[Live]:
+    broker = redis_db(redis_base, db_kind(database_url))
+    settings = make_settings(database_url=database_url, broker_url=broker, redis_url=broker,
+                             s3_endpoint_url=s3_url, s3_bucket=bucket)
+    env = {
+        "EDITQ_ENVIRONMENT": "test", "EDITQ_DATABASE_URL": database_url,
+        "EDITQ_BROKER_URL": broker, "EDITQ_REDIS_URL": broker,
+        "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": bucket,
+        "EDITQ_S3_ACCESS_KEY_ID": "test", "EDITQ_S3_SECRET_ACCESS_KEY": "test-secret",
+    }
+    kind = db_kind(database_url)
+    sub = Stack(workdir=stack.workdir, env=env)
+    try:
+        worker = sub.start_worker(name=f"worker-{kind}", concurrency=4)
+        api, url = sub.start_api()
+        yield Live(url, settings, worker, api)
+    finally:
+        sub.stop()

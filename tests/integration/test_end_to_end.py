@@ -7,8 +7,6 @@ EDITQ_TEST_DATABASE_URL is set), each with its own API, worker and Redis databas
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -16,52 +14,13 @@ import redis
 from PIL import Image
 from sqlalchemy import func, select
 
-from cli.client import ApiClient
-from cli.stack import Child, Stack
-from shared.config import Settings
 from shared.db import session_scope
 from shared.models import JobEvent
 from shared.queue import enqueue_run, make_celery
-from shared.tenants import create_api_key
-from tests.conftest import db_kind, make_settings, redis_db
+from tests.conftest import Live
 from tests.helpers import image_bytes, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-@dataclass
-class Live:
-    api_url: str
-    settings: Settings
-    worker: Child
-    api: Child
-
-    def client(self, tenant: str) -> ApiClient:
-        with session_scope(self.settings.database_url) as session:
-            key = create_api_key(session, tenant)
-        return ApiClient(self.api_url, key)
-
-
-@pytest.fixture(scope="session")
-def live(stack: Stack, database_url: str, redis_base: str, s3_url: str,
-         bucket: str) -> Iterator[Live]:
-    broker = redis_db(redis_base, db_kind(database_url))
-    settings = make_settings(database_url=database_url, broker_url=broker, redis_url=broker,
-                             s3_endpoint_url=s3_url, s3_bucket=bucket)
-    env = {
-        "EDITQ_ENVIRONMENT": "test", "EDITQ_DATABASE_URL": database_url,
-        "EDITQ_BROKER_URL": broker, "EDITQ_REDIS_URL": broker,
-        "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": bucket,
-        "EDITQ_S3_ACCESS_KEY_ID": "test", "EDITQ_S3_SECRET_ACCESS_KEY": "test-secret",
-    }
-    kind = db_kind(database_url)
-    sub = Stack(workdir=stack.workdir, env=env)
-    try:
-        worker = sub.start_worker(name=f"worker-{kind}", concurrency=4)
-        api, url = sub.start_api()
-        yield Live(url, settings, worker, api)
-    finally:
-        sub.stop()
 
 
 def drained(live: Live) -> bool:

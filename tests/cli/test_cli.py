@@ -1,0 +1,138 @@
+"""The `editq` command, run as a user runs it: a subprocess with environment variables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sqlalchemy import create_engine, inspect
+
+from shared.db import session_scope
+from shared.migrate import current_head
+from shared.tenants import authenticate
+from tests.conftest import Live
+from tests.helpers import image_bytes, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+EDITQ = [sys.executable, "-m", "cli.main"]
+
+
+def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 60,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EDITQ_")}
+    return subprocess.run(EDITQ + args, env={**clean, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+
+
+def test_db_upgrade_creates_the_schema_at_head(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    result = run(["db", "upgrade"], {"EDITQ_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    tables = set(inspect(create_engine(url)).get_table_names())
+    assert {"tenants", "api_keys", "jobs", "job_events", "alembic_version"} <= tables
+    with create_engine(url).connect() as conn:
+        from sqlalchemy import text
+
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == \
+            current_head()
+
+
+def test_keys_create_prints_the_key_last_and_stores_only_its_hash(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    env = {"EDITQ_DATABASE_URL": url}
+    assert run(["db", "upgrade"], env).returncode == 0
+    result = run(["keys", "create", "--tenant", "acme"], env)
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.split()[-1]
+    with session_scope(url) as session:
+        assert authenticate(session, key).tenant_name == "acme"
+    assert key.encode() not in Path(url.removeprefix("sqlite:///")).read_bytes()
+
+
+def test_unsafe_settings_are_refused_with_a_reason_and_no_traceback() -> None:
+    result = run(["db", "upgrade"], {"EDITQ_DATABASE_URL": "mysql://db/editq"})
+    assert result.returncode == 1
+    assert "refusing to start" in result.stderr and "database_url" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run(["api"], {"EDITQ_WAVESPEED_BASE_URL": "http://api.example.com"})
+    assert result.returncode == 1 and "https" in result.stderr
+
+
+def test_submit_waits_and_saves_the_outputs(live: Live, tmp_path: Path) -> None:
+    client = live.client("cli-submit")
+    source = tmp_path / "in.png"
+    source.write_bytes(image_bytes((50, 40)))
+    out = tmp_path / "out"
+    result = run(["submit", str(source), "--operation", "rotate", "--option", "angle=90",
+                  "--out", str(out)],
+                 {"EDITQ_API_URL": live.api_url,
+                  "EDITQ_API_KEY": client.http.headers["authorization"].split()[1]})
+    assert result.returncode == 0, result.stdout + result.stderr
+    [saved] = list(out.iterdir())
+    assert Image.open(saved).size == (40, 50)
+
+
+def leftover_processes(marker: Path) -> list[str]:
+    """Processes whose working folder or command line names `marker`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd")
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cwd.startswith(str(marker)) or str(marker) in cmdline:
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def test_demo_runs_every_sample_and_leaves_no_process(tmp_path: Path) -> None:
+    # given nothing running but what the demo starts
+    workdir, out = tmp_path / "work", tmp_path / "out"
+    # when the demo runs
+    started = time.monotonic()
+    result = run(["demo", "--workdir", str(workdir), "--out", str(out)], timeout=80)
+    elapsed = time.monotonic() - started
+    # then it finished under a minute, with every sample edited and saved
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert elapsed < 60
+    assert result.stdout.count("succeeded") == 6
+    saved = sorted(out.iterdir())
+    assert len(saved) == 6
+    for path in saved:
+        Image.open(path).verify()
+    # and nothing it started is still alive
+    assert leftover_processes(workdir) == []
+
+
+def test_demo_keep_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EDITQ_")}
+    proc = subprocess.Popen(EDITQ + ["demo", "--keep", "--workdir", str(workdir),
+                                     "--out", str(tmp_path / "out")],
+                            env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        lines: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("API key:"):
+                break
+        assert lines and lines[-1].startswith("API key: eq_"), "".join(lines)[-3000:]
+        assert leftover_processes(workdir)  # the stack is up
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wait_for(lambda: leftover_processes(workdir) == [], 10, "the demo's children to exit")
