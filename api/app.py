@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,9 +11,12 @@ from fastapi import FastAPI
 from api import problems
 from api.routes import jobs, meta
 from shared.config import Settings, get_settings
+from shared.errors import StorageUnavailable
 from shared.providers.catalog import get_catalog
 from shared.queue import make_celery
 from shared.storage import Storage
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -21,7 +25,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.storage.ensure_bucket()
+        # Start even if S3 is down: /readyz reports it, and submissions answer 503.
+        try:
+            app.state.storage.ensure_bucket()
+        except StorageUnavailable as exc:
+            log.warning("storage not ready at start-up: %s", exc.message)
         yield
 
     app = FastAPI(title="editq", version="0.1.0", lifespan=lifespan,

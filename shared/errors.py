@@ -15,6 +15,9 @@ class EditqError(Exception):
     code = "internal_error"
     status = 500
     title = "Internal error"
+    # Whether the same work may succeed if tried again later (a worker retries it).
+    retryable = False
+    retry_after: float | None = None
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -70,6 +73,12 @@ class IdempotencyConflict(EditqError):
     title = "Idempotency-Key reused with a different request"
 
 
+class RequestTooLarge(EditqError):
+    code = "request_too_large"
+    status = 413
+    title = "Request too large"
+
+
 class UnsupportedMediaType(EditqError):
     code = "unsupported_media_type"
     status = 415
@@ -97,6 +106,13 @@ class Conflict(EditqError):
 class JobNotCancelable(Conflict):
     code = "job_not_cancelable"
     title = "The job has already finished"
+
+
+class StorageUnavailable(EditqError):
+    code = "storage_unavailable"
+    status = 503
+    title = "Object storage is unavailable"
+    retryable = True
 
 
 class ProviderError(EditqError):

@@ -85,12 +85,9 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
         result = generate_image_edit(options, settings=settings)
         outputs = _store_outputs(storage, settings, job,
                                  [(img.data, img.content_type) for img in result.images])
-    except ProviderError as exc:
+    except EditqError as exc:
         return _handle_failure(job, settings, exc.code, exc.message, exc.retryable,
                                exc.retry_after, schedule_retry)
-    except EditqError as exc:
-        return _handle_failure(job, settings, exc.code, exc.message, False, None,
-                               schedule_retry)
     except Exception as exc:  # storage or network trouble: worth another attempt
         log.exception("job %s: unexpected error", job_id)
         return _handle_failure(job, settings, "internal_error",

@@ -7,14 +7,17 @@ reprocessing an image never stores it twice; outputs live under their job
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.config import Settings
+from shared.errors import StorageUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -26,6 +29,24 @@ def input_key(sha256: str) -> str:
 
 def output_key(job_id: str, index: int, extension: str) -> str:
     return f"outputs/{job_id}/{index}.{extension}"
+
+
+_MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def _unavailable_on_failure(action: str) -> Iterator[None]:
+    """Turn transport and server failures into one retryable domain error."""
+    try:
+        yield
+    except ClientError as exc:
+        raise StorageUnavailable(f"S3 {action} failed: {_error_code(exc)}") from exc
+    except BotoCoreError as exc:
+        raise StorageUnavailable(f"S3 {action} failed: {type(exc).__name__}") from exc
 
 
 def _client(settings: Settings, endpoint_url: str | None) -> S3Client:
@@ -63,36 +84,40 @@ class Storage:
         )
 
     def ensure_bucket(self) -> None:
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
-                raise
+        with _unavailable_on_failure("create bucket"):
             try:
-                self.client.create_bucket(Bucket=self.bucket)
-            except ClientError as create_exc:
-                code = create_exc.response.get("Error", {}).get("Code")
-                if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if _error_code(exc) not in _MISSING:
                     raise
+                try:
+                    self.client.create_bucket(Bucket=self.bucket)
+                except ClientError as create_exc:
+                    if _error_code(create_exc) not in ("BucketAlreadyOwnedByYou",
+                                                       "BucketAlreadyExists"):
+                        raise
 
     def put(self, key: str, data: bytes, content_type: str,
             metadata: dict[str, str] | None = None) -> None:
         extra: dict[str, Any] = {"Metadata": metadata} if metadata else {}
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
-                               ContentType=content_type, **extra)
+        with _unavailable_on_failure("put"):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                                   ContentType=content_type, **extra)
 
     def get(self, key: str) -> bytes:
-        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-        data: bytes = body.read()
+        with _unavailable_on_failure("get"):
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            data: bytes = body.read()
         return data
 
     def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        with _unavailable_on_failure("head"):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _error_code(exc) in _MISSING:
+                    return False
+                raise
         return True
 
     def put_if_absent(self, key: str, data: bytes, content_type: str) -> None:
@@ -109,7 +134,8 @@ class Storage:
         return url
 
     def ping(self) -> None:
-        self.client.head_bucket(Bucket=self.bucket)
+        with _unavailable_on_failure("head bucket"):
+            self.client.head_bucket(Bucket=self.bucket)
 
 
 @lru_cache(maxsize=4)

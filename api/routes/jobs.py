@@ -17,8 +17,9 @@ from starlette.datastructures import UploadFile
 from api.deps import CeleryDep, PrincipalDep, SessionDep, SettingsDep, StorageDep
 from api.schemas import EventList, JobCreate, JobList, JobOut, Status
 from shared import jobs
+from shared.config import MiB, Settings
 from shared.db import session_scope
-from shared.errors import InvalidInput, UnsupportedMediaType
+from shared.errors import InvalidInput, RequestTooLarge, UnsupportedMediaType
 from shared.images import decode_base64_image
 from shared.queue import enqueue_run
 from shared.submission import EditRequest, submit_job
@@ -65,6 +66,25 @@ def _from_json(raw: bytes, max_bytes: int) -> EditRequest:
                        model=body.model, options=body.options, metadata=body.metadata)
 
 
+def _body_limit(settings: Settings) -> int:
+    """Room for every image as base64 (4/3 of its bytes), a mask, and 1 MiB of the rest."""
+    return (settings.max_image_bytes * 4 // 3 + 4) * (settings.max_images_per_job + 1) + MiB
+
+
+async def _read_capped(request: Request, settings: Settings) -> bytes:
+    limit = _body_limit(settings)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"the request body is over {limit} bytes", limit=limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"the request body is over {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _json_field(form: Any, name: str) -> dict[str, Any]:
     raw = form.get(name)
     if raw in (None, ""):
@@ -107,9 +127,12 @@ async def create_job(request: Request, response: Response, settings: SettingsDep
                      ) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "application/json")
     if content_type.startswith("multipart/form-data"):
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > _body_limit(settings):
+            raise RequestTooLarge(f"the request body is over {_body_limit(settings)} bytes")
         req = await _from_multipart(request, settings.max_image_bytes)
     elif content_type.startswith("application/json"):
-        req = _from_json(await request.body(), settings.max_image_bytes)
+        req = _from_json(await _read_capped(request, settings), settings.max_image_bytes)
     else:
         raise UnsupportedMediaType("send application/json or multipart/form-data",
                                    content_type=content_type)
@@ -128,7 +151,7 @@ async def create_job(request: Request, response: Response, settings: SettingsDep
     return view
 
 
-def _enqueue(celery: Any, settings: Any, job_id: str) -> None:
+def _enqueue(celery: Any, settings: Settings, job_id: str) -> None:
     """The job row is committed; if the broker is down the job stays queued for the reaper."""
     try:
         enqueue_run(celery, job_id)

@@ -140,6 +140,17 @@ class TestBadInput:
                                  413, "image_too_large")
         assert problem["pixels"] == 100_000_000
 
+    def test_body_over_the_limit_is_413_before_it_is_read(self, settings: Settings,
+                                                          tenant_key: str) -> None:
+        small = Settings(**{**settings.model_dump(), "max_image_bytes": 1024,
+                            "max_images_per_job": 1})
+        with TestClient(create_app(small)) as small_client:
+            # 1024 * 4/3 * 2 + 1 MiB is the cap; send 2 MiB of JSON
+            body = b'{"image": "' + b"A" * (2 * 1024 * 1024) + b'"}'
+            response = small_client.post("/v1/jobs", content=body, headers={
+                **auth(tenant_key), "Content-Type": "application/json"})
+            assert_problem(response, 413, "request_too_large")
+
     def test_wrong_content_type_is_415(self, client: TestClient, tenant_key: str) -> None:
         response = client.post("/v1/jobs", content=b"image=1",
                                headers={**auth(tenant_key), "Content-Type": "text/plain"})
@@ -273,6 +284,23 @@ class TestMeta:
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "storage": "ok"}
+
+    def test_storage_down_is_503_for_readiness_and_submission(self, settings: Settings,
+                                                              tenant_key: str) -> None:
+        # given an API whose S3 endpoint refuses connections
+        from cli.stack import free_port
+
+        down = Settings(**{**settings.model_dump(),
+                           "s3_endpoint_url": f"http://127.0.0.1:{free_port()}"})
+        with TestClient(create_app(down)) as down_client:
+            # then it still starts, says it is not ready, and refuses new jobs with a 503
+            ready = down_client.get("/readyz")
+            problem = assert_problem(ready, 503, "not_ready")
+            assert problem["checks"]["storage"].startswith("error")
+            assert problem["checks"]["database"] == "ok"
+            assert_problem(post_job(down_client, tenant_key), 503, "storage_unavailable")
+            # and no job was left behind half-made
+            assert down_client.get("/v1/jobs", headers=auth(tenant_key)).json()["data"] == []
 
     def test_openapi_documents_both_request_bodies(self, client: TestClient) -> None:
         spec = client.get("/openapi.json").json()

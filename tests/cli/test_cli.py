@@ -117,8 +117,8 @@ def test_demo_runs_every_sample_and_leaves_no_process(tmp_path: Path) -> None:
 def test_demo_keep_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("EDITQ_")}
-    proc = subprocess.Popen(EDITQ + ["demo", "--keep", "--workdir", str(workdir),
-                                     "--out", str(tmp_path / "out")],
+    proc = subprocess.Popen([*EDITQ, "demo", "--keep", "--workdir", str(workdir),
+                             "--out", str(tmp_path / "out")],
                             env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:

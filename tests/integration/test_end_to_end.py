@@ -54,6 +54,12 @@ def test_job_travels_api_worker_s3_and_back(live: Live) -> None:
     assert [e["type"] for e in events] == ["created", "started", "succeeded"]
 
 
+def test_readiness_checks_the_real_database_broker_and_storage(live: Live) -> None:
+    ready = httpx.get(live.api_url + "/readyz", timeout=10)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "storage": "ok"}
+
+
 def test_long_poll_returns_as_soon_as_the_job_is_done(live: Live) -> None:
     client = live.client("e2e-wait")
     job = client.submit(image_bytes(), operation="flip")

@@ -206,6 +206,28 @@ def test_cancel_while_running_discards_the_result(
     assert events[-2:] == ["canceled", "result_discarded"]
 
 
+def test_storage_outage_during_a_run_is_retried(
+        settings: Settings, storage: Storage, queued_job: str, use_provider: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # given S3 failing when the output is written
+    from shared.errors import StorageUnavailable
+
+    use_provider(ScriptedProvider([image_bytes()]))
+
+    def broken_put(*args: Any, **kwargs: Any) -> None:
+        raise StorageUnavailable("S3 put failed: EndpointConnectionError")
+
+    monkeypatch.setattr(storage, "put", broken_put)
+    retries = Retries()
+    # when the job runs
+    outcome = run_job(queued_job, settings, storage, retries)
+    # then it goes back to the queue for another attempt instead of failing
+    assert outcome.action == "retry"
+    job, events = load(settings, queued_job)
+    assert job.status == "queued" and events[-1] == "retry_scheduled"
+    assert len(retries.scheduled) == 1
+
+
 def test_backoff_is_jittered_capped_and_honours_retry_after() -> None:
     delays = [backoff_seconds(attempt, None, base=1, cap=8) for attempt in range(1, 10)
               for _ in range(50)]
