@@ -126,7 +126,7 @@ class Settings(BaseSettings):
             if self.database_url.startswith("sqlite"):
                 raise ValueError("production needs PostgreSQL, not SQLite (EDITQ_DATABASE_URL)")
             if self.broker_url.startswith("memory"):
-                raise ValueError("production needs a real broker, not memory://")
+                raise ValueError("production needs a real broker, not memory:// (EDITQ_BROKER_URL)")
         return self
 
     @property

@@ -115,6 +115,14 @@ class StorageUnavailable(EditqError):
     retryable = True
 
 
+class StorageObjectMissing(EditqError):
+    """A key that should exist does not: retrying cannot bring it back."""
+
+    code = "storage_object_missing"
+    status = 500
+    title = "A stored object is missing"
+
+
 class ProviderError(EditqError):
     """A provider call failed; `retryable` decides between a retry and failing the job."""
 

@@ -17,7 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.config import Settings
-from shared.errors import StorageUnavailable
+from shared.errors import StorageObjectMissing, StorageUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -106,7 +106,13 @@ class Storage:
 
     def get(self, key: str) -> bytes:
         with _unavailable_on_failure("get"):
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            except ClientError as exc:
+                if _error_code(exc) in _MISSING:
+                    raise StorageObjectMissing(f"no object {key} in {self.bucket}",
+                                               key=key) from exc
+                raise
             data: bytes = body.read()
         return data
 

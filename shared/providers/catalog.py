@@ -6,6 +6,7 @@ loaded and checked once per process; a malformed entry stops start-up.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from datetime import date
 from decimal import Decimal
@@ -51,6 +52,8 @@ class ParamSpec(_Strict):
         if self.type in ("int", "number"):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise InvalidInput(f"{where} must be a number", option=name)
+            if not math.isfinite(value):
+                raise InvalidInput(f"{where} must be a finite number", option=name)
             if self.type == "int" and not float(value).is_integer():
                 raise InvalidInput(f"{where} must be a whole number", option=name)
             if self.min is not None and value < self.min:
