@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import problems
-from api.routes import jobs, meta
+from api.routes import jobs, meta, providers
 from shared.config import Settings, get_settings
 from shared.errors import StorageUnavailable
 from shared.providers.catalog import get_catalog
@@ -41,4 +41,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(jobs.router)
     app.include_router(meta.router)
+    app.include_router(providers.router)
     return app

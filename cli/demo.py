@@ -30,11 +30,14 @@ class SampleEdit:
     operation: str
     prompt: str | None = None
     options: dict[str, Any] | None = None
+    model: str | None = None
 
 
 SAMPLES = [
-    SampleEdit("prompted", "general_edit", "make it black and white and rotate 90"),
-    SampleEdit("sepia", "general_edit", "give it a warm sepia look, then mirror it"),
+    SampleEdit("prompted", "general_edit", "make it black and white and rotate 90",
+               model="local-pillow"),
+    SampleEdit("sepia", "general_edit", "give it a warm sepia look, then mirror it",
+               model="local-pillow"),
     SampleEdit("blur", "blur", options={"radius": 4}),
     SampleEdit("zoom-out", "zoom_out", options={"factor": 1.6}),
     SampleEdit("flip", "flip", options={"direction": "vertical", "output_format": "webp"}),
@@ -107,6 +110,7 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
         for n, sample in enumerate(SAMPLES):
             job = client.submit(sample_image(n), prompt=sample.prompt,
                                 operation=sample.operation, options=sample.options,
+                                model=sample.model,
                                 metadata={"demo": sample.label})
             started[job["id"]] = time.monotonic()
             labels[job["id"]] = sample.label

@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     max_images_per_job: int = Field(14, ge=1, le=32)
     max_wait_seconds: int = Field(60, ge=1, le=300)
 
+    max_output_bytes: int = Field(64 * MiB, ge=MiB, le=512 * MiB)
+
+    # Where providers can reach this API (for their webhooks); unset = poll only.
+    public_base_url: str | None = None
+    # Polling a provider: first look after `initial`, then every `growth` x the
+    # time already waited, never more than `max` apart.
+    poll_initial_seconds: float = Field(1.0, ge=0.05, le=60)
+    poll_max_seconds: float = Field(10.0, ge=0.1, le=300)
+    poll_growth: float = Field(0.3, ge=0.0, le=2.0)
+    # Give up on a provider request that has not finished after this long.
+    provider_timeout_seconds: int = Field(900, ge=10, le=24 * 3600)
+
     job_max_attempts: int = Field(3, ge=1, le=10)
     # A running job whose lease has expired is presumed abandoned by its worker.
     job_lease_seconds: int = Field(600, ge=30, le=3600)
@@ -68,7 +80,7 @@ class Settings(BaseSettings):
 
     @field_validator("wavespeed_api_key", "stability_api_key", "s3_access_key_id",
                      "s3_secret_access_key", "s3_endpoint_url", "s3_public_endpoint_url",
-                     mode="before")
+                     "public_base_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # Compose's `${VAR:-}` hands over an empty string for "not configured".
@@ -98,7 +110,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("wavespeed_base_url", "stability_base_url", "s3_endpoint_url",
-                     "s3_public_endpoint_url")
+                     "s3_public_endpoint_url", "public_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -122,6 +134,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "EDITQ_S3_ACCESS_KEY_ID and EDITQ_S3_SECRET_ACCESS_KEY must be set together"
             )
+        if self.poll_initial_seconds > self.poll_max_seconds:
+            raise ValueError("EDITQ_POLL_INITIAL_SECONDS must not exceed EDITQ_POLL_MAX_SECONDS")
         if self.environment == "production":
             if self.database_url.startswith("sqlite"):
                 raise ValueError("production needs PostgreSQL, not SQLite (EDITQ_DATABASE_URL)")

@@ -124,16 +124,35 @@ class StorageObjectMissing(EditqError):
 
 
 class ProviderError(EditqError):
-    """A provider call failed; `retryable` decides between a retry and failing the job."""
+    """A provider call failed; `retryable` decides between a retry and failing the job.
+
+    `task_failed` tells a failed edit (the provider ran it and it failed) from
+    a failed conversation about it (a poll that got a 503): the first needs a
+    new attempt, the second only another look later.
+    """
 
     code = "provider_error"
     status = 502
     title = "Provider error"
 
     def __init__(self, message: str, *, code: str | None = None, retryable: bool = False,
-                 retry_after: float | None = None, **extra: Any) -> None:
+                 retry_after: float | None = None, task_failed: bool = False,
+                 **extra: Any) -> None:
         super().__init__(message, **extra)
         if code is not None:
             self.code = code
         self.retryable = retryable
         self.retry_after = retry_after
+        self.task_failed = task_failed
+
+
+class ProviderOutcomeUnknown(ProviderError):
+    """The submit may or may not have reached the provider; it is never sent again blindly."""
+
+    code = "provider_outcome_unknown"
+
+
+class ProviderNotConfigured(EditqError):
+    code = "provider_not_configured"
+    status = 503
+    title = "Provider not configured"

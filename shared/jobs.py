@@ -88,10 +88,40 @@ def fail(session: Session, job_id: str, code: str, message: str,
 
 
 def requeue(session: Session, job_id: str, reason: str, delay_seconds: float) -> bool:
-    """running -> queued for another attempt; the caller schedules the message."""
+    """running -> queued for another attempt (a new provider request); the caller enqueues."""
     return transition(session, job_id, (RUNNING,), QUEUED, "retry_scheduled",
                       {"reason": reason, "delay_seconds": round(delay_seconds, 3)},
-                      lease_expires_at=None)
+                      lease_expires_at=None, provider_request_id=None, provider_state=None,
+                      provider_submitted_at=None)
+
+
+def _update_running(session: Session, job_id: str, **values: Any) -> bool:
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == RUNNING)
+        .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def mark_submitting(session: Session, job_id: str) -> bool:
+    """Recorded before the POST: if the worker dies now, nobody knows if the provider has it."""
+    return _update_running(session, job_id, provider_state="submitting")
+
+
+def record_submitted(session: Session, job_id: str, request_id: str,
+                     lease_seconds: float) -> bool:
+    """The provider's request id, saved the moment it answers, so polling can resume."""
+    now = utcnow()
+    moved = _update_running(session, job_id, provider_state="submitted",
+                            provider_request_id=request_id, provider_submitted_at=now,
+                            lease_expires_at=now + timedelta(seconds=lease_seconds))
+    if moved:
+        add_event(session, job_id, "submitted", request_id=request_id)
+    return moved
+
+
+def extend_lease(session: Session, job_id: str, lease_seconds: float) -> bool:
+    return _update_running(session, job_id,
+                           lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
 
 
 def cancel(session: Session, tenant_id: str, job_id: str) -> Job:

@@ -47,6 +47,7 @@ class Job(Base):
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
         Index("ix_jobs_tenant_seq", "tenant_id", "seq"),
         Index("ix_jobs_status_updated", "status", "updated_at"),
+        Index("ix_jobs_provider_request", "provider", "provider_request_id"),
     )
 
     # `seq` orders jobs for cursor pagination; `id` is what clients see.
@@ -74,6 +75,11 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     provider_request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # None, "submitting" (the POST may be in flight), or "submitted" (request id saved).
+    provider_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    provider_submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    queue: Mapped[str] = mapped_column(String(16), default="interactive",
+                                       server_default="interactive")
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

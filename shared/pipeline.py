@@ -1,39 +1,65 @@
-"""Running one job: claim, edit, store the outputs, finish. Called by the worker's task.
+"""Running one job: claim, submit, poll, store the outputs, finish.
 
-Each step is safe to repeat: the claim is conditional, outputs are written
+Each step is a short task and is safe to repeat: the claim is conditional,
+the provider's request id is saved the moment it answers, outputs are written
 under deterministic keys, and the finishing update only moves a job that is
 still running, so a redelivered message cannot produce a second result.
+Waiting is never done here: a step that must wait asks the scheduler to run
+the next step later.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
+
+from sqlalchemy import select
 
 from shared.config import Settings
-from shared.db import session_scope
+from shared.db import session_scope, utcnow
 from shared.errors import EditqError, ProviderError
 from shared.images import inspect_image
-from shared.jobs import CANCELED, add_event, claim, fail, requeue, succeed
+from shared.jobs import (
+    CANCELED,
+    RUNNING,
+    add_event,
+    claim,
+    extend_lease,
+    fail,
+    mark_submitting,
+    record_submitted,
+    requeue,
+    succeed,
+)
 from shared.models import Job
-from shared.providers.router import build_options, generate_image_edit
+from shared.providers.base import ImageEditResult
+from shared.providers.catalog import ModelSpec, get_catalog
+from shared.providers.router import build_options, get_provider
 from shared.storage import Storage, output_key
 
 log = logging.getLogger(__name__)
 
-Schedule = Callable[[str, float], None]
+# A poll chain's lease covers its next look plus this margin; past it, the
+# reaper presumes the chain lost (its worker died) and restarts it.
+POLL_LEASE_MARGIN_SECONDS = 30.0
+
+
+class Scheduler(Protocol):
+    """How the pipeline asks for its next step: the worker enqueues Celery tasks."""
+
+    def run(self, job_id: str, delay: float) -> None: ...
+
+    def poll(self, job_id: str, delay: float) -> None: ...
 
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What a run did; the task logs it, tests assert on it."""
+    """What a step did; the task logs it, tests assert on it."""
 
     job_id: str
-    action: str  # "skipped", "succeeded", "failed", "retry", "discarded"
+    action: str  # skipped, submitted, waiting, succeeded, failed, retry, discarded
     detail: str = ""
 
 
@@ -44,6 +70,19 @@ def backoff_seconds(attempt: int, retry_after: float | None, *, base: float = 1.
     return max(delay, retry_after or 0.0)
 
 
+def next_poll_delay(settings: Settings, waited: float) -> float:
+    """Look again after a fraction of the time already waited: quick for quick edits,
+    sparse for slow ones, and never further apart than the cap."""
+    return min(settings.poll_max_seconds,
+               max(settings.poll_initial_seconds, settings.poll_growth * waited))
+
+
+def webhook_url(settings: Settings, provider: str) -> str | None:
+    if not settings.public_base_url:
+        return None
+    return f"{settings.public_base_url}/v1/providers/{provider}/webhook"
+
+
 def _load_inputs(storage: Storage, job: Job) -> tuple[list[bytes], bytes | None]:
     images = [storage.get(key) for key in job.input_keys]
     mask = storage.get(job.mask_key) if job.mask_key else None
@@ -51,17 +90,17 @@ def _load_inputs(storage: Storage, job: Job) -> tuple[list[bytes], bytes | None]
 
 
 def _store_outputs(storage: Storage, settings: Settings, job: Job,
-                   images: list[tuple[bytes, str]]) -> list[dict[str, Any]]:
+                   result: ImageEditResult) -> list[dict[str, Any]]:
     outputs = []
-    for index, (data, _declared_type) in enumerate(images):
+    for index, image in enumerate(result.images):
         # Never store what is not an image, whatever the provider claimed.
         try:
-            info = inspect_image(data, field=f"output[{index}]",
-                                 max_bytes=max(settings.max_image_bytes, 64 * 1024 * 1024),
+            info = inspect_image(image.data, field=f"output[{index}]",
+                                 max_bytes=settings.max_output_bytes,
                                  max_pixels=max(settings.max_image_pixels, 200_000_000))
         except EditqError as exc:
             raise ProviderError(f"the provider returned an unusable output: {exc.message}",
-                                code="provider_bad_output") from exc
+                                code="provider_bad_output", task_failed=True) from exc
         key = output_key(job.id, index, info.extension)
         storage.put(key, info.data, info.content_type)
         outputs.append({"key": key, "content_type": info.content_type, "width": info.width,
@@ -70,50 +109,101 @@ def _store_outputs(storage: Storage, settings: Settings, job: Job,
 
 
 def run_job(job_id: str, settings: Settings, storage: Storage,
-            schedule_retry: Schedule) -> RunOutcome:
-    url = settings.database_url
-    with session_scope(url) as session:
+            scheduler: Scheduler) -> RunOutcome:
+    """First step of an attempt: claim the job and submit it to its provider."""
+    with session_scope(settings.database_url) as session:
         job = claim(session, job_id, settings.job_lease_seconds)
     if job is None:
         return RunOutcome(job_id, "skipped", "not queued (running elsewhere or finished)")
 
+    spec = get_catalog().get(job.model)
     try:
+        provider = get_provider(spec.provider, settings)
         images, mask = _load_inputs(storage, job)
         options = build_options(images=images, operation=job.operation, model=job.model,
                                 prompt=job.prompt, mask=mask,
                                 negative_prompt=job.negative_prompt, options=job.options)
-        result = generate_image_edit(options, settings=settings)
-        outputs = _store_outputs(storage, settings, job,
-                                 [(img.data, img.content_type) for img in result.images])
+        with session_scope(settings.database_url) as session:
+            mark_submitting(session, job_id)
+        submitted = provider.submit(spec, options, webhook_url(settings, spec.provider))
     except EditqError as exc:
-        return _handle_failure(job, settings, exc.code, exc.message, exc.retryable,
-                               exc.retry_after, schedule_retry)
-    except Exception as exc:  # storage or network trouble: worth another attempt
-        log.exception("job %s: unexpected error", job_id)
-        return _handle_failure(job, settings, "internal_error",
-                               f"{type(exc).__name__} while running the job", True, None,
-                               schedule_retry)
+        return _handle_failure(job, settings, exc, scheduler)
 
-    with session_scope(url) as session:
-        cost = result.cost if result.cost is not None else Decimal("0")
-        if succeed(session, job_id, outputs, cost):
-            return RunOutcome(job_id, "succeeded", f"{len(outputs)} output(s)")
-        current = session.get(Job, job.seq)
-        if current is not None and current.status == CANCELED:
-            add_event(session, job_id, "result_discarded", reason="canceled while running")
-    return RunOutcome(job_id, "discarded", "job left running state before it finished")
-
-
-def _handle_failure(job: Job, settings: Settings, code: str, message: str, retryable: bool,
-                    retry_after: float | None, schedule_retry: Schedule) -> RunOutcome:
-    attempts = job.attempts
+    if submitted.result is not None:
+        return _finish(job, spec, submitted.result, settings, storage, scheduler)
+    assert submitted.request_id is not None
+    lease = settings.poll_initial_seconds + POLL_LEASE_MARGIN_SECONDS
     with session_scope(settings.database_url) as session:
-        if retryable and attempts < settings.job_max_attempts:
-            delay = backoff_seconds(attempts, retry_after)
-            if requeue(session, job.id, f"{code}: {message}", delay):
+        if not record_submitted(session, job_id, submitted.request_id, lease):
+            add_event(session, job_id, "submitted_after_cancel",
+                      request_id=submitted.request_id)
+            return RunOutcome(job_id, "discarded", "job left running state during submit")
+    scheduler.poll(job_id, settings.poll_initial_seconds)
+    return RunOutcome(job_id, "submitted", submitted.request_id)
+
+
+def poll_job(job_id: str, settings: Settings, storage: Storage,
+             scheduler: Scheduler) -> RunOutcome:
+    """One look at the provider request of a running job; reschedules itself until done."""
+    with session_scope(settings.database_url) as session:
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        if job is None or job.status != RUNNING or not job.provider_request_id:
+            return RunOutcome(job_id, "skipped", "no running provider request")
+        extend_lease(session, job_id, settings.poll_max_seconds + POLL_LEASE_MARGIN_SECONDS)
+    spec = get_catalog().get(job.model)
+    request_id = job.provider_request_id
+    waited = (utcnow() - (job.provider_submitted_at or utcnow())).total_seconds()
+    try:
+        polled = get_provider(spec.provider, settings).poll(spec, request_id)
+    except ProviderError as exc:
+        if exc.task_failed or not exc.retryable:
+            return _handle_failure(job, settings, exc, scheduler)
+        polled = None  # the look failed, not the edit: look again later
+        retry_after = exc.retry_after
+    except EditqError as exc:
+        return _handle_failure(job, settings, exc, scheduler)
+    else:
+        retry_after = None
+
+    if polled is not None and polled.done and polled.result is not None:
+        return _finish(job, spec, polled.result, settings, storage, scheduler)
+    if waited > settings.provider_timeout_seconds:
+        timeout = ProviderError(f"the provider did not finish request {request_id} within "
+                                f"{settings.provider_timeout_seconds} s",
+                                code="provider_timeout")
+        return _handle_failure(job, settings, timeout, scheduler)
+    delay = max(next_poll_delay(settings, waited), retry_after or 0.0)
+    scheduler.poll(job_id, delay)
+    return RunOutcome(job_id, "waiting", f"next look in {delay:.2f}s")
+
+
+def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settings,
+            storage: Storage, scheduler: Scheduler) -> RunOutcome:
+    try:
+        outputs = _store_outputs(storage, settings, job, result)
+    except EditqError as exc:
+        return _handle_failure(job, settings, exc, scheduler)
+    cost = result.cost if result.cost is not None else spec.estimate(job.options, len(outputs))
+    with session_scope(settings.database_url) as session:
+        if succeed(session, job.id, outputs, cost):
+            return RunOutcome(job.id, "succeeded", f"{len(outputs)} output(s)")
+        current = session.scalar(select(Job.status).where(Job.id == job.id))
+        if current == CANCELED:
+            add_event(session, job.id, "result_discarded", reason="canceled while running",
+                      cost=str(cost))
+    return RunOutcome(job.id, "discarded", "job left running state before it finished")
+
+
+def _handle_failure(job: Job, settings: Settings, exc: EditqError,
+                    scheduler: Scheduler) -> RunOutcome:
+    with session_scope(settings.database_url) as session:
+        attempts = session.scalar(select(Job.attempts).where(Job.id == job.id)) or job.attempts
+        if exc.retryable and attempts < settings.job_max_attempts:
+            delay = backoff_seconds(attempts, exc.retry_after)
+            if requeue(session, job.id, f"{exc.code}: {exc.message}", delay):
                 session.commit()
-                schedule_retry(job.id, delay)
-                return RunOutcome(job.id, "retry", f"{code} after attempt {attempts}")
-        if fail(session, job.id, code, message):
-            return RunOutcome(job.id, "failed", code)
+                scheduler.run(job.id, delay)
+                return RunOutcome(job.id, "retry", f"{exc.code} after attempt {attempts}")
+        if fail(session, job.id, exc.code, exc.message):
+            return RunOutcome(job.id, "failed", exc.code)
     return RunOutcome(job.id, "discarded", "job left running state before it failed")

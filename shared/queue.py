@@ -14,6 +14,8 @@ from kombu.entity import Exchange, Queue
 from shared.config import Settings
 
 RUN_TASK = "editq.run_job"
+POLL_TASK = "editq.poll_job"
+REAP_TASK = "editq.reap"
 INTERACTIVE = "interactive"
 BULK = "bulk"
 
@@ -53,11 +55,36 @@ def make_celery(settings: Settings, name: str = "editq") -> Celery:
     return app
 
 
-def enqueue_run(app: Celery, job_id: str, *, queue: str = INTERACTIVE,
-                countdown: float | None = None) -> None:
+def _send(app: Celery, task: str, job_id: str, queue: str, countdown: float | None) -> None:
     if countdown is not None and countdown >= VISIBILITY_TIMEOUT_SECONDS / 2:
         raise ValueError("long delays belong in the database, not in a Celery countdown")
     kwargs: dict[str, Any] = {"queue": queue, "routing_key": queue}
     if countdown:
         kwargs["countdown"] = countdown
-    app.send_task(RUN_TASK, args=[job_id], **kwargs)
+    app.send_task(task, args=[job_id], **kwargs)
+
+
+def enqueue_run(app: Celery, job_id: str, *, queue: str = INTERACTIVE,
+                countdown: float | None = None) -> None:
+    """Start an attempt: claim the job and submit it."""
+    _send(app, RUN_TASK, job_id, queue, countdown)
+
+
+def enqueue_poll(app: Celery, job_id: str, *, queue: str = INTERACTIVE,
+                 countdown: float | None = None) -> None:
+    """Look at the job's provider request once (the look reschedules itself)."""
+    _send(app, POLL_TASK, job_id, queue, countdown)
+
+
+class CeleryScheduler:
+    """The pipeline's next steps as Celery tasks on the job's queue."""
+
+    def __init__(self, app: Celery, queue: str = INTERACTIVE) -> None:
+        self.app = app
+        self.queue = queue
+
+    def run(self, job_id: str, delay: float) -> None:
+        enqueue_run(self.app, job_id, queue=self.queue, countdown=delay)
+
+    def poll(self, job_id: str, delay: float) -> None:
+        enqueue_poll(self.app, job_id, queue=self.queue, countdown=delay)

@@ -123,7 +123,7 @@ def submit_job(session: Session, storage: Storage, settings: Settings, principal
         operation=req.operation, model=spec.id, provider=spec.provider, prompt=req.prompt,
         negative_prompt=req.negative_prompt, options=options.extra, metadata_=req.metadata,
         input_keys=keys, mask_key=mask_key, outputs=[], attempts=0,
-        cost_estimated=spec.estimate(), currency=spec.pricing.currency,
+        cost_estimated=spec.estimate(options.extra), currency=spec.pricing.currency,
         idempotency_key=idempotency_key, request_hash=fingerprint,
     )
     try:

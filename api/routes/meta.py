@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -13,6 +13,7 @@ from api.deps import CeleryDep, SettingsDep, StorageDep
 from api.problems import problem
 from shared.db import session_scope
 from shared.providers.catalog import ModelSpec, get_catalog
+from shared.views import money
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -20,19 +21,34 @@ router = APIRouter()
 
 def _model_out(spec: ModelSpec) -> dict[str, Any]:
     out = spec.model_dump(mode="json")
-    out["pricing"]["per_image"] = str(spec.pricing.per_image)
+    out["price_usd"] = money(spec.estimate())
     return out
 
 
 @router.get("/v1/models", tags=["models"])
-def list_models(operation: str | None = None) -> dict[str, Any]:
-    """The catalog; with `operation`, only models that serve it, cheapest first."""
-    models = get_catalog().for_operation(operation)
-    data = [_model_out(m) for m in models]
-    if operation and data:
-        data[0]["recommended_for"] = operation
-        data[0]["reason"] = f"cheapest model that serves {operation}"
-    return {"data": data}
+def list_models(operation: str | None = None,
+                width: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+                height: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+                ) -> dict[str, Any]:
+    """The catalog. With `operation`, a ranking: the models that serve it (at the image's
+    `width` x `height`, when given), cheapest first at default options, each with why."""
+    if operation is None:
+        return {"data": [_model_out(m) for m in get_catalog().models]}
+    candidates = get_catalog().for_operation(operation)
+    fitting = [m for m in candidates if m.fits(width, height)]
+    at_size = f" at {width or '?'}x{height or '?'}" if width or height else ""
+    data = []
+    for rank, spec in enumerate(fitting, start=1):
+        out = _model_out(spec)
+        out["rank"] = rank
+        price = f"{money(spec.estimate())} USD per image"
+        out["reason"] = (f"cheapest model that serves {operation}{at_size} ({price})"
+                         if rank == 1 else
+                         f"serves {operation}{at_size} for {price}, {spec.tier} tier")
+        data.append(out)
+    return {"data": data,
+            "excluded": [{"id": m.id, "reason": f"images over {m.max_resolution[0]}x"
+                          f"{m.max_resolution[1]}"} for m in candidates if m not in fitting]}
 
 
 @router.get("/healthz", tags=["health"])

@@ -51,8 +51,29 @@ class ImageEditResult:
     cost: Decimal | None = None
 
 
+@dataclass
+class Submitted:
+    """A provider's answer to a submit: a request to poll, or (synchronous providers) the result."""
+
+    request_id: str | None = None
+    result: ImageEditResult | None = None
+
+
+@dataclass
+class Polled:
+    """One look at a submitted request: not done yet, or done with its result."""
+
+    done: bool
+    result: ImageEditResult | None = None
+
+
 class ImageEditProvider(Protocol):
-    """An editing backend. `validate` runs at submit time, before anything is stored."""
+    """An editing backend, split into submit and poll so waiting never holds a worker.
+
+    The Image Studio plan had one blocking `edit()`; a service cannot afford a
+    thread per in-flight edit, so the blocking form lives in
+    `generate_image_edit()` on top of these two calls.
+    """
 
     name: str
 
@@ -60,6 +81,15 @@ class ImageEditProvider(Protocol):
         """Raise a domain `InvalidInput` for a request this provider cannot serve."""
         ...
 
-    def edit(self, spec: ModelSpec, options: ImageEditOptions) -> ImageEditResult:
-        """Run the edit; raise `ProviderError` (retryable or not) when it fails."""
+    def submit(self, spec: ModelSpec, options: ImageEditOptions,
+               webhook_url: str | None = None) -> Submitted:
+        """Start the edit; raise `ProviderError` (retryable or not) when it cannot start.
+
+        Raises `ProviderOutcomeUnknown` when the request may have been accepted
+        (a timeout after sending): the caller must not submit it again blindly.
+        """
+        ...
+
+    def poll(self, spec: ModelSpec, request_id: str) -> Polled:
+        """Look at a submitted request once; raise `ProviderError` if it failed."""
         ...

@@ -2,17 +2,19 @@
 
 A new model is an entry in `catalog.toml`, not a new class. The file is
 loaded and checked once per process; a malformed entry stops start-up.
+Parameter names are the provider's own field names, so a request's options
+travel to the provider unchanged once checked.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import tomllib
-from datetime import date
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,10 +25,15 @@ from shared.errors import (
     UnsupportedOperation,
     UnsupportedOption,
 )
+from shared.providers.pricing import PricingRule
 
 CATALOG_FILE = Path(__file__).with_name("catalog.toml")
 
 Tier = Literal["budget", "mid", "premium", "variable", "specialized"]
+
+# Provider-neutral option names a request may use instead of a model's own.
+ALIASES = {"steps": "num_inference_steps"}
+_SIZE = re.compile(r"^(\d{1,5})\*(\d{1,5})$")
 
 
 class _Strict(BaseModel):
@@ -34,9 +41,13 @@ class _Strict(BaseModel):
 
 
 class ParamSpec(_Strict):
-    """One option a model takes in `options{}`, with its range or choices."""
+    """One option a model takes in `options{}`, with its range or choices.
 
-    type: Literal["int", "number", "string", "bool"]
+    `size` is the provider's "W*H" text: `min`/`max` bound each side, and
+    `choices` (when given) lists the only sizes accepted.
+    """
+
+    type: Literal["int", "number", "string", "bool", "size"]
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] | None = None
@@ -50,35 +61,43 @@ class ParamSpec(_Strict):
                 raise InvalidInput(f"{where} must be true or false", option=name)
             return value
         if self.type in ("int", "number"):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidInput(f"{where} must be a number", option=name)
-            if not math.isfinite(value):
-                raise InvalidInput(f"{where} must be a finite number", option=name)
-            if self.type == "int" and not float(value).is_integer():
-                raise InvalidInput(f"{where} must be a whole number", option=name)
-            if self.min is not None and value < self.min:
-                raise InvalidInput(f"{where} must be at least {self.min:g}", option=name)
-            if self.max is not None and value > self.max:
-                raise InvalidInput(f"{where} must be at most {self.max:g}", option=name)
-            return int(value) if self.type == "int" else value
+            return self._check_number(where, name, value)
         if not isinstance(value, str):
             raise InvalidInput(f"{where} must be a string", option=name)
         if self.choices is not None and value not in self.choices:
             raise InvalidInput(f"{where} must be one of {', '.join(self.choices)}",
                                option=name)
+        if self.type == "size" and self.choices is None:
+            match = _SIZE.match(value)
+            if not match:
+                raise InvalidInput(f"{where} must be \"W*H\", e.g. \"1024*1024\"", option=name)
+            for side in (int(match.group(1)), int(match.group(2))):
+                if (self.min is not None and side < self.min) or (
+                        self.max is not None and side > self.max):
+                    raise InvalidInput(f"{where}: each side must be {self.min:g} to "
+                                       f"{self.max:g} pixels", option=name)
         return value
+
+    def _check_number(self, where: str, name: str, value: Any) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(f"{where} must be a number", option=name)
+        if not math.isfinite(value):
+            raise InvalidInput(f"{where} must be a finite number", option=name)
+        if self.type == "int" and not float(value).is_integer():
+            raise InvalidInput(f"{where} must be a whole number", option=name)
+        if self.min is not None and value < self.min:
+            raise InvalidInput(f"{where} must be at least {self.min:g}", option=name)
+        if self.max is not None and value > self.max:
+            raise InvalidInput(f"{where} must be at most {self.max:g}", option=name)
+        return int(value) if self.type == "int" else value
 
 
 class ImageInputs(_Strict):
+    """How a model takes images: one `image`, or an `images[]` list."""
+
     min: int = 1
     max: int = 1
-
-
-class Pricing(_Strict):
-    rule: Literal["flat"]
-    per_image: Decimal
-    currency: str = "USD"
-    taken: date
+    field: Literal["image", "images", "subject_image"] = "image"
 
 
 class ModelSpec(_Strict):
@@ -91,25 +110,43 @@ class ModelSpec(_Strict):
     prompt_required: tuple[str, ...] = ()
     images: ImageInputs = ImageInputs()
     mask: Literal["none", "optional", "required"] = "none"
+    mask_field: str = "mask_image"
     negative_prompt: bool = False
     max_resolution: tuple[int, int]
-    pricing: Pricing
+    pricing: Annotated[PricingRule, Field(discriminator="rule")]
     params: dict[str, ParamSpec] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _prompt_ops_are_operations(self) -> ModelSpec:
+    def _consistent(self) -> ModelSpec:
         unknown = set(self.prompt_required) - set(self.operations)
         if unknown:
             raise ValueError(f"model {self.id}: prompt_required names unknown {sorted(unknown)}")
+        priced_by = getattr(self.pricing, "param", None)
+        if priced_by is not None and priced_by not in self.params:
+            raise ValueError(f"model {self.id}: priced by unknown param {priced_by!r}")
         return self
 
-    def estimate(self, outputs: int = 1) -> Decimal:
-        return self.pricing.per_image * outputs
+    def estimate(self, options: dict[str, Any] | None = None, outputs: int = 1) -> Decimal:
+        """What `outputs` images cost with these options, before any call is made."""
+        return self.pricing.per_image(options or {}) * outputs
+
+    def normalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Map provider-neutral names onto this model's own: steps, width and height."""
+        out = {ALIASES.get(k, k) if ALIASES.get(k) in self.params else k: v
+               for k, v in options.items()}
+        if "size" in self.params and "size" not in out and (
+                "width" in out or "height" in out) and "width" not in self.params:
+            width, height = out.pop("width", None), out.pop("height", None)
+            if width is None or height is None:
+                raise InvalidInput(f"model {self.id!r} takes a size: give both width and "
+                                   "height, or options.size as \"W*H\"", model=self.id)
+            out["size"] = f"{width}*{height}"
+        return out
 
     def check_request(self, *, operation: str, prompt: str | None, image_count: int,
                       has_mask: bool, has_negative_prompt: bool,
                       options: dict[str, Any]) -> dict[str, Any]:
-        """Refuse what this model cannot take; answer the options, type-checked."""
+        """Refuse what this model cannot take; answer the options, normalized and checked."""
         if operation not in self.operations:
             raise UnsupportedOperation(
                 f"model {self.id!r} does not support operation {operation!r}; "
@@ -133,7 +170,7 @@ class ModelSpec(_Strict):
             raise UnsupportedOption(f"model {self.id!r} does not take a negative_prompt",
                                     model=self.id, option="negative_prompt")
         checked: dict[str, Any] = {}
-        for name, value in options.items():
+        for name, value in self.normalize_options(options).items():
             spec = self.params.get(name)
             if spec is None:
                 accepted = ", ".join(sorted(self.params)) or "none"
@@ -143,6 +180,10 @@ class ModelSpec(_Strict):
                 )
             checked[name] = spec.check(name, self.id, value)
         return checked
+
+    def fits(self, width: int | None, height: int | None) -> bool:
+        max_w, max_h = self.max_resolution
+        return (width or 0) <= max_w and (height or 0) <= max_h
 
 
 class Catalog(_Strict):
@@ -179,7 +220,7 @@ class Catalog(_Strict):
 
     def for_operation(self, operation: str | None) -> list[ModelSpec]:
         models = [m for m in self.models if operation is None or operation in m.operations]
-        return sorted(models, key=lambda m: (m.pricing.per_image, m.id))
+        return sorted(models, key=lambda m: (m.estimate(), m.id))
 
 
 def load_catalog(path: Path = CATALOG_FILE) -> Catalog:

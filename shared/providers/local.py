@@ -14,7 +14,13 @@ from PIL import Image, ImageFilter, ImageOps
 
 from shared.errors import InvalidInput
 from shared.images import ALLOWED_FORMATS, encode_image, open_image
-from shared.providers.base import ImageEditOptions, ImageEditResult, OutputImage
+from shared.providers.base import (
+    ImageEditOptions,
+    ImageEditResult,
+    OutputImage,
+    Polled,
+    Submitted,
+)
 from shared.providers.catalog import ModelSpec
 
 Step = Callable[[Image.Image], Image.Image]
@@ -119,6 +125,14 @@ class LocalProvider:
             )
         if options.operation == "resize" and not (options.width or options.height):
             raise InvalidInput("resize needs options.width or options.height", model=spec.id)
+
+    def submit(self, spec: ModelSpec, options: ImageEditOptions,
+               webhook_url: str | None = None) -> Submitted:
+        """Pillow is quick: the edit is done within the submit, with nothing to poll."""
+        return Submitted(result=self.edit(spec, options))
+
+    def poll(self, spec: ModelSpec, request_id: str) -> Polled:
+        raise InvalidInput("the local provider has nothing to poll")
 
     def edit(self, spec: ModelSpec, options: ImageEditOptions) -> ImageEditResult:
         self.validate(spec, options)

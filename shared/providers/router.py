@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from functools import lru_cache
 from typing import Any
 
-from shared.config import Settings
-from shared.errors import EditqError
+from shared.config import Settings, get_settings
+from shared.errors import EditqError, ProviderError, ProviderNotConfigured
 from shared.providers.base import ImageEditOptions, ImageEditProvider, ImageEditResult
 from shared.providers.catalog import Catalog, ModelSpec, get_catalog
 from shared.providers.local import LocalProvider
@@ -14,16 +16,31 @@ from shared.providers.local import LocalProvider
 _TYPED_FIELDS = ("width", "height", "guidance_scale", "steps", "seed")
 
 
-def get_provider(name: str, settings: Settings | None = None) -> ImageEditProvider:
-    """The provider called `name`; remote providers read their keys from `settings`."""
+@lru_cache(maxsize=8)
+def _provider(name: str, settings: Settings) -> ImageEditProvider:
     if name == "local":
         return LocalProvider()
+    if name == "wavespeed":
+        from shared.providers.wavespeed import WaveSpeedEditProvider
+        from shared.providers.wavespeed_client import WaveSpeedClient
+
+        if settings.wavespeed_api_key is None:
+            raise ProviderNotConfigured("WaveSpeed models need EDITQ_WAVESPEED_API_KEY",
+                                        provider=name)
+        client = WaveSpeedClient(settings.wavespeed_base_url,
+                                 settings.wavespeed_api_key.get_secret_value())
+        return WaveSpeedEditProvider(client, settings.max_output_bytes)
     raise EditqError(f"provider {name!r} is not available in this build")
 
 
+def get_provider(name: str, settings: Settings | None = None) -> ImageEditProvider:
+    """The provider called `name`, one instance (and connection pool) per process."""
+    return _provider(name, settings or get_settings())
+
+
 def build_options(*, images: list[bytes], operation: str, model: str | None,
-                  prompt: str | None = None,
-                  mask: bytes | None = None, negative_prompt: str | None = None,
+                  prompt: str | None = None, mask: bytes | None = None,
+                  negative_prompt: str | None = None,
                   options: dict[str, Any] | None = None) -> ImageEditOptions:
     """Split a request's `options{}` into typed fields and provider extras."""
     opts = dict(options or {})
@@ -37,6 +54,7 @@ def validate_edit(options: ImageEditOptions, *, catalog: Catalog | None = None,
     """Pre-flight: everything that can be refused before a job exists is refused here."""
     catalog = catalog or get_catalog()
     spec = catalog.resolve(options.model, options.operation)
+    options.model = spec.id
     options.extra = spec.check_request(
         operation=options.operation, prompt=options.prompt, image_count=len(options.images),
         has_mask=options.mask is not None, has_negative_prompt=bool(options.negative_prompt),
@@ -50,11 +68,24 @@ def validate_edit(options: ImageEditOptions, *, catalog: Catalog | None = None,
 
 
 def generate_image_edit(options: ImageEditOptions, *, catalog: Catalog | None = None,
-                        settings: Settings | None = None) -> ImageEditResult:
-    """Route an edit to the provider that serves its model, and run it."""
+                        settings: Settings | None = None, timeout: float = 600.0,
+                        poll_interval: float = 1.0) -> ImageEditResult:
+    """Route an edit to the provider that serves its model and wait for it (blocking).
+
+    For scripts and tests; the service itself never waits like this (see
+    `shared.pipeline`, which polls with scheduled tasks instead).
+    """
     catalog = catalog or get_catalog()
     spec = validate_edit(options, catalog=catalog, settings=settings)
-    result = get_provider(spec.provider, settings).edit(spec, options)
+    provider = get_provider(spec.provider, settings)
+    submitted = provider.submit(spec, options)
+    result = submitted.result
+    deadline = time.monotonic() + timeout
+    while result is None:
+        if submitted.request_id is None or time.monotonic() > deadline:
+            raise ProviderError("the provider did not finish in time", code="provider_timeout")
+        time.sleep(poll_interval)
+        result = provider.poll(spec, submitted.request_id).result
     if result.cost is None:
-        result.cost = spec.estimate(len(result.images))
+        result.cost = spec.estimate(options.extra, len(result.images))
     return result

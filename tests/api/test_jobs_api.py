@@ -274,10 +274,10 @@ class TestMeta:
     def test_models_lists_the_catalog_with_prices(self, client: TestClient) -> None:
         models = client.get("/v1/models").json()["data"]
         local = next(m for m in models if m["id"] == "local-pillow")
-        assert local["pricing"]["per_image"] == "0"
+        assert local["price_usd"] == "0" and local["pricing"]["rule"] == "flat"
         assert "grayscale" in local["operations"]
         ranked = client.get("/v1/models?operation=blur").json()["data"]
-        assert ranked[0]["recommended_for"] == "blur" and ranked[0]["reason"]
+        assert ranked[0]["rank"] == 1 and ranked[0]["reason"].startswith("cheapest")
 
     def test_health_and_readiness(self, client: TestClient) -> None:
         assert client.get("/healthz").json() == {"status": "ok"}

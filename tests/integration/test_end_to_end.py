@@ -34,7 +34,8 @@ def test_job_travels_api_worker_s3_and_back(live: Live) -> None:
     client = live.client("e2e-trip")
     source = image_bytes((120, 80))
     # when it is submitted over HTTP for a prompted edit
-    job = client.submit(source, operation="general_edit", prompt="grayscale, then rotate 90")
+    job = client.submit(source, operation="general_edit", prompt="grayscale, then rotate 90",
+                        model="local-pillow")
     assert job["status"] == "queued"
     # then the worker process finishes it
     done = client.wait(job["id"], timeout=60)

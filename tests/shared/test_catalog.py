@@ -33,7 +33,7 @@ model_path = "path/{model_id}"
 tier = "mid"
 operations = [{ops}]
 max_resolution = [1024, 1024]
-pricing = {{ rule = "flat", per_image = "{price}", taken = 2026-01-01 }}
+pricing = {{ rule = "flat", usd = "{price}", taken = 2026-01-01 }}
 {extra}
 """
 
@@ -51,7 +51,7 @@ def spec(**overrides: Any) -> ModelSpec:
         "id": "m1", "provider": "local", "model_path": "p", "tier": "mid",
         "operations": ["general_edit", "blur"], "prompt_required": ["general_edit"],
         "images": {"min": 1, "max": 2}, "mask": "none", "max_resolution": [512, 512],
-        "pricing": {"rule": "flat", "per_image": "0.04", "taken": "2026-01-01"},
+        "pricing": {"rule": "flat", "usd": "0.04", "taken": "2026-01-01"},
         "params": {
             "steps": {"type": "int", "min": 1, "max": 50},
             "strength": {"type": "number", "min": 0, "max": 1},
@@ -92,8 +92,8 @@ class TestShippedCatalog:
         # when its prices are read
         # then they are Decimals, never floats
         for model in get_catalog().models:
-            assert isinstance(model.pricing.per_image, Decimal), model.id
-            assert isinstance(model.estimate(3), Decimal), model.id
+            assert isinstance(model.pricing.per_image({}), Decimal), model.id
+            assert isinstance(model.estimate({}, 3), Decimal), model.id
 
 
 class TestCatalogValidation:
@@ -103,8 +103,8 @@ class TestCatalogValidation:
         # when it is loaded
         catalog = load_catalog(path)
         # then its model and price are read exactly
-        assert catalog.get("a").pricing.per_image == Decimal("0.1")
-        assert catalog.get("a").estimate(3) == Decimal("0.3")
+        assert catalog.get("a").pricing.per_image({}) == Decimal("0.1")
+        assert catalog.get("a").estimate({}, 3) == Decimal("0.3")
 
     def test_duplicate_ids_are_refused(self, tmp_path: Path) -> None:
         # given two models with the same id
@@ -313,7 +313,7 @@ def three_model_catalog() -> Catalog:
     def entry(model_id: str, price: str, operations: list[str]) -> dict[str, Any]:
         return {"id": model_id, "provider": "local", "model_path": model_id, "tier": "mid",
                 "operations": operations, "max_resolution": [64, 64],
-                "pricing": {"rule": "flat", "per_image": price, "taken": "2026-01-01"}}
+                "pricing": {"rule": "flat", "usd": price, "taken": "2026-01-01"}}
 
     return Catalog.model_validate({
         "defaults": {"blur": "pricey"},

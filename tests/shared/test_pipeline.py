@@ -21,8 +21,14 @@ from shared.db import session_scope
 from shared.errors import ProviderError
 from shared.models import Job, JobEvent
 from shared.pipeline import backoff_seconds, run_job
-from shared.providers import router
-from shared.providers.base import ImageEditOptions, ImageEditResult, OutputImage
+from shared import pipeline
+from shared.providers.base import (
+    ImageEditOptions,
+    ImageEditResult,
+    OutputImage,
+    Polled,
+    Submitted,
+)
 from shared.providers.catalog import ModelSpec
 from shared.storage import Storage
 from shared.submission import EditRequest, submit_job
@@ -45,6 +51,13 @@ class ScriptedProvider:
     def validate(self, spec: ModelSpec, options: ImageEditOptions) -> None:
         return None
 
+    def submit(self, spec: ModelSpec, options: ImageEditOptions,
+               webhook_url: str | None = None) -> Submitted:
+        return Submitted(result=self.edit(spec, options))
+
+    def poll(self, spec: ModelSpec, request_id: str) -> Polled:
+        raise AssertionError("nothing to poll")
+
     def edit(self, spec: ModelSpec, options: ImageEditOptions) -> ImageEditResult:
         self.calls += 1
         self.seen.append(options)
@@ -60,7 +73,7 @@ class ScriptedProvider:
 @pytest.fixture
 def use_provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     def install(provider: ScriptedProvider) -> ScriptedProvider:
-        monkeypatch.setattr(router, "get_provider", lambda name, settings=None: provider)
+        monkeypatch.setattr(pipeline, "get_provider", lambda name, settings=None: provider)
         return provider
 
     yield install
@@ -76,11 +89,17 @@ def queued_job(settings: Settings, storage: Storage, tenant_key: str) -> str:
 
 
 class Retries:
+    """A scheduler that records the next steps instead of enqueueing them."""
+
     def __init__(self) -> None:
         self.scheduled: list[tuple[str, float]] = []
+        self.polls: list[tuple[str, float]] = []
 
-    def __call__(self, job_id: str, delay: float) -> None:
+    def run(self, job_id: str, delay: float) -> None:
         self.scheduled.append((job_id, delay))
+
+    def poll(self, job_id: str, delay: float) -> None:
+        self.polls.append((job_id, delay))
 
 
 def load(settings: Settings, job_id: str) -> tuple[Job, list[str]]:

@@ -1,0 +1,79 @@
+"""Pricing rules, as data: each evaluates a request's options to a Decimal price per image.
+
+Every rule carries the date its figures were taken, since provider prices
+change and a ledger row must be able to say what it was charged at.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    currency: str = "USD"
+    taken: date
+    source: str = ""
+
+
+class Flat(_Rule):
+    """The same price whatever the options."""
+
+    rule: Literal["flat"]
+    usd: Decimal
+
+    def per_image(self, options: dict[str, Any]) -> Decimal:
+        return self.usd
+
+
+class ByParam(_Rule):
+    """Priced by one option's value: rendering speed, resolution."""
+
+    rule: Literal["by_param"]
+    param: str
+    default: str
+    usd: dict[str, Decimal]
+
+    @model_validator(mode="after")
+    def _default_priced(self) -> ByParam:
+        if self.default not in self.usd:
+            raise ValueError(f"default {self.default!r} has no price")
+        return self
+
+    def per_image(self, options: dict[str, Any]) -> Decimal:
+        return self.usd[str(options.get(self.param, self.default))]
+
+
+class QualitySize(_Rule):
+    """Priced by quality, and by whether the output is square or rectangular."""
+
+    rule: Literal["quality_size"]
+    default_quality: str
+    square: dict[str, Decimal]
+    rectangular: dict[str, Decimal]
+
+    def per_image(self, options: dict[str, Any]) -> Decimal:
+        quality = str(options.get("quality", self.default_quality))
+        size = str(options.get("size", "auto"))
+        width, _, height = size.partition("*")
+        table = self.rectangular if height and width != height else self.square
+        return table[quality]
+
+
+class Credits(_Rule):
+    """Priced in provider credits (Stability: 1 credit = 0.01 USD)."""
+
+    rule: Literal["credits"]
+    credits: Decimal
+    credit_usd: Decimal = Decimal("0.01")
+
+    def per_image(self, options: dict[str, Any]) -> Decimal:
+        return self.credits * self.credit_usd
+
+
+PricingRule = Flat | ByParam | QualitySize | Credits

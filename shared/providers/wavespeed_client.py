@@ -1,0 +1,144 @@
+"""editq's own HTTP client for WaveSpeed's REST API v3.
+
+Safety rule, as in WaveSpeed's SDK: the submit POST is sent at most once. A
+timeout or a dropped connection after sending is an ambiguous outcome (the
+task may exist and be billed), reported as `ProviderOutcomeUnknown`; only a
+failure to connect at all is safe to retry. Result GETs are idempotent and
+are retried on 429, 5xx and connection errors.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from shared.errors import ProviderError, ProviderOutcomeUnknown
+from shared.providers.classify import (
+    AMBIGUOUS,
+    NOT_SENT,
+    POLL_TRANSPORT,
+    http_error,
+    parse_retry_after,
+)
+
+_RETRY_GET = {429, 500, 502, 503, 504}
+# Longest pause spent inside one poll task; longer waits go back to the scheduler.
+_MAX_INLINE_WAIT = 2.0
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error") or body)[:500]
+    return str(body)[:500]
+
+
+class WaveSpeedClient:
+    def __init__(self, base_url: str, api_key: str, *, submit_timeout: float = 30.0,
+                 poll_timeout: float = 10.0, download_timeout: float = 60.0,
+                 get_retries: int = 2, max_connections: int = 200) -> None:
+        limits = httpx.Limits(max_connections=max_connections,
+                              max_keepalive_connections=max_connections)
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"), limits=limits, follow_redirects=False,
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+            timeout=httpx.Timeout(poll_timeout, connect=5.0),
+        )
+        # Output URLs point at a CDN: they never get the API key.
+        self.downloads = httpx.Client(limits=limits, follow_redirects=True,
+                                      timeout=httpx.Timeout(download_timeout, connect=5.0))
+        self.submit_timeout = submit_timeout
+        self.get_retries = get_retries
+
+    def close(self) -> None:
+        self.http.close()
+        self.downloads.close()
+
+    @staticmethod
+    def _data(response: httpx.Response) -> dict[str, Any]:
+        if response.status_code != 200:
+            raise http_error(response.status_code, _message(response),
+                             parse_retry_after(response.headers.get("retry-after")))
+        try:
+            envelope = response.json()
+            data = envelope["data"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProviderError("WaveSpeed answered with an unexpected body",
+                                code="provider_bad_response", retryable=True) from exc
+        if envelope.get("code", 200) != 200 or not isinstance(data, dict):
+            raise http_error(int(envelope.get("code") or 500), _message(response))
+        return data
+
+    def submit(self, model_path: str, body: dict[str, Any],
+               webhook_url: str | None = None) -> dict[str, Any]:
+        params = {"webhook": webhook_url} if webhook_url else None
+        try:
+            response = self.http.post(f"/api/v3/{model_path}", json=body, params=params,
+                                      timeout=httpx.Timeout(self.submit_timeout, connect=5.0))
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise ProviderError(f"could not connect to WaveSpeed: {type(exc).__name__}",
+                                code=NOT_SENT.code, retryable=NOT_SENT.retryable) from exc
+        except httpx.TransportError as exc:
+            raise ProviderOutcomeUnknown(
+                f"WaveSpeed did not answer the submit ({type(exc).__name__}); the task may "
+                "exist and be billed, so it is not sent again", code=AMBIGUOUS.code) from exc
+        if response.status_code == 504:
+            raise ProviderOutcomeUnknown(
+                "WaveSpeed answered 504 to the submit; the task may still run",
+                code=AMBIGUOUS.code)
+        try:
+            return self._data(response)
+        except ProviderError as exc:
+            if exc.code == "provider_bad_response" or response.status_code == 200:
+                # A 200 we cannot read may still have created a task.
+                raise ProviderOutcomeUnknown(f"unreadable answer to the submit: {exc.message}",
+                                             code=AMBIGUOUS.code) from exc
+            raise
+
+    def get_result(self, request_id: str) -> dict[str, Any]:
+        """GET the task, retrying briefly; a longer outage is the caller's to reschedule."""
+        attempt = 0
+        while True:
+            try:
+                response = self.http.get(f"/api/v3/predictions/{request_id}/result")
+            except httpx.TransportError as exc:
+                error = ProviderError(f"could not read WaveSpeed task {request_id}: "
+                                      f"{type(exc).__name__}", code=POLL_TRANSPORT.code,
+                                      retryable=POLL_TRANSPORT.retryable)
+            else:
+                if response.status_code not in _RETRY_GET:
+                    return self._data(response)
+                error = http_error(response.status_code, _message(response),
+                                   parse_retry_after(response.headers.get("retry-after")))
+            wait = error.retry_after if error.retry_after is not None else 0.25 * 2 ** attempt
+            if attempt >= self.get_retries or wait > _MAX_INLINE_WAIT:
+                raise error
+            attempt += 1
+            time.sleep(wait)
+
+    def download(self, url: str, max_bytes: int) -> bytes:
+        """Stream an output, refusing it past `max_bytes` rather than filling memory."""
+        try:
+            with self.downloads.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise http_error(response.status_code, f"downloading {url}")
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise ProviderError(f"output {url} is over {max_bytes} bytes",
+                                            code="provider_bad_output")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.TransportError as exc:
+            raise ProviderError(f"could not download output: {type(exc).__name__}",
+                                code=POLL_TRANSPORT.code, retryable=True) from exc
+
+    def webhook_secret(self) -> str:
+        data = self._data(self.http.get("/api/v3/webhook/secret"))
+        return str(data["secret"])
