@@ -35,13 +35,25 @@ class ApiClient:
         body: dict[str, Any] = response.json()
         return body
 
-    def submit(self, image: bytes, *, prompt: str | None = None,
+    def submit(self, image: bytes | list[bytes], *, prompt: str | None = None,
                operation: str = "general_edit", model: str | None = None,
                options: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
+               mask: bytes | None = None, negative_prompt: str | None = None,
                idempotency_key: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"image": base64.b64encode(image).decode(),
-                                "operation": operation, "options": options or {},
+        """Submit one image, or a list of images (sent as `images[]`)."""
+        def b64(data: bytes) -> str:
+            return base64.b64encode(data).decode()
+
+        body: dict[str, Any] = {"operation": operation, "options": options or {},
                                 "metadata": metadata or {}}
+        if isinstance(image, list):
+            body["images"] = [b64(i) for i in image]
+        else:
+            body["image"] = b64(image)
+        if mask is not None:
+            body["mask"] = b64(mask)
+        if negative_prompt is not None:
+            body["negative_prompt"] = negative_prompt
         if prompt is not None:
             body["prompt"] = prompt
         if model is not None:

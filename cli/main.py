@@ -67,6 +67,20 @@ def beat(loglevel: str) -> None:
     app.start(["beat", "--loglevel", loglevel])
 
 
+@main.command()
+@click.option("--once", is_flag=True, required=True,
+              help="one pass (beat runs it every 30 s as the task editq.reap)")
+def reaper(once: bool) -> None:
+    """Resume running jobs whose worker has gone (expired lease)."""
+    from shared.queue import CeleryScheduler, make_celery
+    from shared.recovery import recover_expired_leases
+
+    settings = load_settings()
+    found = recover_expired_leases(settings, CeleryScheduler(make_celery(settings)))
+    click.echo(f"polling resumed: {len(found.polling)}, requeued: {len(found.requeued)}, "
+               f"failed as outcome unknown: {len(found.failed)}")
+
+
 @main.group()
 def db() -> None:
     """Database schema."""
@@ -176,6 +190,14 @@ def health(api_url: str) -> None:
     click.echo(f"{answer.status_code} in {time.monotonic() - started:.2f}s: {answer.text}")
     sys.exit(0 if answer.status_code == 200 else 1)
 
+
+def _register_simulators() -> None:
+    from cli.sim import sim
+
+    main.add_command(sim)
+
+
+_register_simulators()
 
 if __name__ == "__main__":
     main()

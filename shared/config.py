@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     poll_initial_seconds: float = Field(1.0, ge=0.05, le=60)
     poll_max_seconds: float = Field(10.0, ge=0.1, le=300)
     poll_growth: float = Field(0.3, ge=0.0, le=2.0)
+    # HTTP timeouts towards providers. A submit that times out is an ambiguous
+    # outcome (never resent), so this is generous; a poll is cheap to repeat.
+    provider_submit_timeout_seconds: float = Field(30.0, ge=0.5, le=600)
+    provider_poll_timeout_seconds: float = Field(10.0, ge=0.5, le=120)
     # Give up on a provider request that has not finished after this long.
     provider_timeout_seconds: int = Field(900, ge=10, le=24 * 3600)
 

@@ -136,12 +136,18 @@ def tenant_key(settings: Settings) -> str:
         return create_api_key(session, f"tenant-{uuid.uuid4().hex[:12]}")
 
 
+SIM_KEY = "sim-key"
+
+
 @dataclass
 class Live:
+    """An API (uvicorn) and a worker (Celery) process on one database, with a simulator."""
+
     api_url: str
     settings: Settings
     worker: Child
     api: Child
+    sim_url: str
 
     def client(self, tenant: str) -> ApiClient:
         with session_scope(self.settings.database_url) as session:
@@ -149,23 +155,31 @@ class Live:
         return ApiClient(self.api_url, key)
 
 
-@pytest.fixture(scope="session")
-def live(stack: Stack, database_url: str, redis_base: str, s3_url: str,
-         bucket: str) -> Iterator[Live]:
-    broker = redis_db(redis_base, db_kind(database_url))
-    settings = make_settings(database_url=database_url, broker_url=broker, redis_url=broker,
-                             s3_endpoint_url=s3_url, s3_bucket=bucket)
-    env = {
+def live_env(database_url: str, broker: str, s3_url: str, bucket: str,
+             sim_url: str) -> dict[str, str]:
+    return {
         "EDITQ_ENVIRONMENT": "test", "EDITQ_DATABASE_URL": database_url,
         "EDITQ_BROKER_URL": broker, "EDITQ_REDIS_URL": broker,
         "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": bucket,
         "EDITQ_S3_ACCESS_KEY_ID": "test", "EDITQ_S3_SECRET_ACCESS_KEY": "test-secret",
+        "EDITQ_WAVESPEED_BASE_URL": sim_url, "EDITQ_WAVESPEED_API_KEY": SIM_KEY,
+        # Short polls: the simulator's tasks take a fraction of a second here.
+        "EDITQ_POLL_INITIAL_SECONDS": "0.1", "EDITQ_POLL_MAX_SECONDS": "0.5",
     }
+
+
+@pytest.fixture(scope="session")
+def live(stack: Stack, database_url: str, redis_base: str, s3_url: str,
+         bucket: str) -> Iterator[Live]:
+    broker = redis_db(redis_base, db_kind(database_url))
     kind = db_kind(database_url)
-    sub = Stack(workdir=stack.workdir, env=env)
+    sub = Stack(workdir=stack.workdir)
     try:
-        worker = sub.start_worker(name=f"worker-{kind}", concurrency=4)
+        sim_url = sub.start_wavespeed_sim(latency="0.3", extra=["--api-key", SIM_KEY])
+        sub.env = live_env(database_url, broker, s3_url, bucket, sim_url)
+        settings = make_settings(**{k[6:].lower(): v for k, v in sub.env.items()})
+        worker = sub.start_worker(name=f"worker-{kind}", concurrency=8)
         api, url = sub.start_api()
-        yield Live(url, settings, worker, api)
+        yield Live(url, settings, worker, api, sim_url)
     finally:
         sub.stop()

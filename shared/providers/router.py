@@ -28,7 +28,9 @@ def _provider(name: str, settings: Settings) -> ImageEditProvider:
             raise ProviderNotConfigured("WaveSpeed models need EDITQ_WAVESPEED_API_KEY",
                                         provider=name)
         client = WaveSpeedClient(settings.wavespeed_base_url,
-                                 settings.wavespeed_api_key.get_secret_value())
+                                 settings.wavespeed_api_key.get_secret_value(),
+                                 submit_timeout=settings.provider_submit_timeout_seconds,
+                                 poll_timeout=settings.provider_poll_timeout_seconds)
         return WaveSpeedEditProvider(client, settings.max_output_bytes)
     raise EditqError(f"provider {name!r} is not available in this build")
 
