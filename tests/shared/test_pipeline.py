@@ -15,13 +15,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from shared import jobs
+from shared import jobs, pipeline
 from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import ProviderError
 from shared.models import Job, JobEvent
 from shared.pipeline import backoff_seconds, run_job
-from shared import pipeline
 from shared.providers.base import (
     ImageEditOptions,
     ImageEditResult,
