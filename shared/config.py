@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     poll_initial_seconds: float = Field(1.0, ge=0.05, le=60)
     poll_max_seconds: float = Field(10.0, ge=0.1, le=300)
     poll_growth: float = Field(0.3, ge=0.0, le=2.0)
+    # A poll chain's lease covers its next look plus this margin; past it the
+    # reaper presumes the chain lost (its worker died) and restarts it.
+    poll_lease_margin_seconds: float = Field(30.0, ge=0.5, le=600)
     # HTTP timeouts towards providers. A submit that times out is an ambiguous
     # outcome (never resent), so this is generous; a poll is cheap to repeat.
     provider_submit_timeout_seconds: float = Field(30.0, ge=0.5, le=600)

@@ -41,11 +41,6 @@ from shared.storage import Storage, output_key
 
 log = logging.getLogger(__name__)
 
-# A poll chain's lease covers its next look plus this margin; past it, the
-# reaper presumes the chain lost (its worker died) and restarts it.
-POLL_LEASE_MARGIN_SECONDS = 30.0
-
-
 class Scheduler(Protocol):
     """How the pipeline asks for its next step: the worker enqueues Celery tasks."""
 
@@ -132,7 +127,7 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
     if submitted.result is not None:
         return _finish(job, spec, submitted.result, settings, storage, scheduler)
     assert submitted.request_id is not None
-    lease = settings.poll_initial_seconds + POLL_LEASE_MARGIN_SECONDS
+    lease = settings.poll_initial_seconds + settings.poll_lease_margin_seconds
     with session_scope(settings.database_url) as session:
         if not record_submitted(session, job_id, submitted.request_id, lease):
             add_event(session, job_id, "submitted_after_cancel",
@@ -149,7 +144,8 @@ def poll_job(job_id: str, settings: Settings, storage: Storage,
         job = session.scalar(select(Job).where(Job.id == job_id))
         if job is None or job.status != RUNNING or not job.provider_request_id:
             return RunOutcome(job_id, "skipped", "no running provider request")
-        extend_lease(session, job_id, settings.poll_max_seconds + POLL_LEASE_MARGIN_SECONDS)
+        extend_lease(session, job_id,
+                     settings.poll_max_seconds + settings.poll_lease_margin_seconds)
     spec = get_catalog().get(job.model)
     request_id = job.provider_request_id
     waited = (utcnow() - (job.provider_submitted_at or utcnow())).total_seconds()

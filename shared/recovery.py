@@ -21,7 +21,7 @@ from shared.config import Settings
 from shared.db import session_scope, utcnow
 from shared.jobs import RUNNING, add_event, fail, requeue
 from shared.models import Job
-from shared.pipeline import POLL_LEASE_MARGIN_SECONDS, Scheduler
+from shared.pipeline import Scheduler
 
 
 @dataclass
@@ -33,7 +33,8 @@ class Recovered:
 
 def _take(settings: Settings, job_id: str, expired_before: datetime) -> Job | None:
     """Renew an expired lease conditionally, so two reapers never act on the same job."""
-    lease = utcnow() + timedelta(seconds=settings.poll_max_seconds + POLL_LEASE_MARGIN_SECONDS)
+    lease = utcnow() + timedelta(
+        seconds=settings.poll_max_seconds + settings.poll_lease_margin_seconds)
     with session_scope(settings.database_url) as session:
         taken = session.execute(
             update(Job).where(Job.id == job_id, Job.status == RUNNING,
