@@ -42,6 +42,17 @@ SAMPLES = [
     SampleEdit("zoom-out", "zoom_out", options={"factor": 1.6}),
     SampleEdit("flip", "flip", options={"direction": "vertical", "output_format": "webp"}),
     SampleEdit("resize", "resize", options={"width": 96, "output_format": "jpeg"}),
+    # WaveSpeed models, served by the project's simulator of WaveSpeed's v3 API.
+    SampleEdit("qwen", "general_edit", "replace the sky with a sunset", model="qwen-edit",
+               options={"width": 512, "height": 384}),
+    SampleEdit("kontext", "text_edit", "write EDITQ on the red box",
+               model="flux-kontext-pro"),
+    SampleEdit("character", "character", "the same character, reading a book",
+               model="ideogram-character", options={"rendering_speed": "Quality"}),
+    SampleEdit("gpt-image", "general_edit", "make it a watercolour",
+               model="gpt-image-1-edit", options={"quality": "high", "size": "1024*1536"}),
+    SampleEdit("zoom-out", "outpaint", model="image-zoom-out",
+               options={"width": 640, "height": 480}),
 ]
 
 
@@ -86,14 +97,18 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     with embedded_stack(workdir.resolve() if workdir else None) as stack:
-        with console.status("starting redis-server, the S3 server and SQLite..."):
+        with console.status("starting redis-server, the S3 server, SQLite and the "
+                            "WaveSpeed simulator..."):
             redis_url = stack.start_redis()
             s3_url = stack.start_s3()
+            sim_url = stack.start_wavespeed_sim(latency="1-2.5", extra=["--api-key", "demo"])
             stack.env.update({
                 "EDITQ_DATABASE_URL": f"sqlite:///{stack.workdir / 'editq.db'}",
                 "EDITQ_BROKER_URL": redis_url, "EDITQ_REDIS_URL": redis_url,
                 "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": "editq-demo",
                 "EDITQ_S3_ACCESS_KEY_ID": "demo", "EDITQ_S3_SECRET_ACCESS_KEY": "demo-secret",
+                "EDITQ_WAVESPEED_BASE_URL": sim_url, "EDITQ_WAVESPEED_API_KEY": "demo",
+                "EDITQ_POLL_INITIAL_SECONDS": "0.5",
             })
             settings = Settings.model_validate({k[6:].lower(): v for k, v in stack.env.items()})
             upgrade(settings.database_url)
@@ -102,7 +117,8 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
         with console.status("starting the API and a worker..."):
             stack.start_worker(concurrency=4)
             _, api_url = stack.start_api()
-        console.print(f"[green]up[/]: API {api_url}, redis {redis_url}, S3 {s3_url}")
+        console.print(f"[green]up[/]: API {api_url}, redis {redis_url}, S3 {s3_url}, "
+                      f"WaveSpeed simulator {sim_url}")
 
         client = ApiClient(api_url, key)
         started: dict[str, float] = {}
@@ -153,9 +169,9 @@ def _print_costs(rows: list[tuple[dict[str, Any], float, list[Path]]]) -> None:
         count, amount = per_model.get(job["model"], (0, Decimal("0")))
         actual = Decimal(job["cost"]["actual"] or "0")
         per_model[job["model"]] = (count + 1, amount + actual)
-    table = Table(title="cost per model")
+    table = Table(title="cost per model (simulated calls)")
     for column in ("model", "jobs", "cost (USD)"):
         table.add_column(column)
     for model, (count, amount) in sorted(per_model.items()):
-        table.add_row(model, str(count), f"{amount:.4f}")
+        table.add_row(model, str(count), f"{amount:.3f}")
     console.print(table)

@@ -105,9 +105,9 @@ def test_demo_runs_every_sample_and_leaves_no_process(tmp_path: Path) -> None:
     # then it finished under a minute, with every sample edited and saved
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert elapsed < 60
-    assert result.stdout.count("succeeded") == 6
+    assert result.stdout.count("succeeded") == 11
     saved = sorted(out.iterdir())
-    assert len(saved) == 6
+    assert len(saved) == 11
     for path in saved:
         Image.open(path).verify()
     # and nothing it started is still alive
