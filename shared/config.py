@@ -6,28 +6,18 @@ misconfiguration is refused the same way everywhere, before any job is taken.
 
 from __future__ import annotations
 
-import ipaddress
 from functools import lru_cache
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.net import is_loopback_host
+
 MiB = 1024 * 1024
 
 _DB_SCHEMES = ("sqlite", "postgresql")
 _BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "memory")
-
-
-def _is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Settings(BaseSettings):
@@ -132,7 +122,7 @@ class Settings(BaseSettings):
         # Provider keys must never travel in clear text to anything but loopback.
         for name in ("wavespeed_base_url", "stability_base_url"):
             parts = urlsplit(getattr(self, name))
-            if parts.scheme != "https" and not _is_loopback_host(parts.hostname):
+            if parts.scheme != "https" and not is_loopback_host(parts.hostname):
                 raise ValueError(
                     f"EDITQ_{name.upper()} must use https unless it points at loopback "
                     f"(got {parts.scheme}://{parts.hostname})"

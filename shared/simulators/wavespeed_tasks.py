@@ -12,7 +12,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import json
 import re
 import secrets
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from shared.net import is_loopback_url
 from shared.simulators.common import FaultPlan, Latency, parse_fault_rates, render_edit
 from shared.simulators.common import identify_image as _identify
 from shared.simulators.wavespeed_models import InvalidRequest, ModelSpec
@@ -49,17 +49,6 @@ TASK_ERRORS = {
     5004: "Task timed out",
 }
 _DATA_URI = re.compile(r"^data:[\w.+-]+/[\w.+-]+(;[\w=.+-]+)*;base64,(?P<data>.*)$", re.DOTALL)
-
-
-def is_loopback_url(url: str) -> bool:
-    """Only loopback hosts are ever contacted: the simulator must not reach the outside."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def decode_image_input(name: str, value: str) -> bytes | str:
