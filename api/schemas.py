@@ -32,6 +32,7 @@ class OutputOut(BaseModel):
     width: int
     height: int
     bytes: int
+    content_filtered: bool = Field(False, description="Stability blurred it (CONTENT_FILTERED)")
 
 
 class CostOut(BaseModel):

@@ -46,6 +46,21 @@ class Settings(BaseSettings):
     stability_base_url: str = "https://api.stability.ai"
     stability_api_key: SecretStr | None = None
 
+    # Stability's sync operations answer the POST with the image: a long timeout.
+    stability_timeout_seconds: float = Field(120.0, ge=1, le=600)
+    # Stability asks for no more than one look per 10 s at each async result.
+    stability_poll_interval: float = Field(10.0, ge=0.05, le=300)
+    # A CONTENT_FILTERED (blurred, billed) result: keep it as a success, or fail the job.
+    stability_filtered_is_success: bool = True
+    stability_accept_json: bool = False
+    # Limits editq keeps itself under, shared by all workers (0 = off). Stability allows
+    # 150 requests per 10 s, then locks the account out for 60 s: stay a little below.
+    stability_rate_limit: int = Field(140, ge=0, le=10_000)
+    stability_rate_window_seconds: float = Field(10.0, gt=0, le=3600)
+    # WaveSpeed's limits depend on the account level (Silver: 500/min, 300 concurrent).
+    wavespeed_rate_per_minute: int = Field(500, ge=0, le=1_000_000)
+    wavespeed_max_concurrency: int = Field(300, ge=0, le=1_000_000)
+
     max_image_bytes: int = Field(10 * MiB, ge=1024, le=100 * MiB)
     max_image_pixels: int = Field(40_000_000, ge=64 * 64, le=200_000_000)
     max_images_per_job: int = Field(14, ge=1, le=32)

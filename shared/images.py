@@ -38,6 +38,7 @@ class ImageInfo:
     width: int
     height: int
     mode: str
+    has_alpha: bool = False
 
     @property
     def sha256(self) -> str:
@@ -88,12 +89,14 @@ def inspect_image(data: bytes, *, field: str, max_bytes: int, max_pixels: int) -
                 )
             img.load()
             mode = img.mode
+            has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+                mode == "P" and "transparency" in img.info)
     except (UnsupportedImageFormat, ImageTooLarge):
         raise
     except Exception as exc:  # Pillow raises many kinds for corrupt data
         raise InvalidImage(f"{field} could not be decoded as an image", field=field) from exc
     return ImageInfo(data=data, content_type=ALLOWED_FORMATS[fmt], width=width,
-                     height=height, mode=mode)
+                     height=height, mode=mode, has_alpha=has_alpha)
 
 
 def sniff_content_type(data: bytes) -> str:

@@ -23,6 +23,7 @@ from shared.errors import EditqError, ProviderError
 from shared.images import inspect_image
 from shared.jobs import (
     CANCELED,
+    QUEUED,
     RUNNING,
     add_event,
     claim,
@@ -37,6 +38,7 @@ from shared.models import Job
 from shared.providers.base import ImageEditResult
 from shared.providers.catalog import ModelSpec, get_catalog
 from shared.providers.router import build_options, get_provider
+from shared.ratelimit import get_limiter
 from shared.storage import Storage, output_key
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class RunOutcome:
     """What a step did; the task logs it, tests assert on it."""
 
     job_id: str
-    action: str  # skipped, submitted, waiting, succeeded, failed, retry, discarded
+    action: str  # skipped, throttled, submitted, waiting, succeeded, failed, retry, discarded
     detail: str = ""
 
 
@@ -99,7 +101,8 @@ def _store_outputs(storage: Storage, settings: Settings, job: Job,
         key = output_key(job.id, index, info.extension)
         storage.put(key, info.data, info.content_type)
         outputs.append({"key": key, "content_type": info.content_type, "width": info.width,
-                        "height": info.height, "bytes": len(info.data)})
+                        "height": info.height, "bytes": len(info.data),
+                        "content_filtered": bool(result.metadata.get("content_filtered"))})
     return outputs
 
 
@@ -107,8 +110,18 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
             scheduler: Scheduler) -> RunOutcome:
     """First step of an attempt: claim the job and submit it to its provider."""
     with session_scope(settings.database_url) as session:
+        queued = session.execute(select(Job.status, Job.provider).where(Job.id == job_id)).first()
+    if queued is None or queued.status != QUEUED:
+        return RunOutcome(job_id, "skipped", "not queued (running elsewhere or finished)")
+    limiter = get_limiter(queued.provider, settings)
+    if limiter is not None and (wait := limiter.before_submit(job_id)):
+        scheduler.run(job_id, _spread(wait))
+        return RunOutcome(job_id, "throttled", f"{queued.provider} limit: {wait:.2f}s")
+
+    with session_scope(settings.database_url) as session:
         job = claim(session, job_id, settings.job_lease_seconds)
     if job is None:
+        _release(queued.provider, job_id, settings)
         return RunOutcome(job_id, "skipped", "not queued (running elsewhere or finished)")
 
     spec = get_catalog().get(job.model)
@@ -127,13 +140,14 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
     if submitted.result is not None:
         return _finish(job, spec, submitted.result, settings, storage, scheduler)
     assert submitted.request_id is not None
-    lease = settings.poll_initial_seconds + settings.poll_lease_margin_seconds
+    first_look = max(settings.poll_initial_seconds, provider.min_poll_seconds)
+    lease = first_look + settings.poll_lease_margin_seconds
     with session_scope(settings.database_url) as session:
         if not record_submitted(session, job_id, submitted.request_id, lease):
             add_event(session, job_id, "submitted_after_cancel",
                       request_id=submitted.request_id)
             return RunOutcome(job_id, "discarded", "job left running state during submit")
-    scheduler.poll(job_id, settings.poll_initial_seconds)
+    scheduler.poll(job_id, first_look)
     return RunOutcome(job_id, "submitted", submitted.request_id)
 
 
@@ -146,11 +160,16 @@ def poll_job(job_id: str, settings: Settings, storage: Storage,
             return RunOutcome(job_id, "skipped", "no running provider request")
         extend_lease(session, job_id,
                      settings.poll_max_seconds + settings.poll_lease_margin_seconds)
+    limiter = get_limiter(job.provider, settings)
+    if limiter is not None and (wait := limiter.before_poll(job_id)):
+        scheduler.poll(job_id, _spread(wait))
+        return RunOutcome(job_id, "throttled", f"{job.provider} limit: {wait:.2f}s")
     spec = get_catalog().get(job.model)
     request_id = job.provider_request_id
     waited = (utcnow() - (job.provider_submitted_at or utcnow())).total_seconds()
     try:
-        polled = get_provider(spec.provider, settings).poll(spec, request_id)
+        provider = get_provider(spec.provider, settings)
+        polled = provider.poll(spec, request_id)
     except ProviderError as exc:
         if exc.task_failed or not exc.retryable:
             return _handle_failure(job, settings, exc, scheduler)
@@ -168,13 +187,26 @@ def poll_job(job_id: str, settings: Settings, storage: Storage,
                                 f"{settings.provider_timeout_seconds} s",
                                 code="provider_timeout")
         return _handle_failure(job, settings, timeout, scheduler)
-    delay = max(next_poll_delay(settings, waited), retry_after or 0.0)
+    delay = max(next_poll_delay(settings, waited), retry_after or 0.0,
+                provider.min_poll_seconds)
     scheduler.poll(job_id, delay)
     return RunOutcome(job_id, "waiting", f"next look in {delay:.2f}s")
 
 
+def _spread(wait: float) -> float:
+    """Jitter a limiter's wait, so jobs refused together do not all come back together."""
+    return wait * random.uniform(1.0, 1.5) + random.uniform(0.0, 0.05)
+
+
+def _release(provider: str, job_id: str, settings: Settings) -> None:
+    limiter = get_limiter(provider, settings)
+    if limiter is not None:
+        limiter.release(job_id)
+
+
 def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settings,
             storage: Storage, scheduler: Scheduler) -> RunOutcome:
+    _release(job.provider, job.id, settings)
     try:
         outputs = _store_outputs(storage, settings, job, result)
     except EditqError as exc:
@@ -182,6 +214,9 @@ def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settin
     cost = result.cost if result.cost is not None else spec.estimate(job.options, len(outputs))
     with session_scope(settings.database_url) as session:
         if succeed(session, job.id, outputs, cost):
+            if result.metadata.get("content_filtered"):
+                add_event(session, job.id, "content_filtered",
+                          finish_reason=result.metadata.get("finish_reason"))
             return RunOutcome(job.id, "succeeded", f"{len(outputs)} output(s)")
         current = session.scalar(select(Job.status).where(Job.id == job.id))
         if current == CANCELED:
@@ -192,6 +227,7 @@ def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settin
 
 def _handle_failure(job: Job, settings: Settings, exc: EditqError,
                     scheduler: Scheduler) -> RunOutcome:
+    _release(job.provider, job.id, settings)
     with session_scope(settings.database_url) as session:
         attempts = session.scalar(select(Job.attempts).where(Job.id == job.id)) or job.attempts
         if exc.retryable and attempts < settings.job_max_attempts:

@@ -18,11 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
-from shared.errors import IdempotencyConflict, ImageTooLarge, InvalidInput
+from shared.errors import IdempotencyConflict, InvalidInput
 from shared.images import ImageInfo, inspect_image
 from shared.jobs import QUEUED, add_event, new_job_id
 from shared.models import Job
-from shared.providers.catalog import ModelSpec
 from shared.providers.router import build_options, validate_edit
 from shared.storage import Storage, input_key
 from shared.tenants import Principal
@@ -76,15 +75,6 @@ def _check_sizes(req: EditRequest, settings: Settings) -> tuple[list[ImageInfo],
     return images, mask
 
 
-def _check_resolution(spec: ModelSpec, images: list[ImageInfo]) -> None:
-    max_w, max_h = spec.max_resolution
-    for info in images:
-        if info.width > max_w or info.height > max_h:
-            raise ImageTooLarge(
-                f"image is {info.width}x{info.height}; model {spec.id!r} takes at most "
-                f"{max_w}x{max_h}", model=spec.id)
-
-
 def _replay(session: Session, principal: Principal, key: str, fingerprint: str) -> Job | None:
     job = session.scalar(select(Job).where(Job.tenant_id == principal.tenant_id,
                                            Job.idempotency_key == key))
@@ -107,7 +97,7 @@ def submit_job(session: Session, storage: Storage, settings: Settings, principal
                             prompt=req.prompt, mask=req.mask,
                             negative_prompt=req.negative_prompt, options=req.options)
     spec = validate_edit(options, settings=settings)
-    _check_resolution(spec, images)
+    spec.check_images(images, mask)
 
     keys = []
     for info in images:

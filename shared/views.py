@@ -41,6 +41,7 @@ def job_view(job: Job, storage: Storage) -> dict[str, Any]:
                 "width": out["width"],
                 "height": out["height"],
                 "bytes": out["bytes"],
+                "content_filtered": bool(out.get("content_filtered", False)),
             }
             for out in job.outputs
         ],

@@ -19,12 +19,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.errors import (
+    ImageTooLarge,
     InvalidInput,
     PromptRequired,
     UnknownModel,
     UnsupportedOperation,
     UnsupportedOption,
 )
+from shared.images import ImageInfo
+from shared.providers.limits import ImageLimits, ImageOutOfLimits, Requirement
 from shared.providers.pricing import PricingRule
 
 CATALOG_FILE = Path(__file__).with_name("catalog.toml")
@@ -93,17 +96,21 @@ class ParamSpec(_Strict):
 
 
 class ImageInputs(_Strict):
-    """How a model takes images: one `image`, or an `images[]` list."""
+    """How a model takes images: one `image`, an `images[]` list, or a first image under
+    `field` and the next ones under `extra_fields`, in order (Stability's references)."""
 
     min: int = 1
     max: int = 1
-    field: Literal["image", "images", "subject_image"] = "image"
+    field: str = "image"
+    extra_fields: tuple[str, ...] = ()
 
 
 class ModelSpec(_Strict):
     id: str
     provider: str
     model_path: str
+    # "async": submit answers an id to poll; "sync": the submit answers the result.
+    mode: Literal["async", "sync"] = "async"
     tier: Tier
     description: str = ""
     operations: tuple[str, ...]
@@ -115,12 +122,21 @@ class ModelSpec(_Strict):
     max_resolution: tuple[int, int]
     pricing: Annotated[PricingRule, Field(discriminator="rule")]
     params: dict[str, ParamSpec] = Field(default_factory=dict)
+    # Finer input rules, where the provider publishes them.
+    limits: ImageLimits | None = None
+    requires: tuple[Requirement, ...] = ()
+    # Without a mask the image's own alpha channel says what to edit.
+    mask_or_alpha: bool = False
+    # The provider refuses requests larger than this (all files together).
+    max_request_bytes: int | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
         unknown = set(self.prompt_required) - set(self.operations)
         if unknown:
             raise ValueError(f"model {self.id}: prompt_required names unknown {sorted(unknown)}")
+        if self.images.extra_fields and self.images.max > 1 + len(self.images.extra_fields):
+            raise ValueError(f"model {self.id}: more images allowed than fields to carry them")
         priced_by = getattr(self.pricing, "param", None)
         if priced_by is not None and priced_by not in self.params:
             raise ValueError(f"model {self.id}: priced by unknown param {priced_by!r}")
@@ -164,7 +180,7 @@ class ModelSpec(_Strict):
         if has_mask and self.mask == "none":
             raise UnsupportedOption(f"model {self.id!r} does not take a mask",
                                     model=self.id, option="mask")
-        if not has_mask and self.mask == "required":
+        if not has_mask and self.mask == "required" and not self.mask_or_alpha:
             raise InvalidInput(f"model {self.id!r} needs a mask", model=self.id)
         if has_negative_prompt and not self.negative_prompt:
             raise UnsupportedOption(f"model {self.id!r} does not take a negative_prompt",
@@ -179,7 +195,29 @@ class ModelSpec(_Strict):
                     model=self.id, option=name,
                 )
             checked[name] = spec.check(name, self.id, value)
+        for requirement in self.requires:
+            requirement.check(self.id, checked, image_count)
         return checked
+
+    def check_images(self, images: list[ImageInfo], mask: ImageInfo | None) -> None:
+        """The rules that need the decoded images: limits, alpha, request size."""
+        max_w, max_h = self.max_resolution
+        for n, info in enumerate(images):
+            field = "image" if len(images) == 1 else f"images[{n}]"
+            if info.width > max_w or info.height > max_h:
+                raise ImageTooLarge(f"{field} is {info.width}x{info.height}; model "
+                                    f"{self.id!r} takes at most {max_w}x{max_h}", model=self.id)
+            if self.limits is not None and n == 0:
+                self.limits.check(self.id, field, info.width, info.height)
+        if self.mask_or_alpha and mask is None and not images[0].has_alpha:
+            raise InvalidInput(f"model {self.id!r} needs a mask, or an image with an alpha "
+                               "channel marking the area to edit", model=self.id, field="mask")
+        if self.max_request_bytes is not None:
+            total = sum(len(i.data) for i in images) + (len(mask.data) if mask else 0)
+            if total > self.max_request_bytes:
+                raise ImageOutOfLimits(
+                    f"the images add up to {total:,} bytes; model {self.id!r} takes requests "
+                    f"of at most {self.max_request_bytes:,} bytes", model=self.id)
 
     def fits(self, width: int | None, height: int | None) -> bool:
         max_w, max_h = self.max_resolution

@@ -47,6 +47,13 @@ TASK_CODES: dict[int, Rule] = {
     5004: Rule("provider_timeout", True),
 }
 
+# Error names in Stability's bodies ({id, name, errors}), where the status is too coarse.
+ERROR_NAMES: dict[str, Rule] = {
+    "content_moderation": Rule("content_moderated", False),
+    "payload_too_large": Rule("provider_request_too_large", False),
+    "rate_limit_exceeded": Rule("provider_rate_limited", True),
+}
+
 # Network failures, by where they happened.
 NOT_SENT = Rule("provider_unreachable", True)          # connect failed: nothing reached it
 AMBIGUOUS = Rule("provider_outcome_unknown", False)    # sent, no answer: it may have run

@@ -115,6 +115,7 @@ class LocalProvider:
     """Pillow edits in the worker's own process: no network, no cost."""
 
     name = "local"
+    min_poll_seconds = 0.0
 
     def validate(self, spec: ModelSpec, options: ImageEditOptions) -> None:
         if options.operation == "general_edit" and not _prompt_steps(options.prompt or ""):

@@ -32,6 +32,21 @@ def _provider(name: str, settings: Settings) -> ImageEditProvider:
                                  submit_timeout=settings.provider_submit_timeout_seconds,
                                  poll_timeout=settings.provider_poll_timeout_seconds)
         return WaveSpeedEditProvider(client, settings.max_output_bytes)
+    if name == "stability":
+        from shared.providers.stability import StabilityEditProvider
+        from shared.providers.stability_client import StabilityClient
+
+        if settings.stability_api_key is None:
+            raise ProviderNotConfigured("Stability operations need EDITQ_STABILITY_API_KEY",
+                                        provider=name)
+        stability = StabilityClient(settings.stability_base_url,
+                                    settings.stability_api_key.get_secret_value(),
+                                    timeout=settings.stability_timeout_seconds,
+                                    poll_timeout=settings.provider_poll_timeout_seconds,
+                                    accept_json=settings.stability_accept_json)
+        return StabilityEditProvider(stability,
+                                     filtered_is_success=settings.stability_filtered_is_success,
+                                     poll_interval=settings.stability_poll_interval)
     raise EditqError(f"provider {name!r} is not available in this build")
 
 
@@ -86,7 +101,7 @@ def generate_image_edit(options: ImageEditOptions, *, catalog: Catalog | None = 
     while result is None:
         if submitted.request_id is None or time.monotonic() > deadline:
             raise ProviderError("the provider did not finish in time", code="provider_timeout")
-        time.sleep(poll_interval)
+        time.sleep(max(poll_interval, provider.min_poll_seconds))
         result = provider.poll(spec, submitted.request_id).result
     if result.cost is None:
         result.cost = spec.estimate(options.extra, len(result.images))

@@ -1,0 +1,126 @@
+"""editq's own HTTP client for Stability AI's REST v2beta Stable Image API.
+
+Sync endpoints answer the POST with the image; async ones answer an id that
+is read at `GET /v2beta/results/{id}` (202 while running). As with WaveSpeed,
+a POST that was sent but not answered is an ambiguous outcome and is never
+sent again.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from shared.errors import ProviderError, ProviderOutcomeUnknown
+from shared.providers.classify import (
+    AMBIGUOUS,
+    ERROR_NAMES,
+    NOT_SENT,
+    POLL_TRANSPORT,
+    http_error,
+    parse_retry_after,
+)
+
+Files = list[tuple[str, tuple[str, bytes, str]]]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An image Stability produced, with what its headers said about it."""
+
+    data: bytes
+    content_type: str
+    finish_reason: str
+    seed: str | None
+
+
+def _error(response: httpx.Response) -> ProviderError:
+    """Stability's error body is {id, name, errors: [...]}; the name refines the status."""
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    try:
+        body = response.json()
+        name = str(body.get("name", ""))
+        message = "; ".join(str(e) for e in body.get("errors") or []) or name
+    except (ValueError, AttributeError):
+        name, message = "", response.text[:200]
+    rule = ERROR_NAMES.get(name)
+    if rule is not None:
+        return ProviderError(f"HTTP {response.status_code} {name}: {message}", code=rule.code,
+                             retryable=rule.retryable, retry_after=retry_after,
+                             http_status=response.status_code)
+    return http_error(response.status_code, f"{name}: {message}" if name else message,
+                      retry_after)
+
+
+class StabilityClient:
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 120.0,
+                 poll_timeout: float = 10.0, accept_json: bool = False,
+                 max_connections: int = 200) -> None:
+        limits = httpx.Limits(max_connections=max_connections,
+                              max_keepalive_connections=max_connections)
+        self.accept = "application/json" if accept_json else "image/*"
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"), limits=limits, follow_redirects=False,
+            headers={"authorization": f"Bearer {api_key}", "stability-client-id": "editq"},
+            timeout=httpx.Timeout(poll_timeout, connect=5.0),
+        )
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _artifact(self, response: httpx.Response) -> Artifact:
+        if response.headers.get("content-type", "").startswith("application/json"):
+            body = response.json()
+            return Artifact(base64.b64decode(body["image"]), "application/octet-stream",
+                            str(body.get("finish_reason") or "SUCCESS"),
+                            str(body["seed"]) if body.get("seed") is not None else None)
+        return Artifact(response.content, response.headers.get("content-type", ""),
+                        response.headers.get("finish-reason", "SUCCESS"),
+                        response.headers.get("seed"))
+
+    def submit(self, path: str, fields: dict[str, str], files: Files) -> Artifact | str:
+        """POST an operation: the artifact (sync endpoints) or a result id (async ones)."""
+        try:
+            response = self.http.post(f"/v2beta/stable-image/{path}", data=fields, files=files,
+                                      headers={"accept": self.accept},
+                                      timeout=httpx.Timeout(self.timeout, connect=5.0))
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise ProviderError(f"could not connect to Stability: {type(exc).__name__}",
+                                code=NOT_SENT.code, retryable=NOT_SENT.retryable) from exc
+        except httpx.TransportError as exc:
+            raise ProviderOutcomeUnknown(
+                f"Stability did not answer ({type(exc).__name__}); the request may have run "
+                "and been billed, so it is not sent again", code=AMBIGUOUS.code) from exc
+        if response.status_code != 200:
+            raise _error(response)
+        try:
+            if response.headers.get("content-type", "").startswith("image/"):
+                return self._artifact(response)
+            body: dict[str, Any] = response.json()
+            if "image" in body:
+                return self._artifact(response)
+            return str(body["id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProviderOutcomeUnknown("unreadable answer from Stability",
+                                         code=AMBIGUOUS.code) from exc
+
+    def result(self, result_id: str) -> Artifact | None:
+        """The finished artifact, or None while Stability says 202 in-progress."""
+        try:
+            response = self.http.get(f"/v2beta/results/{result_id}",
+                                     headers={"accept": self.accept})
+        except httpx.TransportError as exc:
+            raise ProviderError(f"could not read Stability result: {type(exc).__name__}",
+                                code=POLL_TRANSPORT.code, retryable=True) from exc
+        if response.status_code == 202:
+            return None
+        if response.status_code == 404:
+            raise ProviderError("Stability no longer has this result (expired or unknown)",
+                                code="provider_result_expired", task_failed=True)
+        if response.status_code != 200:
+            raise _error(response)
+        return self._artifact(response)

@@ -1,0 +1,143 @@
+"""Per-provider rate and concurrency limits, shared by every worker through Redis.
+
+Both are sorted sets updated by Lua scripts, so a check-and-take is atomic
+across processes, and both use Redis' own clock, so workers whose clocks
+disagree still agree on the window. A caller that is refused gets the
+seconds to wait and reschedules itself: nobody sleeps in a worker slot.
+If Redis cannot be reached the limits let calls through (and say so in the
+log): a provider's 429 is then the backstop, and no job stalls.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import redis
+
+from shared.config import Settings
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] window zset; ARGV: window seconds, limit, member. Returns {taken, wait seconds}.
+_RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
+  return {1, '0'}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tostring(tonumber(oldest[2]) + window - now)}
+"""
+
+# KEYS[1] in-flight zset (member = job id, score = lease end); ARGV: lease seconds, cap,
+# job id, force. Returns {taken, wait seconds}.
+_CONCURRENCY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local lease = tonumber(ARGV[1])
+local held = redis.call('ZSCORE', KEYS[1], ARGV[3])
+if held or ARGV[4] == '1' or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
+  return {1, '0'}
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tostring(math.max(0.05, tonumber(first[2]) - now))}
+"""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A provider's limits; 0 switches one off."""
+
+    rate: int
+    window_seconds: float
+    concurrency: int
+    count_polls: bool  # Stability counts every request; WaveSpeed only submits
+
+
+class ProviderLimiter:
+    def __init__(self, client: redis.Redis, provider: str, limits: Limits,
+                 lease_seconds: float) -> None:
+        self.provider = provider
+        self.limits = limits
+        self.lease_seconds = lease_seconds
+        self._rate = client.register_script(_RATE)
+        self._concurrency = client.register_script(_CONCURRENCY)
+        self._client = client
+        self.rate_key = f"editq:ratelimit:{provider}:rate"
+        self.concurrency_key = f"editq:ratelimit:{provider}:inflight"
+
+    def _run(self, script: Any, key: str, *args: Any) -> float:
+        try:
+            taken, wait = script(keys=[key], args=list(args))
+        except redis.RedisError as exc:
+            log.warning("rate limiter for %s unavailable (%s): letting the call through",
+                        self.provider, type(exc).__name__)
+            return 0.0
+        return 0.0 if int(taken) else max(0.01, float(wait))
+
+    def _take_rate(self) -> float:
+        if not self.limits.rate:
+            return 0.0
+        return self._run(self._rate, self.rate_key, self.limits.window_seconds,
+                         self.limits.rate, uuid.uuid4().hex)
+
+    def before_submit(self, job_id: str) -> float:
+        """Seconds to wait before this job may submit; 0 means go (and the slot is taken)."""
+        if self.limits.concurrency:
+            wait = self._run(self._concurrency, self.concurrency_key, self.lease_seconds,
+                             self.limits.concurrency, job_id, "0")
+            if wait:
+                return wait
+        wait = self._take_rate()
+        if wait and self.limits.concurrency:
+            self.release(job_id)  # do not hold a concurrency slot while waiting for the rate
+        return wait
+
+    def before_poll(self, job_id: str) -> float:
+        """Renew the job's in-flight slot; for providers that count polls, take the rate."""
+        if self.limits.concurrency:
+            self._run(self._concurrency, self.concurrency_key, self.lease_seconds,
+                      self.limits.concurrency, job_id, "1")
+        return self._take_rate() if self.limits.count_polls else 0.0
+
+    def release(self, job_id: str) -> None:
+        if not self.limits.concurrency:
+            return
+        try:
+            self._client.zrem(self.concurrency_key, job_id)
+        except redis.RedisError as exc:
+            log.warning("could not release %s slot of %s: %s", self.provider, job_id, exc)
+
+
+def limits_of(provider: str, settings: Settings) -> Limits | None:
+    if provider == "stability":
+        return Limits(settings.stability_rate_limit, settings.stability_rate_window_seconds,
+                      0, count_polls=True)
+    if provider == "wavespeed":
+        return Limits(settings.wavespeed_rate_per_minute, 60.0,
+                      settings.wavespeed_max_concurrency, count_polls=False)
+    return None
+
+
+@lru_cache(maxsize=8)
+def get_limiter(provider: str, settings: Settings) -> ProviderLimiter | None:
+    limits = limits_of(provider, settings)
+    if limits is None or not (limits.rate or limits.concurrency):
+        return None
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
+                                  socket_connect_timeout=2)
+    # An in-flight slot outlives the longest gap between two polls, then lapses.
+    lease = (max(settings.poll_max_seconds, settings.stability_poll_interval)
+             + settings.poll_lease_margin_seconds)
+    return ProviderLimiter(client, provider, limits, lease)
