@@ -27,7 +27,7 @@ from shared.errors import (
     UnsupportedOption,
 )
 from shared.images import ImageInfo
-from shared.providers.limits import ImageLimits, ImageOutOfLimits, Requirement
+from shared.providers.limits import ImageLimits, ImageOutOfLimits, MaskRequired, Requirement
 from shared.providers.pricing import PricingRule
 
 CATALOG_FILE = Path(__file__).with_name("catalog.toml")
@@ -115,6 +115,7 @@ class ModelSpec(_Strict):
     description: str = ""
     operations: tuple[str, ...]
     prompt_required: tuple[str, ...] = ()
+    takes_prompt: bool = True
     images: ImageInputs = ImageInputs()
     mask: Literal["none", "optional", "required"] = "none"
     mask_field: str = "mask_image"
@@ -135,6 +136,8 @@ class ModelSpec(_Strict):
         unknown = set(self.prompt_required) - set(self.operations)
         if unknown:
             raise ValueError(f"model {self.id}: prompt_required names unknown {sorted(unknown)}")
+        if self.prompt_required and not self.takes_prompt:
+            raise ValueError(f"model {self.id}: requires a prompt it does not take")
         if self.images.extra_fields and self.images.max > 1 + len(self.images.extra_fields):
             raise ValueError(f"model {self.id}: more images allowed than fields to carry them")
         priced_by = getattr(self.pricing, "param", None)
@@ -169,6 +172,9 @@ class ModelSpec(_Strict):
                 f"it supports: {', '.join(self.operations)}",
                 model=self.id, operation=operation,
             )
+        if prompt and not self.takes_prompt:
+            raise UnsupportedOption(f"model {self.id!r} takes no prompt", model=self.id,
+                                    option="prompt")
         if operation in self.prompt_required and not (prompt and prompt.strip()):
             raise PromptRequired(f"operation {operation!r} on model {self.id!r} needs a prompt",
                                  model=self.id, operation=operation)
@@ -210,7 +216,7 @@ class ModelSpec(_Strict):
             if self.limits is not None and n == 0:
                 self.limits.check(self.id, field, info.width, info.height)
         if self.mask_or_alpha and mask is None and not images[0].has_alpha:
-            raise InvalidInput(f"model {self.id!r} needs a mask, or an image with an alpha "
+            raise MaskRequired(f"model {self.id!r} needs a mask, or an image with an alpha "
                                "channel marking the area to edit", model=self.id, field="mask")
         if self.max_request_bytes is not None:
             total = sum(len(i.data) for i in images) + (len(mask.data) if mask else 0)

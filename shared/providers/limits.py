@@ -24,6 +24,11 @@ class MissingOption(InvalidInput):
     title = "A required option is missing"
 
 
+class MaskRequired(InvalidInput):
+    code = "mask_required"
+    title = "A mask (or an alpha channel) is required"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
