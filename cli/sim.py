@@ -55,5 +55,45 @@ def wavespeed(host: str, port: int, latency: str, faults: str, api_key: str | No
     run(config, host=host, port=port)
 
 
+def _stability_faults(spec: str) -> object:
+    from shared.simulators.stability_state import parse_faults
+
+    return parse_faults(spec)
+
+
+@sim.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8200, show_default=True, type=int)
+@click.option("--latency", default="1", show_default=True, callback=_check(Latency.parse),
+              help="generation time in seconds: '5', '2-8' (uniform) or 'normal:5,1'")
+@click.option("--faults", default="", callback=_check(_stability_faults),
+              help="random faults, e.g. '500=0.1,429=0.05@result,moderation=0.02,"
+                   "filtered=0.02,expired=0.01@result,hang=0.01@submit'")
+@click.option("--api-key", default=None, envvar="EDITQ_SIM_API_KEY",
+              help="the only key accepted (default: any non-empty bearer key)")
+@click.option("--seed", default=None, type=int, help="seed for latencies, seeds and faults")
+@click.option("--rate-limit", default=150, show_default=True, type=click.IntRange(min=1),
+              help="requests allowed in any --rate-window seconds")
+@click.option("--rate-window", default=10.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="seconds")
+@click.option("--lockout", default=60.0, show_default=True, type=click.FloatRange(min=0),
+              help="seconds every request is refused after the limit is exceeded")
+@click.option("--result-ttl", default=86400.0, show_default=True, type=click.FloatRange(min=0),
+              help="seconds an async result stays readable after it completes")
+def stability(host: str, port: int, latency: str, faults: str, api_key: str | None,
+              seed: int | None, rate_limit: int, rate_window: float, lockout: float,
+              result_ttl: float) -> None:
+    """Serve a simulator of Stability AI's REST v2beta edit and upscale API until Ctrl-C."""
+    from shared.simulators.stability import StabilitySimConfig, run
+
+    config = StabilitySimConfig(api_key=api_key, latency=latency, faults=faults, seed=seed,
+                                rate_limit=rate_limit, rate_window=rate_window,
+                                lockout=lockout, result_ttl=result_ttl)
+    click.echo(f"Stability simulator on http://{host}:{port} (latency {latency}, "
+               f"faults {faults or 'none'}, {rate_limit} requests per {rate_window:g} s, "
+               "admin at /_sim/stats)", err=True)
+    run(config, host=host, port=port)
+
+
 if __name__ == "__main__":
     sim()

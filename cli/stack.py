@@ -140,17 +140,22 @@ class Stack:
                    "moto S3 server")
         return url
 
-    def start_wavespeed_sim(self, latency: str = "1", faults: str = "",
-                            extra: list[str] | None = None) -> str:
-        """The WaveSpeed v3 simulator in its own process, as a real provider would be."""
+    def start_sim(self, provider: str, latency: str = "1", faults: str = "",
+                  extra: list[str] | None = None) -> str:
+        """A provider simulator (`editq sim PROVIDER`) in its own process, as a real
+        provider would be; answers its base URL once it serves."""
         port = free_port()
-        self.spawn(f"wavespeed-sim-{port}",
-                   [sys.executable, "-m", "cli.sim", "wavespeed", "--port", str(port),
+        self.spawn(f"{provider}-sim-{port}",
+                   [sys.executable, "-m", "cli.sim", provider, "--port", str(port),
                     "--latency", latency, "--faults", faults, *(extra or [])])
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: httpx.get(url + "/_sim/stats", timeout=1).status_code == 200, 30,
-                   "the WaveSpeed simulator")
+                   f"the {provider} simulator")
         return url
+
+    def start_wavespeed_sim(self, latency: str = "1", faults: str = "",
+                            extra: list[str] | None = None) -> str:
+        return self.start_sim("wavespeed", latency, faults, extra)
 
     def start_api(self, port: int | None = None) -> tuple[Child, str]:
         port = port or free_port()

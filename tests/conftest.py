@@ -148,6 +148,7 @@ class Live:
     worker: Child
     api: Child
     sim_url: str
+    stability_url: str
 
     def client(self, tenant: str) -> ApiClient:
         with session_scope(self.settings.database_url) as session:
@@ -156,8 +157,11 @@ class Live:
 
 
 def live_env(database_url: str, broker: str, s3_url: str, bucket: str,
-             sim_url: str) -> dict[str, str]:
+             sim_url: str, stability_url: str | None = None) -> dict[str, str]:
+    stability = {"EDITQ_STABILITY_BASE_URL": stability_url, "EDITQ_STABILITY_API_KEY": SIM_KEY,
+                 "EDITQ_STABILITY_POLL_INTERVAL": "0.2"} if stability_url else {}
     return {
+        **stability,
         "EDITQ_ENVIRONMENT": "test", "EDITQ_DATABASE_URL": database_url,
         "EDITQ_BROKER_URL": broker, "EDITQ_REDIS_URL": broker,
         "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": bucket,
@@ -176,10 +180,12 @@ def live(stack: Stack, database_url: str, redis_base: str, s3_url: str,
     sub = Stack(workdir=stack.workdir)
     try:
         sim_url = sub.start_wavespeed_sim(latency="0.3", extra=["--api-key", SIM_KEY])
-        sub.env = live_env(database_url, broker, s3_url, bucket, sim_url)
+        stability_url = sub.start_sim("stability", latency="0.2",
+                                      extra=["--api-key", SIM_KEY])
+        sub.env = live_env(database_url, broker, s3_url, bucket, sim_url, stability_url)
         settings = make_settings(**{k[6:].lower(): v for k, v in sub.env.items()})
         worker = sub.start_worker(name=f"worker-{kind}", concurrency=8)
         api, url = sub.start_api()
-        yield Live(url, settings, worker, api, sim_url)
+        yield Live(url, settings, worker, api, sim_url, stability_url)
     finally:
         sub.stop()

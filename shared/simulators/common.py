@@ -17,8 +17,8 @@ import socket
 import struct
 import threading
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
 
@@ -89,23 +89,57 @@ def task_fault_code(kind: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _check_fault(kind: str, endpoint: str) -> None:
-    if kind not in REQUEST_FAULTS and task_fault_code(kind) is None:
-        raise ValueError(f"unknown fault kind {kind!r}: expected one of "
-                         f"{', '.join(sorted(REQUEST_FAULTS))} or task-XXXX")
-    if endpoint not in ENDPOINTS:
-        raise ValueError(f"unknown endpoint {endpoint!r} for fault {kind!r}: expected one of "
-                         f"{', '.join(sorted(ENDPOINTS))}")
-    submit_only = kind == "drop-after" or task_fault_code(kind) is not None
-    if submit_only and endpoint not in ("submit", "any"):
-        raise ValueError(f"fault {kind!r} only applies to submit, not {endpoint!r}")
+@dataclass(frozen=True, eq=False)
+class FaultVocabulary:
+    """The fault kinds and endpoints one simulator understands.
+
+    `request_kinds` change how one request is answered. `outcome_kinds` change
+    the outcome of a request that gets through validation, so a scripted one
+    waits at the head of the script for such a request (an invalid request does
+    not use it up); with `task_codes`, every `task-XXXX` is an outcome kind
+    pinned to submit. `only_on` pins a kind to the one endpoint where it makes
+    sense: it is refused with another endpoint and skipped by `any` rules there.
+    """
+
+    request_kinds: frozenset[str]
+    endpoints: frozenset[str]
+    outcome_kinds: frozenset[str] = frozenset()
+    only_on: Mapping[str, str] = field(default_factory=dict)
+    task_codes: bool = False
+
+    def is_outcome(self, kind: str) -> bool:
+        return kind in self.outcome_kinds or (self.task_codes
+                                              and task_fault_code(kind) is not None)
+
+    def pinned(self, kind: str) -> str | None:
+        """The only endpoint `kind` applies to, if it is pinned to one."""
+        if self.task_codes and task_fault_code(kind) is not None:
+            return "submit"
+        return self.only_on.get(kind)
+
+    def check(self, kind: str, endpoint: str) -> None:
+        known = self.request_kinds | self.outcome_kinds
+        if kind not in known and not (self.task_codes and task_fault_code(kind) is not None):
+            codes = " or task-XXXX" if self.task_codes else ""
+            raise ValueError(f"unknown fault kind {kind!r}: expected one of "
+                             f"{', '.join(sorted(known))}{codes}")
+        if endpoint not in self.endpoints:
+            raise ValueError(f"unknown endpoint {endpoint!r} for fault {kind!r}: expected one "
+                             f"of {', '.join(sorted(self.endpoints))}")
+        pinned = self.pinned(kind)
+        if pinned is not None and endpoint not in (pinned, "any"):
+            raise ValueError(f"fault {kind!r} only applies to {pinned}, not {endpoint!r}")
+
+    def applies(self, kind: str, rule_endpoint: str, endpoint: str) -> bool:
+        pinned = self.pinned(kind)
+        if pinned is not None and endpoint != pinned:
+            return False
+        return rule_endpoint in ("any", endpoint)
 
 
-def _applies(kind: str, rule_endpoint: str, endpoint: str) -> bool:
-    # drop-after and task-* only make sense where a task is created.
-    if (kind == "drop-after" or task_fault_code(kind) is not None) and endpoint != "submit":
-        return False
-    return rule_endpoint in ("any", endpoint)
+WAVESPEED_FAULTS = FaultVocabulary(REQUEST_FAULTS, ENDPOINTS, only_on={"drop-after": "submit"},
+                                   task_codes=True)
+"""WaveSpeed's fault language, the default wherever no vocabulary is given."""
 
 
 @dataclass(frozen=True)
@@ -115,21 +149,27 @@ class Fault:
     kind: str
     endpoint: str = "any"
     rate: float = 1.0
+    vocabulary: FaultVocabulary = field(default=WAVESPEED_FAULTS, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _check_fault(self.kind, self.endpoint)
+        self.vocabulary.check(self.kind, self.endpoint)
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError(f"fault rate for {self.kind!r} must be between 0 and 1")
 
     @property
     def is_task_fault(self) -> bool:
-        return task_fault_code(self.kind) is not None
+        """An outcome fault: it waits for a request that gets through validation."""
+        return self.vocabulary.is_outcome(self.kind)
+
+    def applies(self, endpoint: str) -> bool:
+        return self.vocabulary.applies(self.kind, self.endpoint, endpoint)
 
     def as_json(self) -> dict[str, object]:
         return {"kind": self.kind, "endpoint": self.endpoint, "rate": self.rate}
 
 
-def parse_fault_rates(spec: str) -> list[Fault]:
+def parse_fault_rates(spec: str, vocabulary: FaultVocabulary = WAVESPEED_FAULTS,
+                      ) -> list[Fault]:
     """Read `"500=0.1,429=0.05@poll,task-5003=0.02"`; an empty spec means no faults."""
     rules: list[Fault] = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
@@ -141,7 +181,7 @@ def parse_fault_rates(spec: str) -> list[Fault]:
             raise ValueError(f"invalid fault {item!r}: expected KIND=RATE[@ENDPOINT]") from None
         if not sep:
             raise ValueError(f"invalid fault {item!r}: expected KIND=RATE[@ENDPOINT]")
-        rules.append(Fault(kind.strip(), endpoint.strip() or "any", rate))
+        rules.append(Fault(kind.strip(), endpoint.strip() or "any", rate, vocabulary))
     return rules
 
 
@@ -165,7 +205,7 @@ class FaultPlan:
 
     def _scripted(self, endpoint: str, want_task: bool) -> str | None:
         for index, step in enumerate(self.script):
-            if _applies(step.kind, step.endpoint, endpoint):
+            if step.applies(endpoint):
                 if step.is_task_fault != want_task:
                     return None
                 del self.script[index]
@@ -174,7 +214,7 @@ class FaultPlan:
 
     def _random(self, endpoint: str, want_task: bool) -> str | None:
         rules = [r for r in self.rates
-                 if r.is_task_fault == want_task and _applies(r.kind, r.endpoint, endpoint)]
+                 if r.is_task_fault == want_task and r.applies(endpoint)]
         if not rules:
             return None
         # One draw against cumulative rates, so each kind happens at its own rate.
@@ -190,7 +230,7 @@ class FaultPlan:
         return self._scripted(endpoint, False) or self._random(endpoint, False)
 
     def task_fault(self, endpoint: str = "submit") -> str | None:
-        """The `task-*` fault for a task being created now."""
+        """The outcome fault (`task-*` for WaveSpeed) for a request that passed validation."""
         return self._scripted(endpoint, True) or self._random(endpoint, True)
 
     def as_json(self) -> dict[str, object]:
@@ -356,3 +396,62 @@ def render_edit(source: bytes, label: str, *, fmt: str = "png",
     options: dict[str, object] = {"quality": 85} if pil_format != "PNG" else {"compress_level": 1}
     img.save(buf, pil_format, **options)
     return buf.getvalue()
+
+
+def label_image(img: Image.Image, label: str) -> Image.Image:
+    """Write `label` white on black in the top-left corner, in place; answers `img`."""
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=max(8, min(img.width, img.height) // 16))
+    _, _, right, bottom = draw.textbbox((4, 4), label, font=font)
+    draw.rectangle((0, 0, right + 4, bottom + 4), fill=(0, 0, 0, 255)[: len(img.getbands())])
+    draw.text((4, 4), label, fill=(255, 255, 255, 255)[: len(img.getbands())], font=font)
+    return img
+
+
+def encode_image(img: Image.Image, fmt: str) -> bytes:
+    """`img` in one of IMAGE_FORMATS, quickly (JPEG drops any alpha channel)."""
+    pil_format = IMAGE_FORMATS[fmt][0]
+    if pil_format == "JPEG" and img.mode != "RGB":
+        img = img.convert("RGB")
+    buf = io.BytesIO()
+    options: dict[str, object] = {"quality": 85} if pil_format != "PNG" else {"compress_level": 1}
+    img.save(buf, pil_format, **options)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- rate limits
+
+
+class SlidingWindowLimit:
+    """At most `limit` requests in any `window` seconds; the one over it starts a lockout.
+
+    During a lockout every request is refused and not counted; the window starts
+    empty when the lockout ends. Times come from the caller (a monotonic clock),
+    so it is deterministic to test. Not thread-safe: use it from one event loop.
+    """
+
+    def __init__(self, limit: int, window: float, lockout: float) -> None:
+        self.configure(limit, window, lockout)
+
+    def configure(self, limit: int, window: float, lockout: float) -> None:
+        if limit < 1 or window <= 0 or lockout < 0:
+            raise ValueError("rate limit must be >= 1, window > 0 and lockout >= 0")
+        self.limit, self.window, self.lockout = limit, window, lockout
+        self.clear()
+
+    def clear(self) -> None:
+        self._times: deque[float] = deque()
+        self.locked_until = 0.0
+
+    def take(self, now: float) -> tuple[float, bool] | None:
+        """None when the request may go ahead, else (seconds locked out, lockout just began)."""
+        if now < self.locked_until:
+            return self.locked_until - now, False
+        while self._times and self._times[0] <= now - self.window:
+            self._times.popleft()
+        if len(self._times) >= self.limit:
+            self._times.clear()
+            self.locked_until = now + self.lockout
+            return self.lockout, True
+        self._times.append(now)
+        return None
