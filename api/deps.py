@@ -47,10 +47,12 @@ def get_celery(request: Request) -> Celery:
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
-def get_principal(session: SessionDep,
+def get_principal(settings: SettingsDep,
                   authorization: Annotated[str | None, Header()] = None) -> Principal:
+    """Its own short session: a long-poll must not hold a connection for its whole wait."""
     scheme, _, key = (authorization or "").partition(" ")
-    return authenticate(session, key.strip() if scheme.lower() == "bearer" else None)
+    with session_scope(settings.database_url) as session:
+        return authenticate(session, key.strip() if scheme.lower() == "bearer" else None)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -95,6 +95,14 @@ def requeue(session: Session, job_id: str, reason: str, delay_seconds: float) ->
                       provider_submitted_at=None)
 
 
+def unclaim(session: Session, job_id: str, reason: str, delay_seconds: float) -> bool:
+    """running -> queued without spending an attempt: the job never reached the provider."""
+    return transition(session, job_id, (RUNNING,), QUEUED, "throttled",
+                      {"reason": reason, "delay_seconds": round(delay_seconds, 3)},
+                      attempts=Job.attempts - 1, lease_expires_at=None, provider_state=None,
+                      started_at=None)
+
+
 def _update_running(session: Session, job_id: str, **values: Any) -> bool:
     result = session.execute(
         update(Job).where(Job.id == job_id, Job.status == RUNNING)

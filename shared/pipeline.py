@@ -23,7 +23,6 @@ from shared.errors import EditqError, ProviderError
 from shared.images import inspect_image
 from shared.jobs import (
     CANCELED,
-    QUEUED,
     RUNNING,
     add_event,
     claim,
@@ -33,6 +32,7 @@ from shared.jobs import (
     record_submitted,
     requeue,
     succeed,
+    unclaim,
 )
 from shared.models import Job
 from shared.providers.base import ImageEditResult
@@ -110,18 +110,8 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
             scheduler: Scheduler) -> RunOutcome:
     """First step of an attempt: claim the job and submit it to its provider."""
     with session_scope(settings.database_url) as session:
-        queued = session.execute(select(Job.status, Job.provider).where(Job.id == job_id)).first()
-    if queued is None or queued.status != QUEUED:
-        return RunOutcome(job_id, "skipped", "not queued (running elsewhere or finished)")
-    limiter = get_limiter(queued.provider, settings)
-    if limiter is not None and (wait := limiter.before_submit(job_id)):
-        scheduler.run(job_id, _spread(wait))
-        return RunOutcome(job_id, "throttled", f"{queued.provider} limit: {wait:.2f}s")
-
-    with session_scope(settings.database_url) as session:
         job = claim(session, job_id, settings.job_lease_seconds)
     if job is None:
-        _release(queued.provider, job_id, settings)
         return RunOutcome(job_id, "skipped", "not queued (running elsewhere or finished)")
 
     spec = get_catalog().get(job.model)
@@ -133,6 +123,16 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
                                 negative_prompt=job.negative_prompt, options=job.options)
         with session_scope(settings.database_url) as session:
             mark_submitting(session, job_id)
+        # The slot is taken just before the call, so what the limiter counts is what
+        # the provider sees, within milliseconds.
+        limiter = get_limiter(job.provider, settings)
+        if limiter is not None and (wait := limiter.before_submit(job_id)):
+            delay = _spread(wait)
+            with session_scope(settings.database_url) as session:
+                unclaimed = unclaim(session, job_id, f"{job.provider} limit", delay)
+            if unclaimed:
+                scheduler.run(job_id, delay)
+            return RunOutcome(job_id, "throttled", f"{job.provider} limit: {wait:.2f}s")
         submitted = provider.submit(spec, options, webhook_url(settings, spec.provider))
     except EditqError as exc:
         return _handle_failure(job, settings, exc, scheduler)

@@ -30,7 +30,8 @@ from shared.tenants import create_api_key
 
 # Redis databases used by the tests, one per concern, so that workers started
 # for one database backend never take messages meant for another.
-REDIS_DB = {"api": 8, "sqlite": 9, "postgresql": 10, "faults": 11, "webhooks": 12}
+REDIS_DB = {"api": 8, "sqlite": 9, "postgresql": 10, "faults": 11, "webhooks": 12,
+            "load": 13}
 
 
 @pytest.fixture(scope="session")

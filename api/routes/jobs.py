@@ -121,7 +121,7 @@ async def _from_multipart(request: Request, max_bytes: int) -> EditRequest:
 
 @router.post("", status_code=202, response_model=JobOut, openapi_extra=_REQUEST_BODY)
 async def create_job(request: Request, response: Response, settings: SettingsDep,
-                     session: SessionDep, storage: StorageDep, celery: CeleryDep,
+                     storage: StorageDep, celery: CeleryDep,
                      principal: PrincipalDep,
                      idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
                      ) -> dict[str, Any]:
@@ -138,9 +138,12 @@ async def create_job(request: Request, response: Response, settings: SettingsDep
                                    content_type=content_type)
 
     def submit() -> tuple[dict[str, Any], bool]:
-        job, created = submit_job(session, storage, settings, principal, req, idempotency_key)
-        session.commit()
-        return job_view(job, storage), created
+        # A session of its own, in this thread: none is held while waiting for one.
+        with session_scope(settings.database_url) as session:
+            job, created = submit_job(session, storage, settings, principal, req,
+                                      idempotency_key)
+            session.commit()
+            return job_view(job, storage), created
 
     view, created = await run_in_threadpool(submit)
     if created:
