@@ -109,3 +109,19 @@ def test_cancel_of_queued_job_is_never_run(live: Live) -> None:
     # then nothing ran
     after = client.get(job.id)
     assert after["status"] == "canceled" and after["outputs"] == [] and after["attempts"] == 0
+
+
+def test_a_burst_of_120_concurrent_submissions_is_all_accepted(live: Live) -> None:
+    # given more requests in flight than the API has threads (40) or connections
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = live.client("e2e-burst")
+    image = image_bytes((40, 30))
+    # when they all arrive at once
+    with ThreadPoolExecutor(120) as pool:
+        jobs = list(pool.map(lambda n: client.submit(image, operation="grayscale",
+                                                     metadata={"n": n}), range(120)))
+    # then every one was accepted (no pool/thread deadlock, no 500) and runs
+    assert len({j["id"] for j in jobs}) == 120
+    done = [client.wait(j["id"], timeout=60)["status"] for j in jobs]
+    assert done.count("succeeded") == 120
