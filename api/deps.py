@@ -1,13 +1,15 @@
-"""Typed dependencies: settings, a database session, storage, the broker, the caller."""
+"""Typed dependencies: settings, storage, the broker, the caller.
+
+There is deliberately no request-scoped database session: handlers open one
+inside the thread that uses it (see api/routes/jobs.py).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Header, Request
-from sqlalchemy.orm import Session
 
 from shared.config import Settings
 from shared.db import session_scope
@@ -21,14 +23,6 @@ def get_settings(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    with session_scope(settings.database_url) as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def get_storage(request: Request) -> Storage:

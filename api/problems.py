@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -60,6 +61,15 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
 
 
+async def _database(_: Request, exc: Exception) -> JSONResponse:
+    """Pool exhausted or database unreachable: a retryable 503, never a bare 500."""
+    log.warning("database unavailable: %s", type(exc).__name__)
+    response = problem(503, "database_unavailable", "Database unavailable",
+                       "the database is busy or unreachable; retry shortly")
+    response.headers["Retry-After"] = "2"
+    return response
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return problem(500, "internal_error", "Internal error",
@@ -70,4 +80,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(EditqError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, _database)
+    app.add_exception_handler(sqlalchemy.exc.OperationalError, _database)
     app.add_exception_handler(Exception, _unexpected)

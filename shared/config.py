@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     environment: str = Field("development", pattern="^(development|test|production)$")
 
     database_url: str = "sqlite:///./editq.db"
+    # Connections per process (PostgreSQL's default allows 100 in all: size the sum).
+    database_pool_size: int = Field(10, ge=1, le=200)
+    database_max_overflow: int = Field(10, ge=0, le=400)
     broker_url: str = "redis://127.0.0.1:6379/0"
     redis_url: str = "redis://127.0.0.1:6379/0"
 
@@ -54,8 +57,9 @@ class Settings(BaseSettings):
     stability_filtered_is_success: bool = True
     stability_accept_json: bool = False
     # Limits editq keeps itself under, shared by all workers (0 = off). Stability allows
-    # 150 requests per 10 s, then locks the account out for 60 s: stay a little below.
-    stability_rate_limit: int = Field(140, ge=0, le=10_000)
+    # 150 requests per 10 s, then locks the account out for 60 s: stay well below, as
+    # a busy worker may send a granted request a moment late.
+    stability_rate_limit: int = Field(130, ge=0, le=10_000)
     stability_rate_window_seconds: float = Field(10.0, gt=0, le=3600)
     # WaveSpeed's limits depend on the account level (Silver: 500/min, 300 concurrent).
     wavespeed_rate_per_minute: int = Field(500, ge=0, le=1_000_000)

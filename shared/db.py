@@ -63,10 +63,10 @@ class Base(DeclarativeBase):
     pass
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 10) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=16, max_overflow=32)
+                               pool_size=pool_size, max_overflow=max_overflow)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -78,12 +78,22 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=10,
+                         pool_pre_ping=True)
+
+
+def _pool_settings() -> tuple[int, int]:
+    import os
+
+    # Read from the environment rather than Settings: tests and tools build engines
+    # for URLs that no Settings object describes.
+    return (int(os.environ.get("EDITQ_DATABASE_POOL_SIZE", "10")),
+            int(os.environ.get("EDITQ_DATABASE_MAX_OVERFLOW", "10")))
 
 
 @lru_cache(maxsize=4)
 def get_engine(url: str) -> Engine:
-    return make_engine(url)
+    return make_engine(url, *_pool_settings())
 
 
 @lru_cache(maxsize=4)

@@ -228,6 +228,9 @@ def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settin
 def _handle_failure(job: Job, settings: Settings, exc: EditqError,
                     scheduler: Scheduler) -> RunOutcome:
     _release(job.provider, job.id, settings)
+    limiter = get_limiter(job.provider, settings)
+    if limiter is not None and exc.code == "provider_rate_limited" and exc.retry_after:
+        limiter.pause(exc.retry_after)
     with session_scope(settings.database_url) as session:
         attempts = session.scalar(select(Job.attempts).where(Job.id == job.id)) or job.attempts
         if exc.retryable and attempts < settings.job_max_attempts:

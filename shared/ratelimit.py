@@ -22,8 +22,13 @@ from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] window zset; ARGV: window seconds, limit, member. Returns {taken, wait seconds}.
+# KEYS[1] window zset, KEYS[2] pause flag; ARGV: window seconds, limit, member.
+# Returns {taken, wait seconds}.
 _RATE = """
+local paused = redis.call('PTTL', KEYS[2])
+if paused > 0 then
+  return {0, tostring(paused / 1000)}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local window = tonumber(ARGV[1])
@@ -76,10 +81,12 @@ class ProviderLimiter:
         self._client = client
         self.rate_key = f"editq:ratelimit:{provider}:rate"
         self.concurrency_key = f"editq:ratelimit:{provider}:inflight"
+        self.pause_key = f"editq:ratelimit:{provider}:pause"
 
     def _run(self, script: Any, key: str, *args: Any) -> float:
+        keys = [key, self.pause_key] if key == self.rate_key else [key]
         try:
-            taken, wait = script(keys=[key], args=list(args))
+            taken, wait = script(keys=keys, args=list(args))
         except redis.RedisError as exc:
             log.warning("rate limiter for %s unavailable (%s): letting the call through",
                         self.provider, type(exc).__name__)
@@ -110,6 +117,16 @@ class ProviderLimiter:
             self._run(self._concurrency, self.concurrency_key, self.lease_seconds,
                       self.limits.concurrency, job_id, "1")
         return self._take_rate() if self.limits.count_polls else 0.0
+
+    def pause(self, seconds: float) -> None:
+        """The provider said 429 with Retry-After: every worker holds off that long, so
+        jobs wait out the lockout instead of spending their attempts on it."""
+        if seconds <= 0:
+            return
+        try:
+            self._client.set(self.pause_key, "1", px=int(seconds * 1000))
+        except redis.RedisError as exc:
+            log.warning("could not pause %s: %s", self.provider, exc)
 
     def release(self, job_id: str) -> None:
         if not self.limits.concurrency:

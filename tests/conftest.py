@@ -28,6 +28,11 @@ from shared.migrate import upgrade
 from shared.storage import Storage
 from shared.tenants import create_api_key
 
+# Several stacks share one PostgreSQL (100 connections) during a run: small pools,
+# for this process and for the processes the tests start.
+os.environ.setdefault("EDITQ_DATABASE_POOL_SIZE", "4")
+os.environ.setdefault("EDITQ_DATABASE_MAX_OVERFLOW", "6")
+
 # Redis databases used by the tests, one per concern, so that workers started
 # for one database backend never take messages meant for another.
 REDIS_DB = {"api": 8, "sqlite": 9, "postgresql": 10, "faults": 11, "webhooks": 12,

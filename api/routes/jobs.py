@@ -1,4 +1,9 @@
-"""/v1/jobs: submit, read (with long-poll), list, cancel, timeline."""
+"""/v1/jobs: submit, read (with long-poll), list, cancel, timeline.
+
+Each handler opens its database session inside the thread that uses it and
+closes it there: a request never holds a pooled connection while waiting for
+a thread, which under a burst deadlocks the two pools against each other.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.deps import CeleryDep, PrincipalDep, SessionDep, SettingsDep, StorageDep
+from api.deps import CeleryDep, PrincipalDep, SettingsDep, StorageDep
 from api.schemas import EventList, JobCreate, JobList, JobOut, Status
 from shared import jobs
 from shared.config import MiB, Settings
@@ -165,15 +170,16 @@ def _enqueue(celery: Any, settings: Settings, job_id: str) -> None:
 
 
 @router.get("", response_model=JobList)
-def list_jobs(session: SessionDep, storage: StorageDep, principal: PrincipalDep,
+def list_jobs(settings: SettingsDep, storage: StorageDep, principal: PrincipalDep,
               status: Status | None = None, model: str | None = None,
               created_after: datetime | None = None, created_before: datetime | None = None,
               limit: Annotated[int, Query(ge=1, le=200)] = 50,
               cursor: str | None = None) -> dict[str, Any]:
     filters = jobs.JobFilter(status=status, model=model, created_after=created_after,
                              created_before=created_before)
-    rows, next_cursor = jobs.list_jobs(session, principal.tenant_id, filters, limit=limit,
-                                       cursor=cursor)
+    with session_scope(settings.database_url) as session:
+        rows, next_cursor = jobs.list_jobs(session, principal.tenant_id, filters, limit=limit,
+                                           cursor=cursor)
     return {"data": [job_view(j, storage) for j in rows], "next_cursor": next_cursor}
 
 
@@ -201,14 +207,15 @@ async def get_job(job_id: str, settings: SettingsDep, storage: StorageDep,
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: str, session: SessionDep, storage: StorageDep,
+def cancel_job(job_id: str, settings: SettingsDep, storage: StorageDep,
                principal: PrincipalDep) -> dict[str, Any]:
-    job = jobs.cancel(session, principal.tenant_id, job_id)
-    session.commit()
+    with session_scope(settings.database_url) as session:
+        job = jobs.cancel(session, principal.tenant_id, job_id)
     return job_view(job, storage)
 
 
 @router.get("/{job_id}/events", response_model=EventList)
-def job_events(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
-    return {"data": [event_view(e) for e in jobs.list_events(session, principal.tenant_id,
-                                                             job_id)]}
+def job_events(job_id: str, settings: SettingsDep, principal: PrincipalDep) -> dict[str, Any]:
+    with session_scope(settings.database_url) as session:
+        events = jobs.list_events(session, principal.tenant_id, job_id)
+        return {"data": [event_view(e) for e in events]}

@@ -73,3 +73,15 @@ def test_an_unreachable_redis_lets_calls_through() -> None:
 
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
     assert limiter(dead, rate=1, concurrency=1).before_submit("x") == 0
+
+
+def test_a_pause_holds_every_caller_off_until_it_lapses(client: redis.Redis) -> None:
+    # given a provider that answered 429 with Retry-After: 1
+    lim = limiter(client, rate=100, window_seconds=10.0)
+    lim.pause(1.0)
+    # then nobody may call it for about that long, whatever the rate left
+    wait = lim.before_submit("a")
+    assert 0.5 < wait <= 1.0
+    from tests.helpers import wait_for
+
+    wait_for(lambda: lim.before_submit("b") == 0, 3, "the pause to lapse")
