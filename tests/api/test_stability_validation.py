@@ -105,7 +105,7 @@ REFUSED: list[tuple[str, dict[str, Any], int, str]] = [
                                            "image": png((100, 300))}, 422,
      "image_out_of_limits"),
     ("upscale_fast side over 1536", {"operation": "upscale_fast", "image": png((1600, 64))},
-     413, "image_too_large"),
+     422, "image_out_of_limits"),
     ("upscale_fast side under 32", {"operation": "upscale_fast", "image": png((31, 64))}, 422,
      "image_out_of_limits"),
     ("upscale_creative over 1,048,576 px", {"operation": "upscale_creative", "prompt": "x",
