@@ -24,8 +24,7 @@ import platform
 import signal
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.client import TERMINAL, ApiClient
-from cli.stack import Child, Stack, embedded_stack, free_port
+from cli.stack import Child, Stack, embedded_stack, free_port, temporary_postgres_database
 from shared.config import Settings
 
 TARGET_SECONDS = 15.0
@@ -113,29 +112,9 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-@contextlib.contextmanager
-def postgres_database(admin: str) -> Iterator[str]:
-    """A fresh database for this run, dropped afterwards (as tests/conftest.py does)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin_url = make_url(admin)
-    if admin_url.drivername == "postgresql":
-        admin_url = admin_url.set(drivername="postgresql+psycopg")
-    name = f"editq_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin_url.set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        from shared.db import get_engine
-
-        get_engine(url).dispose()
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+def postgres_database(admin: str) -> contextlib.AbstractContextManager[str]:
+    """A fresh database for this run, dropped afterwards (as the tests do)."""
+    return temporary_postgres_database(admin, prefix="editq_bench")
 
 
 # ----------------------------------------------------------------------------- phases

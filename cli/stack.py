@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +180,31 @@ class Stack:
                                  str(concurrency), "--queues", queues, "--loglevel", "INFO",
                                  "--without-gossip", "--without-mingle",
                                  "--hostname", f"{name}-{os.getpid()}@%h"])
+
+
+@contextlib.contextmanager
+def temporary_postgres_database(admin: str, prefix: str = "editq_tmp") -> Iterator[str]:
+    """A fresh PostgreSQL database for one run, dropped afterwards (tests, benchmarks)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from shared.db import get_engine
+
+    admin_url = make_url(admin)
+    if admin_url.drivername == "postgresql":
+        admin_url = admin_url.set(drivername="postgresql+psycopg")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        get_engine(url).dispose()
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
 
 
 @contextlib.contextmanager

@@ -17,11 +17,9 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from cli.client import ApiClient
-from cli.stack import Child, Stack, redis_reachable
+from cli.stack import Child, Stack, redis_reachable, temporary_postgres_database
 from shared.config import Settings
 from shared.db import session_scope
 from shared.migrate import upgrade
@@ -84,24 +82,10 @@ def database_url(request: pytest.FixtureRequest,
         upgrade(url)
         yield url
         return
-    admin_url = make_url(os.environ["EDITQ_TEST_DATABASE_URL"])
-    if admin_url.drivername == "postgresql":
-        admin_url = admin_url.set(drivername="postgresql+psycopg")
-    name = f"editq_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin_url.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    try:
+    with temporary_postgres_database(os.environ["EDITQ_TEST_DATABASE_URL"],
+                                     prefix="editq_test") as url:
+        upgrade(url)
         yield url
-    finally:
-        from shared.db import get_engine
-
-        get_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def db_kind(url: str) -> str:
