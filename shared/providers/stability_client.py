@@ -18,11 +18,11 @@ from shared.errors import ProviderError, ProviderOutcomeUnknown
 from shared.providers.classify import (
     AMBIGUOUS,
     ERROR_NAMES,
-    NOT_SENT,
     POLL_TRANSPORT,
     http_error,
     parse_retry_after,
 )
+from shared.providers.http import post_once
 
 Files = list[tuple[str, tuple[str, bytes, str]]]
 
@@ -84,17 +84,9 @@ class StabilityClient:
 
     def submit(self, path: str, fields: dict[str, str], files: Files) -> Artifact | str:
         """POST an operation: the artifact (sync endpoints) or a result id (async ones)."""
-        try:
-            response = self.http.post(f"/v2beta/stable-image/{path}", data=fields, files=files,
-                                      headers={"accept": self.accept},
-                                      timeout=httpx.Timeout(self.timeout, connect=5.0))
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise ProviderError(f"could not connect to Stability: {type(exc).__name__}",
-                                code=NOT_SENT.code, retryable=NOT_SENT.retryable) from exc
-        except httpx.TransportError as exc:
-            raise ProviderOutcomeUnknown(
-                f"Stability did not answer ({type(exc).__name__}); the request may have run "
-                "and been billed, so it is not sent again", code=AMBIGUOUS.code) from exc
+        response = post_once(self.http, "Stability", f"/v2beta/stable-image/{path}",
+                             data=fields, files=files, headers={"accept": self.accept},
+                             timeout=httpx.Timeout(self.timeout, connect=5.0))
         if response.status_code != 200:
             raise _error(response)
         try:

@@ -17,11 +17,11 @@ import httpx
 from shared.errors import ProviderError, ProviderOutcomeUnknown
 from shared.providers.classify import (
     AMBIGUOUS,
-    NOT_SENT,
     POLL_TRANSPORT,
     http_error,
     parse_retry_after,
 )
+from shared.providers.http import post_once
 
 _RETRY_GET = {429, 500, 502, 503, 504}
 # Longest pause spent inside one poll task; longer waits go back to the scheduler.
@@ -77,16 +77,9 @@ class WaveSpeedClient:
     def submit(self, model_path: str, body: dict[str, Any],
                webhook_url: str | None = None) -> dict[str, Any]:
         params = {"webhook": webhook_url} if webhook_url else None
-        try:
-            response = self.http.post(f"/api/v3/{model_path}", json=body, params=params,
-                                      timeout=httpx.Timeout(self.submit_timeout, connect=5.0))
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise ProviderError(f"could not connect to WaveSpeed: {type(exc).__name__}",
-                                code=NOT_SENT.code, retryable=NOT_SENT.retryable) from exc
-        except httpx.TransportError as exc:
-            raise ProviderOutcomeUnknown(
-                f"WaveSpeed did not answer the submit ({type(exc).__name__}); the task may "
-                "exist and be billed, so it is not sent again", code=AMBIGUOUS.code) from exc
+        response = post_once(self.http, "WaveSpeed", f"/api/v3/{model_path}", json=body,
+                             params=params,
+                             timeout=httpx.Timeout(self.submit_timeout, connect=5.0))
         if response.status_code == 504:
             raise ProviderOutcomeUnknown(
                 "WaveSpeed answered 504 to the submit; the task may still run",
