@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import problems
-from api.routes import jobs, meta, providers
+from api.routes import batches, costs, jobs, meta, providers, quotes, webhooks
 from shared.config import Settings, get_settings
 from shared.errors import StorageUnavailable
 from shared.providers.catalog import get_catalog
@@ -42,4 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(meta.router)
     app.include_router(providers.router)
+    app.include_router(quotes.router)
+    app.include_router(webhooks.router)
+    app.include_router(batches.router)
+    app.include_router(costs.router)
     return app

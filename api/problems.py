@@ -42,7 +42,10 @@ async def _domain(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EditqError)
     if exc.status >= 500:
         log.error("%s: %s", exc.code, exc.message)
-    return problem(exc.status, exc.code, exc.title, exc.message, _json_safe(exc.extra))
+    response = problem(exc.status, exc.code, exc.title, exc.message, _json_safe(exc.extra))
+    if exc.retry_after and exc.status < 500:
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
 
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:

@@ -24,6 +24,14 @@ class JobCreate(BaseModel):
                               description="model id from GET /v1/models; default per operation")
     options: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    deadline_seconds: int | None = Field(
+        None, description="fail with deadline_exceeded if not finished this long after "
+                          "acceptance (1 to 604800)")
+    webhook_url: str | None = Field(None, max_length=2048,
+                                    description="where to POST this job's events")
+    webhook_events: list[str] | None = Field(
+        None, description="job.started, job.succeeded, job.failed, job.canceled "
+                          "(default: the terminal ones)")
 
 
 class OutputOut(BaseModel):
@@ -36,8 +44,9 @@ class OutputOut(BaseModel):
 
 
 class CostOut(BaseModel):
-    estimated: str = Field(description="decimal string, e.g. \"0.040000\"")
-    actual: str | None
+    estimated: str = Field(description="decimal string, e.g. \"0.04\"")
+    actual: str | None = Field(description="what the ledger charged; null while not known "
+                                           "(unfinished, or a submit whose outcome is unknown)")
     currency: str
 
 
@@ -63,6 +72,11 @@ class JobOut(BaseModel):
     error: ErrorOut | None
     options: dict[str, Any]
     metadata: dict[str, Any]
+    deadline_at: str | None = None
+    fallback_from: str | None = Field(
+        None, description="the model it was submitted with, if it fell back to another")
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
 
 
 class JobList(BaseModel):
@@ -80,3 +94,40 @@ class EventOut(BaseModel):
 
 class EventList(BaseModel):
     data: list[EventOut]
+
+
+class PricingOut(BaseModel):
+    model: str
+    provider: str
+    rule: str = Field(description="flat, by_param, quality_size or credits")
+    units: str
+    unit: str = Field(description="image, or credit (Stability)")
+    unit_price: str
+    taken: str = Field(description="the date the price was taken")
+    source: str
+
+
+class BudgetUseOut(BaseModel):
+    scope: str = Field(description="tenant, or model:<id>")
+    budget: str
+    spent: str
+    in_flight: str
+    estimate: str
+    remaining: str
+    ok: bool
+
+
+class BudgetOut(BaseModel):
+    ok: bool
+    plan: str
+    plan_limit: int | None
+    plan_used: int
+    period: str
+    budgets: list[BudgetUseOut]
+
+
+class QuoteOut(BaseModel):
+    estimated: str
+    currency: str
+    pricing: PricingOut
+    budget: BudgetOut

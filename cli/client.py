@@ -1,15 +1,18 @@
-"""A small HTTP client for editq's API, used by `editq submit` and the demo."""
+"""A small HTTP client for editq's API, used by `editq submit`, `editq batch` and the demo."""
 
 from __future__ import annotations
 
 import base64
+import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 TERMINAL = {"succeeded", "failed", "canceled"}
+BATCH_FINISHED = {"completed", "canceled"}
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
@@ -25,13 +28,19 @@ class ApiClient:
         self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout,
                                  headers={"Authorization": f"Bearer {api_key}"})
 
-    def _check(self, response: httpx.Response) -> dict[str, Any]:
+    @staticmethod
+    def _raise_for_problem(response: httpx.Response) -> None:
         if response.status_code >= 400:
             try:
                 problem = response.json()
             except ValueError:
                 problem = {"detail": response.text}
+            if not isinstance(problem, dict):
+                problem = {"detail": str(problem)}
             raise ApiError(response.status_code, problem)
+
+    def _check(self, response: httpx.Response) -> dict[str, Any]:
+        self._raise_for_problem(response)
         body: dict[str, Any] = response.json()
         return body
 
@@ -39,7 +48,9 @@ class ApiClient:
                operation: str = "general_edit", model: str | None = None,
                options: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
                mask: bytes | None = None, negative_prompt: str | None = None,
-               idempotency_key: str | None = None) -> dict[str, Any]:
+               idempotency_key: str | None = None,
+               deadline_seconds: int | None = None, webhook_url: str | None = None,
+               webhook_events: list[str] | None = None) -> dict[str, Any]:
         """Submit one image, or a list of images (sent as `images[]`)."""
         def b64(data: bytes) -> str:
             return base64.b64encode(data).decode()
@@ -58,6 +69,12 @@ class ApiClient:
             body["prompt"] = prompt
         if model is not None:
             body["model"] = model
+        if deadline_seconds is not None:
+            body["deadline_seconds"] = deadline_seconds
+        if webhook_url is not None:
+            body["webhook_url"] = webhook_url
+        if webhook_events is not None:
+            body["webhook_events"] = webhook_events
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._check(self.http.post("/v1/jobs", json=body, headers=headers))
 
@@ -79,3 +96,53 @@ class ApiClient:
             path.write_bytes(data)
             paths.append(path)
         return paths
+
+    # Batches
+
+    def submit_batch(self, jsonl: bytes, *, defaults: dict[str, Any] | None = None,
+                     on_error: str = "reject", dry_run: bool = False,
+                     webhook_url: str | None = None, webhook_events: list[str] | None = None,
+                     metadata: dict[str, Any] | None = None,
+                     filename: str = "items.jsonl") -> dict[str, Any]:
+        """Upload a JSONL file of job requests (one POST /v1/jobs body per line) as a
+        batch: the batch (202), or the dry run's count and estimate (200)."""
+        fields: dict[str, str] = {"on_error": on_error}
+        if defaults:
+            fields["defaults"] = json.dumps(defaults)
+        if metadata:
+            fields["metadata"] = json.dumps(metadata)
+        if dry_run:
+            fields["dry_run"] = "true"
+        if webhook_url is not None:
+            fields["webhook_url"] = webhook_url
+        if webhook_events is not None:
+            fields["webhook_events"] = ",".join(webhook_events)
+        return self._check(self.http.post(
+            "/v1/batches", data=fields,
+            files={"file": (filename, jsonl, "application/x-ndjson")}))
+
+    def create_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/batches as JSON: {items | reprocess, defaults, on_error, dry_run, ...}."""
+        return self._check(self.http.post("/v1/batches", json=body))
+
+    def get_batch(self, batch_id: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/batches/{batch_id}"))
+
+    def list_batches(self, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        return self._check(self.http.get("/v1/batches", params=params))
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return self._check(self.http.post(f"/v1/batches/{batch_id}/cancel"))
+
+    def batch_results(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        """The batch's results, one per job in batch order, read as they stream in."""
+        with self.http.stream("GET", f"/v1/batches/{batch_id}/results") as response:
+            if response.status_code >= 400:
+                response.read()
+                self._raise_for_problem(response)
+            for line in response.iter_lines():
+                if line.strip():
+                    yield json.loads(line)

@@ -1,4 +1,4 @@
-"""The `editq` command: serve, work, migrate, manage keys, submit, demo."""
+"""The `editq` command: serve, work, migrate, manage keys, submit, batches, demo."""
 
 from __future__ import annotations
 
@@ -69,16 +69,22 @@ def beat(loglevel: str) -> None:
 
 @main.command()
 @click.option("--once", is_flag=True, required=True,
-              help="one pass (beat runs it every 30 s as the task editq.reap)")
+              help="one pass (beat runs it every EDITQ_REAPER_INTERVAL_SECONDS as editq.reap)")
 def reaper(once: bool) -> None:
-    """Resume running jobs whose worker has gone (expired lease)."""
-    from shared.queue import CeleryScheduler, make_celery
-    from shared.recovery import recover_expired_leases
+    """Resend lost messages of queued jobs; resume jobs whose worker has gone."""
+    from shared.queue import CeleryScheduler, enqueue_expansion, make_celery
+    from shared.recovery import recover
+    from shared.storage import Storage
 
     settings = load_settings()
-    found = recover_expired_leases(settings, CeleryScheduler(make_celery(settings)))
-    click.echo(f"polling resumed: {len(found.polling)}, requeued: {len(found.requeued)}, "
-               f"failed as outcome unknown: {len(found.failed)}")
+    app = make_celery(settings)
+    found = recover(settings, CeleryScheduler(app), Storage(settings))
+    for batch_id in found.expansions:
+        enqueue_expansion(app, batch_id)
+    click.echo(f"messages resent: {len(found.resent)}, polling resumed: {len(found.polling)}, "
+               f"requeued: {len(found.requeued)}, failed as outcome unknown: "
+               f"{len(found.failed)}, settled: {len(found.settled)}, expansions resumed: "
+               f"{len(found.expansions)}")
 
 
 @main.group()
@@ -105,14 +111,55 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--tenant", required=True, help="tenant name; created if new")
 @click.option("--admin", is_flag=True, help="the key may see every tenant")
-def keys_create(tenant: str, admin: bool) -> None:
-    """Create an API key. It is shown once, as the last word of the output."""
+@click.option("--monthly-budget", "budget", metavar="USD",
+              help="the tenant's monthly budget (\"none\" removes it)")
+@click.option("--model-budget", "model_budgets", multiple=True, metavar="MODEL=USD",
+              help="a monthly budget for one model, repeatable")
+@click.option("--plan", default=None, help="the tenant's plan (a name in EDITQ_PLAN_LIMITS)")
+@click.option("--webhook-url", default=None,
+              help="where the tenant's job events go by default (\"none\" removes it)")
+def keys_create(tenant: str, admin: bool, budget: str | None, model_budgets: tuple[str, ...],
+                plan: str | None, webhook_url: str | None) -> None:
+    """Create an API key, and set the tenant's limits. The key is shown once, as the last
+    word of the output."""
     from shared.db import session_scope
-    from shared.tenants import create_api_key
+    from shared.errors import EditqError
+    from shared.providers.catalog import get_catalog
+    from shared.tenants import create_api_key, get_or_create_tenant, parse_usd, set_limits
 
     settings = load_settings()
+    if plan is not None and plan not in settings.plan_limits:
+        raise click.BadParameter(f"{plan!r} is not one of {', '.join(settings.plan_limits)}",
+                                 param_hint="--plan")
+    try:
+        clear = budget is not None and budget.strip().lower() == "none"
+        monthly = parse_usd(budget, "--monthly-budget") if budget and not clear else None
+        per_model = {}
+        for pair in model_budgets:
+            model, sep, amount = pair.partition("=")
+            if not sep:
+                raise click.BadParameter(f"{pair!r} is not MODEL=USD", param_hint="--model-budget")
+            per_model[get_catalog().get(model.strip()).id] = parse_usd(amount, f"budget of {model}")
+        if webhook_url and webhook_url.lower() != "none":
+            from shared.webhooks_ssrf import check_webhook_url
+
+            check_webhook_url(webhook_url, settings.webhook_allowed_host_set)
+    except EditqError as exc:
+        raise click.BadParameter(exc.message) from None
     with session_scope(settings.database_url) as session:
+        row = get_or_create_tenant(session, tenant)
+        set_limits(session, row, monthly_budget=monthly, clear_budget=clear,
+                   model_budgets=per_model, plan=plan)
+        if webhook_url is not None:
+            row.webhook_url = None if webhook_url.lower() == "none" else webhook_url
         key = create_api_key(session, tenant, admin=admin)
+        limits = [f"plan {row.plan or settings.default_plan}"]
+        if row.monthly_budget is not None:
+            limits.append(f"monthly budget {row.monthly_budget.normalize():f} USD")
+        limits += [f"{m} {v.normalize():f} USD/month" for m, v in per_model.items()]
+        if row.webhook_url:
+            limits.append(f"webhooks to {row.webhook_url.split('?')[0]}")
+    click.echo(f"tenant {tenant}: {', '.join(limits)}")
     click.echo(f"API key for tenant {tenant} (shown once, store it now): {key}")
 
 
@@ -162,6 +209,75 @@ def submit(image: Path, prompt: str | None, operation: str, model: str | None,
         click.echo(f"saved {path}")
 
 
+def _api_options(command: Any) -> Any:
+    """--api-url and --api-key, from EDITQ_API_URL and EDITQ_API_KEY like `editq submit`."""
+    command = click.option("--api-key", envvar="EDITQ_API_KEY", required=True)(command)
+    return click.option("--api-url", envvar="EDITQ_API_URL", default="http://127.0.0.1:8000",
+                        show_default=True)(command)
+
+
+def _batch_options(command: Any) -> Any:
+    command = _api_options(command)
+    for option in reversed((
+            click.option("--on-error", type=click.Choice(["reject", "skip"]), default="reject",
+                         show_default=True, help="reject: any invalid item refuses the batch; "
+                         "skip: accept the valid ones and list the others"),
+            click.option("--dry-run", is_flag=True,
+                         help="only count and price it, and check the budget; create nothing"),
+            click.option("--wait", is_flag=True,
+                         help="follow the batch with a progress bar until it is completed or "
+                              "canceled, then print a summary"),
+            click.option("--timeout", type=float, default=None, metavar="SECONDS",
+                         help="with --wait, give up waiting after this long (the batch goes on)"),
+    )):
+        command = option(command)
+    return command
+
+
+@main.group()
+def batch() -> None:
+    """Batches: many jobs under one id (POST /v1/batches)."""
+
+
+@batch.command("submit")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--defaults", default=None, metavar="JSON",
+              help="fields every line takes unless it sets them, e.g. "
+                   "'{\"operation\": \"grayscale\"}'")
+@_batch_options
+def batch_submit(file: Path, defaults: str | None, on_error: str, dry_run: bool, wait: bool,
+                 timeout: float | None, api_url: str, api_key: str) -> None:
+    """Upload FILE, JSONL with one POST /v1/jobs body per line, as one batch.
+
+    Prints the batch id and the lines that are not valid jobs (line, code, message).
+    Exits 0 when the batch was accepted (and, with --wait, completed), 1 otherwise."""
+    from cli.batch import submit_batch
+
+    submit_batch(path=file, defaults=defaults, on_error=on_error, dry_run=dry_run, wait=wait,
+                 timeout=timeout, api_url=api_url, api_key=api_key)
+
+
+@main.command()
+@click.option("--model", required=True, help="reprocess the stored jobs of this model")
+@click.option("--to-model", required=True, help="the model their new jobs run on")
+@click.option("--since", default=None, metavar="DATE",
+              help="only jobs created at or after this ISO date or date-time (UTC)")
+@click.option("--prompt", default=None, help="the new jobs' prompt (default: each job's own)")
+@_batch_options
+def reprocess(model: str, to_model: str, since: str | None, prompt: str | None, on_error: str,
+              dry_run: bool, wait: bool, timeout: float | None, api_url: str,
+              api_key: str) -> None:
+    """Run a model's stored jobs again on another model, reusing their stored inputs.
+
+    With --dry-run, prints how many jobs it would make, their estimated cost and whether
+    the budget allows it. Exits 0 when accepted (and, with --wait, completed), 1 otherwise."""
+    from cli.batch import reprocess as run_reprocess
+
+    run_reprocess(model=model, to_model=to_model, since=since, prompt=prompt,
+                  on_error=on_error, dry_run=dry_run, wait=wait, timeout=timeout,
+                  api_url=api_url, api_key=api_key)
+
+
 @main.command()
 @click.option("--keep", is_flag=True, help="stay up afterwards and print the API URL and a key")
 @click.option("--out", "out_dir", default="demo-output", show_default=True,
@@ -182,6 +298,58 @@ def demo(keep: bool, out_dir: Path, workdir: Path | None) -> None:
 
 
 @main.command()
+@click.option("--group-by", "group_by", default="model", show_default=True,
+              help="model, provider, operation, day or tenant")
+@click.option("--from", "start", default=None,
+              help="ISO date or date-time, UTC (default: the first day of this month)")
+@click.option("--to", "end", default=None,
+              help="ISO date or date-time, UTC, excluded (default: now)")
+@click.option("--tenant", default=None, help="one tenant's name (default: every tenant)")
+@click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
+def costs(group_by: str, start: str | None, end: str | None, tenant: str | None,
+          as_csv: bool) -> None:
+    """What the ledger charged, grouped, read from EDITQ_DATABASE_URL (as GET /v1/costs)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from shared.db import session_scope
+    from shared.errors import InvalidInput, NotFound
+    from shared.reports import cost_report, report_range, tenant_id_for, to_csv
+    from shared.views import money
+
+    settings = load_settings()
+    try:
+        first, last = report_range(start, end)
+        with session_scope(settings.database_url) as session:
+            tenant_id = tenant_id_for(session, tenant) if tenant is not None else None
+            report = cost_report(session, tenant_id=tenant_id, group_by=group_by,
+                                 start=first, end=last)
+    except InvalidInput as exc:
+        field = str(exc.extra.get("field", "")).replace("_", "-")
+        raise click.BadParameter(exc.message,
+                                 param_hint=f"--{field}" if field else None) from None
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from None
+    if as_csv:
+        click.echo(to_csv(report), nl=False)
+        return
+    iso = "%Y-%m-%dT%H:%M:%SZ"
+    click.echo(f"Costs by {group_by} of {tenant or 'every tenant'}, "
+               f"from {first.strftime(iso)} to {last.strftime(iso)} (excluded)")
+    table = Table(box=box.SIMPLE, show_footer=True)
+    table.add_column(group_by, footer="total")
+    table.add_column("jobs", justify="right", footer=str(report.jobs))
+    table.add_column(f"amount ({report.currency})", justify="right",
+                     footer=money(report.total))
+    for row in report.rows:
+        # Text: a name is shown as it is, never read as rich markup.
+        table.add_row(Text(row.key), str(row.jobs), money(row.amount))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+@main.command()
 @click.option("--api-url", envvar="EDITQ_API_URL", default="http://127.0.0.1:8000")
 def health(api_url: str) -> None:
     """Ask a running API whether it is ready."""
@@ -197,7 +365,14 @@ def _register_simulators() -> None:
     main.add_command(sim)
 
 
+def _register_chaos() -> None:
+    from cli.chaos import chaos
+
+    main.add_command(chaos)
+
+
 _register_simulators()
+_register_chaos()
 
 if __name__ == "__main__":
     main()

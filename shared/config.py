@@ -6,7 +6,11 @@ misconfiguration is refused the same way everywhere, before any job is taken.
 
 from __future__ import annotations
 
+import json
+import tomllib
 from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -89,6 +93,52 @@ class Settings(BaseSettings):
     # Give up on a provider request that has not finished after this long.
     provider_timeout_seconds: int = Field(900, ge=10, le=24 * 3600)
 
+    # Prices: the catalog's, unless overridden here, per model id, as pricing rules
+    # ({"qwen-edit": {"usd": "0.025", "taken": "2026-12-01"}}); the file (TOML or JSON,
+    # same shape) is read first, the variable wins. Every override must say `taken`.
+    price_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    prices_file: Path | None = None
+    # Edits a tenant may submit per period, by plan (null: unlimited), as the Image
+    # Studio plan had them; a tenant without a plan of its own has the default one.
+    plan_limits: dict[str, int | None] = Field(default_factory=lambda: {
+        "free": 5, "basic": 25, "pro": 100, "unlimited": None})
+    default_plan: str = "unlimited"
+    plan_period: Literal["day", "month"] = "month"
+
+    # The reaper: how often beat runs it, and how long past its due time a queued
+    # job's message may be before it is presumed lost and sent again (a duplicate
+    # message is harmless: the claim is conditional).
+    reaper_interval_seconds: float = Field(30.0, ge=0.5, le=3600)
+    queued_stale_seconds: int = Field(300, ge=2, le=24 * 3600)
+
+    # Circuit breaker per provider: this many provider-side failures in a row (within
+    # the window) open it for the cooldown; 0 turns breakers off. With fallback on, a
+    # job whose provider's breaker is open may move to another model (see README).
+    breaker_failures: int = Field(5, ge=0, le=1000)
+    breaker_window_seconds: float = Field(60.0, gt=0, le=3600)
+    breaker_cooldown_seconds: float = Field(30.0, gt=0, le=3600)
+    breaker_fallback: bool = False
+
+    # Webhooks to users: the delays between attempts (seconds, comma-separated; the
+    # Standard Webhooks schedule by default), each with +-10% jitter; the hosts exempt
+    # from the SSRF guard (local development and tests only); how long a rotated-out
+    # secret still signs; how often due deliveries are dispatched.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,50400,72000,86400"
+    webhook_allowed_hosts: str = ""
+    webhook_timeout_seconds: float = Field(15.0, gt=0, le=60)
+    webhook_secret_overlap_seconds: int = Field(24 * 3600, ge=0, le=30 * 24 * 3600)
+    webhook_dispatch_interval_seconds: float = Field(1.0, ge=0.1, le=300)
+
+    # Bulk: inline items per batch (a JSONL upload may carry more, up to the job cap),
+    # the upload's size, jobs created per transaction while expanding, and how many
+    # batch jobs may be in flight at once, so interactive jobs keep their latency.
+    batch_max_items: int = Field(1000, ge=1, le=100_000)
+    batch_max_jobs: int = Field(100_000, ge=1, le=1_000_000)
+    batch_max_upload_bytes: int = Field(512 * MiB, ge=MiB, le=4096 * MiB)
+    batch_chunk_size: int = Field(500, ge=1, le=10_000)
+    bulk_max_in_flight: int = Field(200, ge=1, le=100_000)
+    bulk_feed_interval_seconds: float = Field(1.0, ge=0.1, le=300)
+
     job_max_attempts: int = Field(3, ge=1, le=10)
     # A running job whose lease has expired is presumed abandoned by its worker.
     job_lease_seconds: int = Field(600, ge=30, le=3600)
@@ -96,11 +146,40 @@ class Settings(BaseSettings):
 
     @field_validator("wavespeed_api_key", "stability_api_key", "s3_access_key_id",
                      "s3_secret_access_key", "s3_endpoint_url", "s3_public_endpoint_url",
-                     "public_base_url", mode="before")
+                     "public_base_url", "prices_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # Compose's `${VAR:-}` hands over an empty string for "not configured".
         return None if value == "" else value
+
+    @field_validator("plan_limits")
+    @classmethod
+    def _plan_limits(cls, value: dict[str, int | None]) -> dict[str, int | None]:
+        for plan, limit in value.items():
+            if limit is not None and limit < 0:
+                raise ValueError(f"plan {plan!r}: a limit is a count >= 0, or null")
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        try:
+            delays = [float(part) for part in value.split(",") if part.strip()]
+        except ValueError as exc:
+            raise ValueError("EDITQ_WEBHOOK_RETRY_SCHEDULE is seconds, comma-separated") from exc
+        if not delays or any(d <= 0 or d > 7 * 24 * 3600 for d in delays):
+            raise ValueError("EDITQ_WEBHOOK_RETRY_SCHEDULE needs delays between 0 and 7 days")
+        return value
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        return tuple(float(part) for part in self.webhook_retry_schedule.split(",")
+                     if part.strip())
+
+    @property
+    def webhook_allowed_host_set(self) -> frozenset[str]:
+        return frozenset(h.strip().lower().rstrip(".") for h in
+                         self.webhook_allowed_hosts.split(",") if h.strip())
 
     @field_validator("database_url")
     @classmethod
@@ -150,8 +229,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "EDITQ_S3_ACCESS_KEY_ID and EDITQ_S3_SECRET_ACCESS_KEY must be set together"
             )
+        if self.default_plan not in self.plan_limits:
+            raise ValueError(f"EDITQ_DEFAULT_PLAN {self.default_plan!r} is not one of "
+                             f"EDITQ_PLAN_LIMITS ({', '.join(self.plan_limits)})")
+        for model, rule in self.pricing_overrides().items():
+            if "taken" not in rule:
+                raise ValueError(f"the price override for {model!r} must say when it was "
+                                 "taken (\"taken\": \"YYYY-MM-DD\")")
         if self.poll_initial_seconds > self.poll_max_seconds:
             raise ValueError("EDITQ_POLL_INITIAL_SECONDS must not exceed EDITQ_POLL_MAX_SECONDS")
+        if self.environment == "production" and self.webhook_allowed_hosts:
+            raise ValueError("EDITQ_WEBHOOK_ALLOWED_HOSTS is for development and tests: it "
+                             "lets webhooks reach private addresses; unset it in production")
         if self.environment == "production":
             if self.database_url.startswith("sqlite"):
                 raise ValueError("production needs PostgreSQL, not SQLite (EDITQ_DATABASE_URL)")
@@ -159,9 +248,33 @@ class Settings(BaseSettings):
                 raise ValueError("production needs a real broker, not memory:// (EDITQ_BROKER_URL)")
         return self
 
+    def __hash__(self) -> int:
+        # Settings key per-process caches (providers, limiters); dict fields are not
+        # hashable, their canonical JSON is.
+        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
+
+    def pricing_overrides(self) -> dict[str, dict[str, Any]]:
+        """The file's overrides, then the variable's, by model id."""
+        merged: dict[str, dict[str, Any]] = {}
+        if self.prices_file is not None:
+            merged.update(_read_prices_file(self.prices_file))
+        merged.update(self.price_overrides)
+        return merged
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def _read_prices_file(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        text = path.read_text()
+        raw: Any = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"EDITQ_PRICES_FILE {str(path)!r} cannot be read: {exc}") from exc
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ValueError(f"EDITQ_PRICES_FILE {str(path)!r} must map model ids to pricing rules")
+    return raw
 
 
 @lru_cache(maxsize=1)

@@ -9,9 +9,11 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, Numeric, String, create_engine, event
+from sqlalchemy import BigInteger, Dialect, Engine, Numeric, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import DateTime, TypeDecorator
+
+MONEY_PLACES = 6
 
 
 def utcnow() -> datetime:
@@ -38,14 +40,18 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Money(TypeDecorator[Decimal]):
-    """Exact money: NUMERIC on PostgreSQL, text on SQLite (whose NUMERIC is a float)."""
+    """Exact money to the micro-unit: NUMERIC(18,6) on PostgreSQL, integer micro-units on
+    SQLite (whose NUMERIC is a float), so that SUM() is exact on both.
+
+    A value finer than six decimal places is refused rather than rounded silently.
+    """
 
     impl = Numeric(18, 6)
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
         if dialect.name == "sqlite":
-            return dialect.type_descriptor(String(40))
+            return dialect.type_descriptor(BigInteger())
         return dialect.type_descriptor(Numeric(18, 6, asdecimal=True))
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
@@ -53,10 +59,17 @@ class Money(TypeDecorator[Decimal]):
             return None
         if not isinstance(value, Decimal):
             raise TypeError(f"money must be Decimal, not {type(value).__name__}")
-        return str(value) if dialect.name == "sqlite" else value
+        micros = value.scaleb(MONEY_PLACES)
+        if micros != micros.to_integral_value():
+            raise ValueError(f"{value} has more than {MONEY_PLACES} decimal places")
+        return int(micros) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        return None if value is None else Decimal(str(value))
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return Decimal(int(value)).scaleb(-MONEY_PLACES)
+        return Decimal(str(value))
 
 
 class Base(DeclarativeBase):

@@ -156,3 +156,31 @@ class ProviderNotConfigured(EditqError):
     code = "provider_not_configured"
     status = 503
     title = "Provider not configured"
+
+
+class BudgetExceeded(EditqError):
+    """The job's estimate would take the tenant's spend over a monthly budget."""
+
+    code = "budget_exceeded"
+    status = 402
+    title = "Budget exceeded"
+
+
+class PlanLimitExceeded(EditqError):
+    """The tenant's plan allows no more edits in this period."""
+
+    code = "plan_limit_exceeded"
+    status = 429
+    title = "Plan limit reached"
+
+    def __init__(self, message: str, *, retry_after: float, **extra: object) -> None:
+        super().__init__(message, **extra)
+        self.retry_after = retry_after
+
+
+class Forbidden(EditqError):
+    """The key is valid but may not see this (another tenant's figures, say)."""
+
+    code = "forbidden"
+    status = 403
+    title = "Forbidden"

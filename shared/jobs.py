@@ -14,17 +14,36 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, case, literal, null, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.db import utcnow
+from shared.db import Money, utcnow
 from shared.errors import InvalidInput, JobNotCancelable, NotFound
 from shared.models import Job, JobEvent
+from shared.webhooks import record_job_event
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = (
     "queued", "running", "succeeded", "failed", "canceled")
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
+DEADLINE_EXCEEDED = "deadline_exceeded"
+# The transitions users can subscribe to (a job that runs again after a retry is not
+# started again: the outbox keeps one row per job and event).
+WEBHOOK_EVENTS = {RUNNING: "job.started", SUCCEEDED: "job.succeeded", FAILED: "job.failed",
+                  CANCELED: "job.canceled"}
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
+# A job that ended (canceled, or failed by its deadline) while its provider call was
+# out: the call is followed, under a lease, until its cost is known. (A job failed as
+# provider_outcome_unknown has no lease: there is no call to follow.)
+SETTLING = and_(Job.status.in_((CANCELED, FAILED)), Job.cost_actual.is_(None),
+                Job.provider_state.in_(("submitting", "submitted")),
+                Job.lease_expires_at.is_not(None))
+
+
+def is_settling(job: Job | None) -> bool:
+    """The Python twin of SETTLING, for a row already loaded."""
+    return (job is not None and job.status in (CANCELED, FAILED) and job.cost_actual is None
+            and job.provider_state in ("submitting", "submitted")
+            and job.lease_expires_at is not None)
 
 
 def new_job_id() -> str:
@@ -56,6 +75,9 @@ def transition(session: Session, job_id: str, from_statuses: tuple[str, ...], to
     previous = from_statuses[0] if len(from_statuses) == 1 else None
     add_event(session, job_id, event, from_status=previous, to_status=to_status,
               **(detail or {}))
+    webhook_event = WEBHOOK_EVENTS.get(to_status)
+    if webhook_event is not None:
+        record_job_event(session, job_id, webhook_event)
     return True
 
 
@@ -73,10 +95,10 @@ def claim(session: Session, job_id: str, lease_seconds: int) -> Job | None:
         populate_existing=True))
 
 
-def succeed(session: Session, job_id: str, outputs: list[dict[str, Any]],
-            cost_actual: Decimal) -> bool:
+def succeed(session: Session, job_id: str, outputs: list[dict[str, Any]]) -> bool:
+    """running -> succeeded; the caller charges the call in the same transaction."""
     return transition(session, job_id, (RUNNING,), SUCCEEDED, "succeeded",
-                      {"outputs": len(outputs)}, outputs=outputs, cost_actual=cost_actual,
+                      {"outputs": len(outputs)}, outputs=outputs,
                       finished_at=utcnow(), lease_expires_at=None)
 
 
@@ -87,11 +109,23 @@ def fail(session: Session, job_id: str, code: str, message: str,
                       error_message=message, finished_at=utcnow(), lease_expires_at=None)
 
 
+def fail_while_out(session: Session, job_id: str, code: str, message: str) -> bool:
+    """running -> failed while its provider call is still out: the job is over for its
+    owner now, and the call is followed (its lease kept) until its cost settles."""
+    return transition(session, job_id, (RUNNING,), FAILED, "failed",
+                      {"code": code, "message": message, "call_settling": True},
+                      error_code=code, error_message=message, finished_at=utcnow())
+
+
 def requeue(session: Session, job_id: str, reason: str, delay_seconds: float) -> bool:
-    """running -> queued for another attempt (a new provider request); the caller enqueues."""
+    """running -> queued for another attempt (a new provider request); the caller enqueues.
+
+    A queued job's lease is when its message is due: the reaper re-enqueues one whose
+    message is long overdue (lost with the broker's data)."""
     return transition(session, job_id, (RUNNING,), QUEUED, "retry_scheduled",
                       {"reason": reason, "delay_seconds": round(delay_seconds, 3)},
-                      lease_expires_at=None, provider_request_id=None, provider_state=None,
+                      lease_expires_at=utcnow() + timedelta(seconds=delay_seconds),
+                      provider_request_id=None, provider_state=None,
                       provider_submitted_at=None)
 
 
@@ -99,8 +133,8 @@ def unclaim(session: Session, job_id: str, reason: str, delay_seconds: float) ->
     """running -> queued without spending an attempt: the job never reached the provider."""
     return transition(session, job_id, (RUNNING,), QUEUED, "throttled",
                       {"reason": reason, "delay_seconds": round(delay_seconds, 3)},
-                      attempts=Job.attempts - 1, lease_expires_at=None, provider_state=None,
-                      started_at=None)
+                      attempts=Job.attempts - 1, provider_state=None, started_at=None,
+                      lease_expires_at=utcnow() + timedelta(seconds=delay_seconds))
 
 
 def _update_running(session: Session, job_id: str, **values: Any) -> bool:
@@ -127,17 +161,71 @@ def record_submitted(session: Session, job_id: str, request_id: str,
     return moved
 
 
+def switch_model(session: Session, job_id: str, model: str, provider: str,
+                 options: dict[str, Any], reason: str) -> bool:
+    """A running job moves to another model (a fallback); the timeline says from what."""
+    job = session.scalar(select(Job).where(Job.id == job_id))
+    if job is None:
+        return False
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == RUNNING)
+        .values(model=model, provider=provider, options=options, updated_at=utcnow(),
+                fallback_from=job.fallback_from or job.model)
+        .execution_options(synchronize_session=False))
+    moved = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if moved:
+        add_event(session, job_id, "fell_back", from_model=job.model, to_model=model,
+                  reason=reason)
+    return moved
+
+
+def record_submitted_after_cancel(session: Session, job_id: str, request_id: str) -> bool:
+    """The POST answered after the job was canceled: keep its id, to settle its cost."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == CANCELED, Job.cost_actual.is_(None))
+        .values(provider_state="submitted", provider_request_id=request_id,
+                provider_submitted_at=utcnow(), updated_at=utcnow())
+        .execution_options(synchronize_session=False))
+    moved = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if moved:
+        add_event(session, job_id, "submitted_after_cancel", request_id=request_id)
+    return moved
+
+
+def settle(session: Session, job_id: str, why: str, charged: Decimal | None) -> None:
+    """A canceled job's last call has ended; nothing more will be charged for it."""
+    session.execute(update(Job).where(Job.id == job_id)
+                    .values(provider_state="settled", updated_at=utcnow())
+                    .execution_options(synchronize_session=False))
+    add_event(session, job_id, "call_settled", reason=why,
+              charged=None if charged is None else str(charged))
+
+
 def extend_lease(session: Session, job_id: str, lease_seconds: float) -> bool:
-    return _update_running(session, job_id,
-                           lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+    """Renew a running job's lease, or a canceled job's whose call is still settling."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, or_(Job.status == RUNNING, SETTLING))
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def cancel(session: Session, tenant_id: str, job_id: str) -> Job:
-    """Cancel a job that has not finished; a running job's result is then discarded."""
+    """Cancel a job that has not finished; a running job's result is then discarded.
+
+    A job that never reached its provider costs nothing, known at once. One whose
+    call is out (provider_state set) keeps `cost_actual` unknown until that call
+    settles: the worker follows it to its end and charges it if it was billed.
+    The choice is made inside the UPDATE, so it sees the row as the cancel finds it.
+    """
     job = get_job(session, tenant_id, job_id)
+    sent = Job.provider_state.is_not(None)
     if job.status in TERMINAL or not transition(
         session, job_id, (QUEUED, RUNNING), CANCELED, "canceled",
-        {"was": job.status}, finished_at=utcnow(), lease_expires_at=None,
+        {"was": job.status}, finished_at=utcnow(),
+        cost_actual=case((sent, null()), else_=literal(Decimal(0), Money())),
+        # A call still out keeps its lease: if its worker dies, the reaper resumes it.
+        lease_expires_at=case((sent, Job.lease_expires_at), else_=null()),
     ):
         session.refresh(job)
         raise JobNotCancelable(f"job {job_id} is already {job.status}", job_status=job.status)

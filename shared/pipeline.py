@@ -6,6 +6,11 @@ under deterministic keys, and the finishing update only moves a job that is
 still running, so a redelivered message cannot produce a second result.
 Waiting is never done here: a step that must wait asks the scheduler to run
 the next step later.
+
+Money (see shared.costs): a provider call that the provider bills is charged
+in the transaction that records its outcome. A job canceled while its call is
+out keeps following that call (polls go on, outputs are not kept) until it
+settles, and is charged only if the call completed.
 """
 
 from __future__ import annotations
@@ -13,33 +18,46 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from shared import costs
+from shared.breaker import get_breaker
 from shared.config import Settings
 from shared.db import session_scope, utcnow
-from shared.errors import EditqError, ProviderError
+from shared.errors import EditqError, ProviderError, ProviderOutcomeUnknown, StorageUnavailable
+from shared.fallback import find_fallback
 from shared.images import inspect_image
 from shared.jobs import (
     CANCELED,
+    DEADLINE_EXCEEDED,
     RUNNING,
     add_event,
     claim,
     extend_lease,
     fail,
+    fail_while_out,
+    is_settling,
     mark_submitting,
     record_submitted,
+    record_submitted_after_cancel,
     requeue,
+    settle,
     succeed,
+    switch_model,
     unclaim,
 )
 from shared.models import Job
 from shared.providers.base import ImageEditResult
 from shared.providers.catalog import ModelSpec, get_catalog
+from shared.providers.classify import trips_breaker
+from shared.providers.pricing import Price
 from shared.providers.router import build_options, get_provider
 from shared.ratelimit import get_limiter
-from shared.storage import Storage, output_key
+from shared.storage import Storage, output_key, outputs_prefix
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +114,10 @@ def _store_outputs(storage: Storage, settings: Settings, job: Job,
                                  max_bytes=settings.max_output_bytes,
                                  max_pixels=max(settings.max_image_pixels, 200_000_000))
         except EditqError as exc:
+            # The provider finished (and billed) the call; what it gave is unusable.
             raise ProviderError(f"the provider returned an unusable output: {exc.message}",
-                                code="provider_bad_output", task_failed=True) from exc
+                                code="provider_bad_output", task_failed=True,
+                                billed=True) from exc
         key = output_key(job.id, index, info.extension)
         storage.put(key, info.data, info.content_type)
         outputs.append({"key": key, "content_type": info.content_type, "width": info.width,
@@ -113,29 +133,36 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
         job = claim(session, job_id, settings.job_lease_seconds)
     if job is None:
         return RunOutcome(job_id, "skipped", "not queued (running elsewhere or finished)")
+    if _past_deadline(job):
+        return _deadline_failure(job, settings, "before an attempt could start")
 
     spec = get_catalog().get(job.model)
     try:
         provider = get_provider(spec.provider, settings)
         images, mask = _load_inputs(storage, job)
+        breaker = get_breaker(job.provider, settings)
+        if breaker is not None and (wait := breaker.allow()):
+            switched = (find_fallback(job, spec, images, mask, settings)
+                        if settings.breaker_fallback else None)
+            if switched is None:
+                return _wait(job, settings, scheduler, wait, f"{job.provider} circuit open")
+            job, spec = _switch(job, spec, *switched, settings)
+            provider = get_provider(spec.provider, settings)
         options = build_options(images=images, operation=job.operation, model=job.model,
                                 prompt=job.prompt, mask=mask,
                                 negative_prompt=job.negative_prompt, options=job.options)
         with session_scope(settings.database_url) as session:
-            mark_submitting(session, job_id)
+            if not mark_submitting(session, job_id):
+                return RunOutcome(job_id, "discarded", "canceled before it was submitted")
         # The slot is taken just before the call, so what the limiter counts is what
         # the provider sees, within milliseconds.
         limiter = get_limiter(job.provider, settings)
         if limiter is not None and (wait := limiter.before_submit(job_id)):
-            delay = _spread(wait)
-            with session_scope(settings.database_url) as session:
-                unclaimed = unclaim(session, job_id, f"{job.provider} limit", delay)
-            if unclaimed:
-                scheduler.run(job_id, delay)
-            return RunOutcome(job_id, "throttled", f"{job.provider} limit: {wait:.2f}s")
+            return _wait(job, settings, scheduler, wait, f"{job.provider} limit")
         submitted = provider.submit(spec, options, webhook_url(settings, spec.provider))
     except EditqError as exc:
         return _handle_failure(job, settings, exc, scheduler)
+    _provider_answered(job.provider, settings)
 
     if submitted.result is not None:
         return _finish(job, spec, submitted.result, settings, storage, scheduler)
@@ -143,12 +170,65 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
     first_look = max(settings.poll_initial_seconds, provider.min_poll_seconds)
     lease = first_look + settings.poll_lease_margin_seconds
     with session_scope(settings.database_url) as session:
-        if not record_submitted(session, job_id, submitted.request_id, lease):
-            add_event(session, job_id, "submitted_after_cancel",
-                      request_id=submitted.request_id)
+        # Canceled while the POST was out: the call is followed only to settle its cost.
+        if not record_submitted(session, job_id, submitted.request_id, lease) and (
+                not record_submitted_after_cancel(session, job_id, submitted.request_id)):
             return RunOutcome(job_id, "discarded", "job left running state during submit")
     scheduler.poll(job_id, first_look)
     return RunOutcome(job_id, "submitted", submitted.request_id)
+
+
+def _past_deadline(job: Job, after: float = 0.0) -> bool:
+    return job.deadline_at is not None and (
+        utcnow() + timedelta(seconds=after) > job.deadline_at)
+
+
+def _deadline_failure(job: Job, settings: Settings, when: str) -> RunOutcome:
+    """Fail a job whose deadline has passed, with no call of its out (so it costs what
+    its earlier calls cost, usually nothing)."""
+    with session_scope(settings.database_url) as session:
+        if fail(session, job.id, DEADLINE_EXCEEDED,
+                f"the job's deadline ({job.deadline_at:%Y-%m-%dT%H:%M:%SZ}) passed {when}"):
+            costs.close(session, job.id)
+            return RunOutcome(job.id, "failed", DEADLINE_EXCEEDED)
+    return RunOutcome(job.id, "discarded", "job left running state before its deadline")
+
+
+def _wait(job: Job, settings: Settings, scheduler: Scheduler, wait: float,
+          reason: str) -> RunOutcome:
+    """Put a job that may not call its provider yet back in the queue, no attempt spent,
+    unless it would come back after its deadline."""
+    delay = _spread(wait)
+    if _past_deadline(job, delay):
+        return _deadline_failure(job, settings, f"while it waited ({reason})")
+    with session_scope(settings.database_url) as session:
+        unclaimed = unclaim(session, job.id, reason, delay)
+    if unclaimed:
+        scheduler.run(job.id, delay)
+    return RunOutcome(job.id, "throttled", f"{reason}: {wait:.2f}s")
+
+
+def _switch(job: Job, spec: ModelSpec, alt: ModelSpec, options: dict[str, Any],
+            settings: Settings) -> tuple[Job, ModelSpec]:
+    with session_scope(settings.database_url) as session:
+        if not switch_model(session, job.id, alt.id, alt.provider, options,
+                            reason=f"{spec.provider} circuit open"):
+            raise EditqError("the job left running state while falling back")
+        current = _current(session, job.id)
+    assert current is not None
+    return current, alt
+
+
+def _provider_answered(provider: str, settings: Settings) -> None:
+    breaker = get_breaker(provider, settings)
+    if breaker is not None:
+        breaker.record_success()
+
+
+def _provider_failed(provider: str, settings: Settings, exc: EditqError) -> None:
+    breaker = get_breaker(provider, settings)
+    if breaker is not None and trips_breaker(exc.code):
+        breaker.record_failure()
 
 
 def poll_job(job_id: str, settings: Settings, storage: Storage,
@@ -156,16 +236,25 @@ def poll_job(job_id: str, settings: Settings, storage: Storage,
     """One look at the provider request of a running job; reschedules itself until done."""
     with session_scope(settings.database_url) as session:
         job = session.scalar(select(Job).where(Job.id == job_id))
-        if job is None or job.status != RUNNING or not job.provider_request_id:
+        if job is None or not job.provider_request_id or not (
+                job.status == RUNNING or is_settling(job)):
             return RunOutcome(job_id, "skipped", "no running provider request")
         extend_lease(session, job_id,
                      settings.poll_max_seconds + settings.poll_lease_margin_seconds)
+        if job.status == RUNNING and _past_deadline(job):
+            # Over for its owner now; the call is still followed until its cost settles.
+            fail_while_out(session, job_id, DEADLINE_EXCEEDED,
+                           f"the job's deadline ({job.deadline_at:%Y-%m-%dT%H:%M:%SZ}) "
+                           "passed while the provider was working on it")
+            session.commit()
+            job = _current(session, job_id) or job
     limiter = get_limiter(job.provider, settings)
     if limiter is not None and (wait := limiter.before_poll(job_id)):
         scheduler.poll(job_id, _spread(wait))
         return RunOutcome(job_id, "throttled", f"{job.provider} limit: {wait:.2f}s")
     spec = get_catalog().get(job.model)
     request_id = job.provider_request_id
+    assert request_id is not None
     waited = (utcnow() - (job.provider_submitted_at or utcnow())).total_seconds()
     try:
         provider = get_provider(spec.provider, settings)
@@ -173,12 +262,14 @@ def poll_job(job_id: str, settings: Settings, storage: Storage,
     except ProviderError as exc:
         if exc.task_failed or not exc.retryable:
             return _handle_failure(job, settings, exc, scheduler)
+        _provider_failed(job.provider, settings, exc)
         polled = None  # the look failed, not the edit: look again later
         retry_after = exc.retry_after
     except EditqError as exc:
         return _handle_failure(job, settings, exc, scheduler)
     else:
         retry_after = None
+        _provider_answered(job.provider, settings)
 
     if polled is not None and polled.done and polled.result is not None:
         return _finish(job, spec, polled.result, settings, storage, scheduler)
@@ -204,41 +295,114 @@ def _release(provider: str, job_id: str, settings: Settings) -> None:
         limiter.release(job_id)
 
 
+def _current(session: Session, job_id: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.id == job_id)
+                          .execution_options(populate_existing=True))
+
+
+def _price(spec: ModelSpec, job: Job, result: ImageEditResult) -> Price:
+    if result.cost is not None:
+        return costs.reported_price(result.cost, job.provider)
+    return spec.price(job.options, max(1, len(result.images)))
+
+
 def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settings,
             storage: Storage, scheduler: Scheduler) -> RunOutcome:
     _release(job.provider, job.id, settings)
+    price = _price(spec, job, result)
+    with session_scope(settings.database_url) as session:
+        current = _current(session, job.id)
+        if is_settling(current):
+            return _settle(session, job, price, "completed after the job ended")
+        if current is None or current.status != RUNNING:
+            return RunOutcome(job.id, "discarded", "job left running state before it finished")
     try:
         outputs = _store_outputs(storage, settings, job, result)
+    except StorageUnavailable as exc:
+        if job.provider_request_id:
+            # The result waits at the provider: fetch it again later, never pay twice.
+            delay = backoff_seconds(2, exc.retry_after)
+            with session_scope(settings.database_url) as session:
+                add_event(session, job.id, "store_retry", reason=exc.message,
+                          delay_seconds=round(delay, 3))
+            scheduler.poll(job.id, delay)
+            return RunOutcome(job.id, "waiting", f"storage: {exc.message}")
+        return _handle_failure(job, settings, exc, scheduler, billed=price)
     except EditqError as exc:
-        return _handle_failure(job, settings, exc, scheduler)
-    cost = result.cost if result.cost is not None else spec.estimate(job.options, len(outputs))
+        return _handle_failure(job, settings, exc, scheduler, billed=price)
     with session_scope(settings.database_url) as session:
-        if succeed(session, job.id, outputs, cost):
+        if succeed(session, job.id, outputs):
+            costs.charge(session, job, price, reason="succeeded")
+            costs.close(session, job.id)
             if result.metadata.get("content_filtered"):
                 add_event(session, job.id, "content_filtered",
                           finish_reason=result.metadata.get("finish_reason"))
             return RunOutcome(job.id, "succeeded", f"{len(outputs)} output(s)")
-        current = session.scalar(select(Job.status).where(Job.id == job.id))
-        if current == CANCELED:
-            add_event(session, job.id, "result_discarded", reason="canceled while running",
-                      cost=str(cost))
-    return RunOutcome(job.id, "discarded", "job left running state before it finished")
+        if is_settling(_current(session, job.id)):
+            outcome = _settle(session, job, price, "completed while the job was ending")
+        else:
+            outcome = RunOutcome(job.id, "discarded", "job left running state before it finished")
+    _discard_outputs(storage, job.id)
+    return outcome
 
 
-def _handle_failure(job: Job, settings: Settings, exc: EditqError,
-                    scheduler: Scheduler) -> RunOutcome:
+def _discard_outputs(storage: Storage, job_id: str) -> None:
+    """Outputs written for a job that did not succeed with them are not kept."""
+    try:
+        storage.delete_prefix(outputs_prefix(job_id))
+    except EditqError as exc:
+        log.warning("job %s: could not delete its discarded outputs: %s", job_id, exc.message)
+
+
+def _settle(session: Session, job: Job, billed: Price | None, why: str,
+            known: bool = True) -> RunOutcome:
+    """A call that outlived its job (canceled, or failed by its deadline) has ended:
+    charge it if the provider billed it, and close (unless whether it was billed cannot
+    be known: then the cost stays unknown)."""
+    if billed is not None:
+        current = _current(session, job.id)
+        reason = "canceled" if current is None or current.status == CANCELED else (
+            current.error_code or "failed")
+        costs.charge(session, job, billed, reason=reason)
+    total = costs.close(session, job.id) if known else None
+    settle(session, job.id, why, charged=total)
+    return RunOutcome(job.id, "discarded", f"canceled; its call settled at {total}")
+
+
+def _handle_failure(job: Job, settings: Settings, exc: EditqError, scheduler: Scheduler,
+                    billed: Price | None = None) -> RunOutcome:
+    """Retry or fail the attempt. `billed` is the price of a call the provider billed
+    although it failed us (a filtered result, an unusable output, lost storage)."""
     _release(job.provider, job.id, settings)
+    _provider_failed(job.provider, settings, exc)
     limiter = get_limiter(job.provider, settings)
     if limiter is not None and exc.code == "provider_rate_limited" and exc.retry_after:
         limiter.pause(exc.retry_after)
+    if billed is None and exc.extra.get("billed"):
+        billed = get_catalog().get(job.model).price(job.options)
+    # Whether the provider billed this call cannot be known (a submit sent but not
+    # answered, a result gone): nothing is charged, and the cost is not claimed known.
+    unknown = isinstance(exc, ProviderOutcomeUnknown) or bool(exc.extra.get("billing_unknown"))
     with session_scope(settings.database_url) as session:
-        attempts = session.scalar(select(Job.attempts).where(Job.id == job.id)) or job.attempts
+        current = _current(session, job.id)
+        if is_settling(current):
+            return _settle(session, job, billed, f"failed after the job ended: {exc.code}",
+                           known=not unknown)
+        if billed is not None:
+            costs.charge(session, job, billed, reason=exc.code)
+        attempts = current.attempts if current is not None else job.attempts
         if exc.retryable and attempts < settings.job_max_attempts:
             delay = backoff_seconds(attempts, exc.retry_after)
+            if _past_deadline(job, delay):
+                session.commit()
+                return _deadline_failure(job, settings, f"before another attempt could run "
+                                                        f"(the last one: {exc.code})")
             if requeue(session, job.id, f"{exc.code}: {exc.message}", delay):
                 session.commit()
                 scheduler.run(job.id, delay)
                 return RunOutcome(job.id, "retry", f"{exc.code} after attempt {attempts}")
         if fail(session, job.id, exc.code, exc.message):
+            if not unknown:
+                costs.close(session, job.id)
             return RunOutcome(job.id, "failed", exc.code)
     return RunOutcome(job.id, "discarded", "job left running state before it failed")

@@ -16,6 +16,10 @@ from shared.config import Settings
 RUN_TASK = "editq.run_job"
 POLL_TASK = "editq.poll_job"
 REAP_TASK = "editq.reap"
+DISPATCH_WEBHOOKS_TASK = "editq.dispatch_webhooks"
+EXPAND_BATCH_TASK = "editq.expand_batch"
+FEED_BULK_TASK = "editq.feed_bulk"
+DELIVER_WEBHOOK_TASK = "editq.deliver_webhook"
 INTERACTIVE = "interactive"
 BULK = "bulk"
 
@@ -74,6 +78,17 @@ def enqueue_poll(app: Celery, job_id: str, *, queue: str = INTERACTIVE,
                  countdown: float | None = None) -> None:
     """Look at the job's provider request once (the look reschedules itself)."""
     _send(app, POLL_TASK, job_id, queue, countdown)
+
+
+def enqueue_delivery(app: Celery, delivery_id: str) -> None:
+    """One attempt at one webhook delivery, now (its schedule lives in the database)."""
+    app.send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=INTERACTIVE,
+                  routing_key=INTERACTIVE)
+
+
+def enqueue_expansion(app: Celery, batch_id: str) -> None:
+    """Expand a batch into jobs, on the bulk queue, away from interactive work."""
+    app.send_task(EXPAND_BATCH_TASK, args=[batch_id], queue=BULK, routing_key=BULK)
 
 
 class CeleryScheduler:

@@ -21,6 +21,7 @@ from shared.errors import StorageObjectMissing, StorageUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 
 def input_key(sha256: str) -> str:
@@ -29,6 +30,10 @@ def input_key(sha256: str) -> str:
 
 def output_key(job_id: str, index: int, extension: str) -> str:
     return f"outputs/{job_id}/{index}.{extension}"
+
+
+def outputs_prefix(job_id: str) -> str:
+    return f"outputs/{job_id}/"
 
 
 _MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
@@ -125,6 +130,20 @@ class Storage:
                     return False
                 raise
         return True
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under `prefix`; answer how many there were."""
+        deleted = 0
+        with _unavailable_on_failure("delete"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                keys: list[ObjectIdentifierTypeDef] = [
+                    {"Key": obj["Key"]} for obj in page.get("Contents", [])]
+                if keys:
+                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+                    deleted += len(keys)
+        return deleted
 
     def put_if_absent(self, key: str, data: bytes, content_type: str) -> None:
         """Content-addressed keys hold the same bytes forever, so one upload suffices."""

@@ -1,9 +1,11 @@
 """Accepting a job: every check that can refuse a request runs before anything is stored.
 
 Order matters: validate (cheap, no side effects), then upload inputs
-(content-addressed, so a retry re-uploads nothing), then insert the job row.
+(content-addressed, so a retry re-uploads nothing), then admit it against the
+tenant's limits (which locks the tenant until commit) and insert the job row.
 The caller commits and only then enqueues, so a worker never sees a message
-for a row that does not exist yet.
+for a row that does not exist yet. A quote is the same validation, priced,
+with nothing stored.
 """
 
 from __future__ import annotations
@@ -11,20 +13,29 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared import budgets
 from shared.config import Settings
+from shared.db import utcnow
 from shared.errors import IdempotencyConflict, InvalidInput
 from shared.images import ImageInfo, inspect_image
 from shared.jobs import QUEUED, add_event, new_job_id
 from shared.models import Job
+from shared.providers.base import ImageEditOptions
+from shared.providers.catalog import ModelSpec
+from shared.providers.pricing import Price
 from shared.providers.router import build_options, validate_edit
 from shared.storage import Storage, input_key
 from shared.tenants import Principal
+from shared.views import money
+from shared.webhooks import check_events
+from shared.webhooks_ssrf import check_webhook_url
 
 MAX_PROMPT_CHARS = 10_000
 MAX_METADATA_BYTES = 16 * 1024
@@ -42,6 +53,11 @@ class EditRequest:
     mask: bytes | None = None
     options: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The job fails with deadline_exceeded if it has not finished this long after it
+    # was accepted.
+    deadline_seconds: int | None = None
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
 
     def fingerprint(self) -> str:
         """Same request, same fingerprint, whichever transport carried it."""
@@ -50,13 +66,24 @@ class EditRequest:
             "mask": hashlib.sha256(self.mask).hexdigest() if self.mask is not None else None,
             "operation": self.operation, "model": self.model, "prompt": self.prompt,
             "negative_prompt": self.negative_prompt, "options": self.options,
-            "metadata": self.metadata,
+            "metadata": self.metadata, "deadline_seconds": self.deadline_seconds,
+            "webhook_url": self.webhook_url, "webhook_events": self.webhook_events,
         }
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+MAX_DEADLINE_SECONDS = 7 * 24 * 3600
+
+
 def _check_sizes(req: EditRequest, settings: Settings) -> tuple[list[ImageInfo], ImageInfo | None]:
+    if req.deadline_seconds is not None and not (
+            1 <= req.deadline_seconds <= MAX_DEADLINE_SECONDS):
+        raise InvalidInput(f"deadline_seconds must be 1 to {MAX_DEADLINE_SECONDS}",
+                           field="deadline_seconds")
+    if req.webhook_url is not None:
+        check_webhook_url(req.webhook_url, settings.webhook_allowed_host_set)
+    req.webhook_events = check_events(req.webhook_events)
     if not req.images:
         raise InvalidInput("send an image (`image`) or images (`images[]`)", field="image")
     if len(req.images) > settings.max_images_per_job:
@@ -85,6 +112,44 @@ def _replay(session: Session, principal: Principal, key: str, fingerprint: str) 
     return job
 
 
+@dataclass
+class Checked:
+    """A request that passed every check: the model that will serve it and its price."""
+
+    spec: ModelSpec
+    options: ImageEditOptions
+    images: list[ImageInfo]
+    mask: ImageInfo | None
+    price: Price
+
+
+def check_request(req: EditRequest, settings: Settings) -> Checked:
+    images, mask = _check_sizes(req, settings)
+    options = build_options(images=req.images, operation=req.operation, model=req.model,
+                            prompt=req.prompt, mask=req.mask,
+                            negative_prompt=req.negative_prompt, options=req.options)
+    spec = validate_edit(options, settings=settings)
+    spec.check_images(images, mask)
+    return Checked(spec, options, images, mask, spec.price(options.extra))
+
+
+def pricing_view(spec: ModelSpec, price: Price) -> dict[str, Any]:
+    return {"model": spec.id, "provider": spec.provider, "rule": price.rule,
+            "units": money(price.units), "unit": price.unit,
+            "unit_price": money(price.unit_price), "taken": price.taken.isoformat(),
+            "source": price.source}
+
+
+def quote(session: Session, settings: Settings, principal: Principal,
+          req: EditRequest) -> dict[str, Any]:
+    """What the job would cost and whether it fits the tenant's limits; nothing is stored."""
+    checked = check_request(req, settings)
+    verdict = budgets.evaluate(session, settings, principal.tenant_id, checked.spec.id,
+                               checked.price.amount)
+    return {"estimated": money(checked.price.amount), "currency": checked.price.currency,
+            "pricing": pricing_view(checked.spec, checked.price), "budget": verdict.as_dict()}
+
+
 def submit_job(session: Session, storage: Storage, settings: Settings, principal: Principal,
                req: EditRequest, idempotency_key: str | None = None) -> tuple[Job, bool]:
     """Validate, store the inputs and insert a queued job; answer (job, created)."""
@@ -92,36 +157,36 @@ def submit_job(session: Session, storage: Storage, settings: Settings, principal
     if idempotency_key and (job := _replay(session, principal, idempotency_key, fingerprint)):
         return job, False
 
-    images, mask = _check_sizes(req, settings)
-    options = build_options(images=req.images, operation=req.operation, model=req.model,
-                            prompt=req.prompt, mask=req.mask,
-                            negative_prompt=req.negative_prompt, options=req.options)
-    spec = validate_edit(options, settings=settings)
-    spec.check_images(images, mask)
-
+    checked = check_request(req, settings)
+    spec, price = checked.spec, checked.price
     keys = []
-    for info in images:
+    for info in checked.images:
         keys.append(input_key(info.sha256))
         storage.put_if_absent(keys[-1], info.data, info.content_type)
     mask_key = None
-    if mask is not None:
-        mask_key = input_key(mask.sha256)
-        storage.put_if_absent(mask_key, mask.data, mask.content_type)
+    if checked.mask is not None:
+        mask_key = input_key(checked.mask.sha256)
+        storage.put_if_absent(mask_key, checked.mask.data, checked.mask.content_type)
 
+    budgets.admit(session, settings, principal.tenant_id, spec.id, price.amount)
     job = Job(
         id=new_job_id(), tenant_id=principal.tenant_id, status=QUEUED,
         operation=req.operation, model=spec.id, provider=spec.provider, prompt=req.prompt,
-        negative_prompt=req.negative_prompt, options=options.extra, metadata_=req.metadata,
-        input_keys=keys, mask_key=mask_key, outputs=[], attempts=0,
-        cost_estimated=spec.estimate(options.extra), currency=spec.pricing.currency,
+        negative_prompt=req.negative_prompt, options=checked.options.extra,
+        metadata_=req.metadata, input_keys=keys, mask_key=mask_key, outputs=[], attempts=0,
+        cost_estimated=price.amount, currency=price.currency,
         idempotency_key=idempotency_key, request_hash=fingerprint,
+        lease_expires_at=utcnow(),  # its message is due now (see shared.recovery)
+        deadline_at=(utcnow() + timedelta(seconds=req.deadline_seconds)
+                     if req.deadline_seconds else None),
+        webhook_url=req.webhook_url, webhook_events=req.webhook_events,
     )
     try:
         with session.begin_nested():
             session.add(job)
             session.flush()
             add_event(session, job.id, "created", to_status=QUEUED, model=spec.id,
-                      provider=spec.provider)
+                      provider=spec.provider, estimated=money(price.amount))
             session.flush()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.

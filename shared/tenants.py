@@ -10,12 +10,15 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from shared.errors import Unauthorized
-from shared.models import ApiKey, Tenant
+from shared.db import MONEY_PLACES
+from shared.errors import InvalidInput, Unauthorized
+from shared.models import ApiKey, ModelBudget, Tenant
+from shared.webhook_signing import new_secret
 
 KEY_PREFIX = "eq_"
 
@@ -36,7 +39,7 @@ class Principal:
 def get_or_create_tenant(session: Session, name: str) -> Tenant:
     tenant = session.scalar(select(Tenant).where(Tenant.name == name))
     if tenant is None:
-        tenant = Tenant(id=uuid.uuid4().hex, name=name)
+        tenant = Tenant(id=uuid.uuid4().hex, name=name, webhook_secret=new_secret())
         session.add(tenant)
         session.flush()
     return tenant
@@ -64,3 +67,33 @@ def authenticate(session: Session, key: str | None) -> Principal:
         raise Unauthorized("the API key is not valid")
     api_key, tenant = row
     return Principal(tenant_id=tenant.id, tenant_name=tenant.name, is_admin=api_key.is_admin)
+
+
+def parse_usd(text: str, what: str = "an amount") -> Decimal:
+    """A budget as typed by a person: plain decimal USD, >= 0, at most 6 decimal places."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation as exc:
+        raise InvalidInput(f"{what} must be a decimal amount of USD, not {text!r}") from exc
+    if not value.is_finite() or value < 0 or value != value.quantize(
+            Decimal(1).scaleb(-MONEY_PLACES)):
+        raise InvalidInput(f"{what} must be >= 0 with at most {MONEY_PLACES} decimals, "
+                           f"not {text!r}")
+    return value
+
+
+def set_limits(session: Session, tenant: Tenant, *, monthly_budget: Decimal | None = None,
+               clear_budget: bool = False, model_budgets: dict[str, Decimal] | None = None,
+               plan: str | None = None) -> None:
+    """Change what a tenant may spend or submit; whatever is not given stays as it was."""
+    if clear_budget:
+        tenant.monthly_budget = None
+    elif monthly_budget is not None:
+        tenant.monthly_budget = monthly_budget
+    if plan is not None:
+        tenant.plan = plan
+    for model, budget in (model_budgets or {}).items():
+        session.execute(delete(ModelBudget).where(ModelBudget.tenant_id == tenant.id,
+                                                  ModelBudget.model == model))
+        session.add(ModelBudget(tenant_id=tenant.id, model=model, monthly_budget=budget))
+    session.flush()

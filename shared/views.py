@@ -10,7 +10,7 @@ from shared.models import Job, JobEvent
 from shared.storage import Storage
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
@@ -22,6 +22,12 @@ def money(value: Decimal) -> str:
 
 def job_view(job: Job, storage: Storage) -> dict[str, Any]:
     """A job as clients see it: output URLs are presigned at read time, never stored."""
+    return presign_outputs(job_snapshot(job), storage)
+
+
+def job_snapshot(job: Job) -> dict[str, Any]:
+    """The job as GET shows it, with each output's storage `key` in place of its URL:
+    what a webhook keeps in its outbox row, presigned afresh at each attempt."""
     return {
         "id": job.id,
         "status": job.status,
@@ -29,14 +35,14 @@ def job_view(job: Job, storage: Storage) -> dict[str, Any]:
         "model": job.model,
         "provider": job.provider,
         "prompt": job.prompt,
-        "created_at": _iso(job.created_at),
-        "updated_at": _iso(job.updated_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
         "attempts": job.attempts,
         "outputs": [
             {
-                "url": storage.presigned_get_url(out["key"]),
+                "key": out["key"],
                 "content_type": out["content_type"],
                 "width": out["width"],
                 "height": out["height"],
@@ -54,12 +60,23 @@ def job_view(job: Job, storage: Storage) -> dict[str, Any]:
                   if job.error_code else None),
         "options": job.options,
         "metadata": job.metadata_,
+        "deadline_at": iso(job.deadline_at),
+        "fallback_from": job.fallback_from,
+        "webhook_url": job.webhook_url,
+        "webhook_events": job.webhook_events,
     }
+
+
+def presign_outputs(snapshot: dict[str, Any], storage: Storage) -> dict[str, Any]:
+    outputs = [{"url": storage.presigned_get_url(out["key"]),
+                **{k: v for k, v in out.items() if k != "key"}}
+               for out in snapshot["outputs"]]
+    return {**snapshot, "outputs": outputs}
 
 
 def event_view(event: JobEvent) -> dict[str, Any]:
     return {
-        "at": _iso(event.at),
+        "at": iso(event.at),
         "type": event.type,
         "from_status": event.from_status,
         "to_status": event.to_status,

@@ -10,9 +10,12 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,7 +37,7 @@ os.environ.setdefault("EDITQ_DATABASE_MAX_OVERFLOW", "6")
 # Redis databases used by the tests, one per concern, so that workers started
 # for one database backend never take messages meant for another.
 REDIS_DB = {"api": 8, "sqlite": 9, "postgresql": 10, "faults": 11, "webhooks": 12,
-            "load": 13}
+            "load": 13, "costs": 14, "resilience": 15, "deliveries": 7, "batches": 6}
 
 
 @pytest.fixture(scope="session")
@@ -77,15 +80,31 @@ def _database_urls() -> list[str]:
 def database_url(request: pytest.FixtureRequest,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated database of each available kind (tests run once per kind)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'editq.db'}"
+    with migrated_database(request.param, tmp_path_factory.mktemp("db"), "editq") as url:
+        yield url
+
+
+@contextmanager
+def migrated_database(kind_of: str, folder: Path, name: str) -> Iterator[str]:
+    """A fresh migrated database of the kind `kind_of` names: a SQLite file in `folder`,
+    or a temporary PostgreSQL database (dropped afterwards)."""
+    if kind_of.startswith("sqlite"):
+        url = f"sqlite:///{folder / (name + '.db')}"
         upgrade(url)
         yield url
         return
     with temporary_postgres_database(os.environ["EDITQ_TEST_DATABASE_URL"],
-                                     prefix="editq_test") as url:
+                                     prefix=f"{name}_test") as url:
         upgrade(url)
         yield url
+
+
+def own_database(kind_of: str, folder: Path) -> AbstractContextManager[str]:
+    """A database of the same kind as `kind_of`, for one module alone.
+
+    Beat's periodic work (the bulk feeder, the reaper, webhook dispatch) acts on every
+    job of its database: a module that runs beat must not share the session's."""
+    return migrated_database(kind_of, folder, "editq_own")
 
 
 def db_kind(url: str) -> str:
@@ -95,6 +114,8 @@ def db_kind(url: str) -> str:
 def make_settings(**values: Any) -> Settings:
     defaults: dict[str, Any] = {
         "environment": "test",
+        # Breakers keep state in Redis across tests: on only where a test wants one.
+        "breaker_failures": 0,
         "s3_access_key_id": "test", "s3_secret_access_key": "test-secret",
         "broker_url": "memory://",
     }
@@ -153,6 +174,11 @@ def live_env(database_url: str, broker: str, s3_url: str, bucket: str,
     return {
         **stability,
         "EDITQ_ENVIRONMENT": "test", "EDITQ_DATABASE_URL": database_url,
+        "EDITQ_BREAKER_FAILURES": "0",  # (tests/integration/test_resilience.py turns it on)
+        # Beat's reaper and webhook dispatch act on every job of the database, which the
+        # session's modules share: off here (the in-process API tests leave jobs queued
+        # for good); modules that test them turn them on, on databases of their own.
+        "EDITQ_REAPER_INTERVAL_SECONDS": "3600", "EDITQ_WEBHOOK_DISPATCH_INTERVAL_SECONDS": "300",
         "EDITQ_BROKER_URL": broker, "EDITQ_REDIS_URL": broker,
         "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": bucket,
         "EDITQ_S3_ACCESS_KEY_ID": "test", "EDITQ_S3_SECRET_ACCESS_KEY": "test-secret",
@@ -175,6 +201,9 @@ def live(stack: Stack, database_url: str, redis_base: str, s3_url: str,
         sub.env = live_env(database_url, broker, s3_url, bucket, sim_url, stability_url)
         settings = make_settings(**{k[6:].lower(): v for k, v in sub.env.items()})
         worker = sub.start_worker(name=f"worker-{kind}", concurrency=8)
+        # Beat: the bulk feeder, batch completion and webhook dispatch run on it.
+        sub.spawn(f"beat-{kind}", [sys.executable, "-m", "cli.main", "beat",
+                                   "--loglevel", "WARNING"])
         api, url = sub.start_api()
         yield Live(url, settings, worker, api, sim_url, stability_url)
     finally:

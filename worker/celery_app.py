@@ -7,17 +7,35 @@ import logging
 from celery import signals
 
 from shared.config import get_settings
-from shared.queue import INTERACTIVE, REAP_TASK, make_celery
+from shared.queue import (
+    DISPATCH_WEBHOOKS_TASK,
+    FEED_BULK_TASK,
+    INTERACTIVE,
+    REAP_TASK,
+    make_celery,
+)
 from shared.storage import get_storage
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-app = make_celery(get_settings())
+settings = get_settings()
+app = make_celery(settings)
 app.conf.imports = ("worker.tasks",)
-# The reaper is cheap (one indexed query) and bounds how long a lost job waits.
+# The reaper is cheap (two indexed queries) and bounds how long a lost job waits.
 app.conf.beat_schedule = {
-    "reap-expired-leases": {"task": REAP_TASK, "schedule": 30.0,
-                            "options": {"queue": INTERACTIVE, "expires": 25}},
+    "reap": {"task": REAP_TASK, "schedule": settings.reaper_interval_seconds,
+             "options": {"queue": INTERACTIVE,
+                         "expires": max(1.0, settings.reaper_interval_seconds * 0.9)}},
+    # Due webhook deliveries (first attempts and retries) leave from the database.
+    "webhooks": {"task": DISPATCH_WEBHOOKS_TASK,
+                 "schedule": settings.webhook_dispatch_interval_seconds,
+                 "options": {"queue": INTERACTIVE,
+                             "expires": max(0.5, settings.webhook_dispatch_interval_seconds)}},
+    # Batch jobs go to the bulk queue as room frees under the in-flight cap; finished
+    # batches get their manifest and their batch.completed webhook.
+    "bulk": {"task": FEED_BULK_TASK, "schedule": settings.bulk_feed_interval_seconds,
+             "options": {"queue": INTERACTIVE,
+                         "expires": max(0.5, settings.bulk_feed_interval_seconds)}},
 }
 
 

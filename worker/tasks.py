@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import logging
 
+import httpx
+
 from shared.config import get_settings
+from shared.expansion import expand, feed, finish_batches
 from shared.pipeline import poll_job as poll_step
 from shared.pipeline import run_job as run_step
-from shared.queue import INTERACTIVE, POLL_TASK, REAP_TASK, RUN_TASK, CeleryScheduler
-from shared.recovery import recover_expired_leases
+from shared.queue import (
+    BULK,
+    DELIVER_WEBHOOK_TASK,
+    DISPATCH_WEBHOOKS_TASK,
+    EXPAND_BATCH_TASK,
+    FEED_BULK_TASK,
+    INTERACTIVE,
+    POLL_TASK,
+    REAP_TASK,
+    RUN_TASK,
+    CeleryScheduler,
+    enqueue_delivery,
+    enqueue_expansion,
+    enqueue_run,
+)
+from shared.recovery import recover
 from shared.storage import get_storage
+from shared.webhook_delivery import deliver, take_due
 from worker.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -39,9 +57,50 @@ def poll_job(job_id: str) -> str:
 
 @app.task(name=REAP_TASK, ignore_result=True)
 def reap() -> dict[str, int]:
-    found = recover_expired_leases(get_settings(), CeleryScheduler(app))
-    counts = {"polling": len(found.polling), "requeued": len(found.requeued),
-              "failed": len(found.failed)}
+    settings = get_settings()
+    found = recover(settings, CeleryScheduler(app), get_storage(settings))
+    for batch_id in found.expansions:
+        enqueue_expansion(app, batch_id)
+    counts = found.counts()
     if any(counts.values()):
         log.warning("reaper: %s", counts)
     return counts
+
+
+# One pooled client per worker process for webhook POSTs (never following redirects).
+_webhook_http = httpx.Client(follow_redirects=False, headers={"user-agent": "editq-webhooks"})
+
+
+@app.task(name=DISPATCH_WEBHOOKS_TASK, ignore_result=True)
+def dispatch_webhooks() -> int:
+    due = take_due(get_settings())
+    for delivery_id in due:
+        enqueue_delivery(app, delivery_id)
+    return len(due)
+
+
+@app.task(name=DELIVER_WEBHOOK_TASK, ignore_result=True)
+def deliver_webhook(delivery_id: str) -> str:
+    settings = get_settings()
+    return deliver(delivery_id, settings, get_storage(settings), _webhook_http)
+
+
+def _send_bulk(job_id: str) -> None:
+    enqueue_run(app, job_id, queue=BULK)
+
+
+@app.task(name=EXPAND_BATCH_TASK, ignore_result=True)
+def expand_batch(batch_id: str) -> int:
+    settings = get_settings()
+    made = expand(settings, get_storage(settings), batch_id,
+                  after_chunk=lambda: feed(settings, _send_bulk))
+    log.info("batch %s: %d job(s) created", batch_id, made)
+    return made
+
+
+@app.task(name=FEED_BULK_TASK, ignore_result=True)
+def feed_bulk() -> int:
+    settings = get_settings()
+    sent = feed(settings, _send_bulk)
+    finish_batches(settings, get_storage(settings))
+    return sent

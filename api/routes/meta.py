@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from api.deps import CeleryDep, SettingsDep, StorageDep
 from api.problems import problem
+from shared.breaker import get_breaker
 from shared.db import session_scope
 from shared.providers.catalog import ModelSpec, get_catalog
 from shared.views import money
@@ -81,6 +82,12 @@ def readyz(request: Request, settings: SettingsDep, storage: StorageDep,
     check("database", database)
     check("broker", broker)
     check("storage", storage.ping)
+    # Informational: an open breaker means jobs wait for that provider, not that this
+    # process is unready.
+    providers = sorted({spec.provider for spec in get_catalog().models})
+    breakers = {name: breaker.state() for name in providers
+                if (breaker := get_breaker(name, settings)) is not None}
     if all(v == "ok" for v in checks.values()):
-        return {"status": "ok", "checks": checks}
-    return problem(503, "not_ready", "Not ready", "a dependency is unavailable", {"checks": checks})
+        return {"status": "ok", "checks": checks, "breakers": breakers}
+    return problem(503, "not_ready", "Not ready", "a dependency is unavailable",
+                   {"checks": checks, "breakers": breakers})

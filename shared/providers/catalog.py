@@ -28,7 +28,7 @@ from shared.errors import (
 )
 from shared.images import ImageInfo
 from shared.providers.limits import ImageLimits, ImageOutOfLimits, MaskRequired, Requirement
-from shared.providers.pricing import PricingRule
+from shared.providers.pricing import Price, PricingRule
 
 CATALOG_FILE = Path(__file__).with_name("catalog.toml")
 
@@ -147,7 +147,10 @@ class ModelSpec(_Strict):
 
     def estimate(self, options: dict[str, Any] | None = None, outputs: int = 1) -> Decimal:
         """What `outputs` images cost with these options, before any call is made."""
-        return self.pricing.per_image(options or {}) * outputs
+        return self.price(options, outputs).amount
+
+    def price(self, options: dict[str, Any] | None = None, outputs: int = 1) -> Price:
+        return self.pricing.price(options or {}, outputs)
 
     def normalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Map provider-neutral names onto this model's own: steps, width and height."""
@@ -267,12 +270,29 @@ class Catalog(_Strict):
         return sorted(models, key=lambda m: (m.estimate(), m.id))
 
 
-def load_catalog(path: Path = CATALOG_FILE) -> Catalog:
+def load_catalog(path: Path = CATALOG_FILE,
+                 price_overrides: dict[str, dict[str, Any]] | None = None) -> Catalog:
+    """The catalog file, with configured prices in place of its own.
+
+    An override for the same rule replaces only the fields it names (and must give
+    its own `taken` date); one naming another `rule` replaces the rule whole.
+    """
     with path.open("rb") as fh:
         raw: dict[str, Any] = tomllib.load(fh)
+    models = {m["id"]: m for m in raw.get("models", [])}
+    for model_id, override in (price_overrides or {}).items():
+        if model_id not in models:
+            raise ValueError(f"price override for unknown model {model_id!r}")
+        current = models[model_id]["pricing"]
+        same_rule = override.get("rule", current["rule"]) == current["rule"]
+        models[model_id]["pricing"] = ({**current, "source": "configuration", **override}
+                                       if same_rule else dict(override))
     return Catalog.model_validate(raw)
 
 
 @lru_cache(maxsize=1)
 def get_catalog() -> Catalog:
-    return load_catalog()
+    """The process's catalog, with the prices the settings override."""
+    from shared.config import get_settings
+
+    return load_catalog(price_overrides=get_settings().pricing_overrides())

@@ -3,6 +3,8 @@
 Retryable means the same work may succeed later (429, 5xx, 5xxx task codes,
 network trouble); terminal means the request itself must change (4xx, 1xxx
 task codes, moderation). The `code` is what the job shows in `error.code`.
+`trips_breaker` marks the failures that say the provider itself is in trouble
+(shared.breaker counts them); a 429 is the rate limiter's, a 4xx the caller's.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from shared.errors import ProviderError
 class Rule:
     code: str
     retryable: bool
+    trips_breaker: bool = False
 
 
 # HTTP statuses a provider answers with.
@@ -28,10 +31,10 @@ HTTP_STATUS: dict[int, Rule] = {
     413: Rule("provider_request_too_large", False),
     422: Rule("provider_rejected", False),
     429: Rule("provider_rate_limited", True),
-    500: Rule("provider_internal_error", True),
-    502: Rule("provider_bad_gateway", True),
-    503: Rule("provider_unavailable", True),
-    504: Rule("provider_timeout", True),
+    500: Rule("provider_internal_error", True, True),
+    502: Rule("provider_bad_gateway", True, True),
+    503: Rule("provider_unavailable", True, True),
+    504: Rule("provider_timeout", True, True),
 }
 
 # WaveSpeed's task error codes (`data.code` of a failed task).
@@ -42,9 +45,9 @@ TASK_CODES: dict[int, Rule] = {
     1402: Rule("provider_media_access_failed", False),
     1403: Rule("provider_task_failed", False),
     1405: Rule("provider_task_failed", False),
-    5000: Rule("provider_internal_error", True),
-    5003: Rule("provider_unavailable", True),
-    5004: Rule("provider_timeout", True),
+    5000: Rule("provider_internal_error", True, True),
+    5003: Rule("provider_unavailable", True, True),
+    5004: Rule("provider_timeout", True, True),
 }
 
 # Error names in Stability's bodies ({id, name, errors}), where the status is too coarse.
@@ -55,9 +58,21 @@ ERROR_NAMES: dict[str, Rule] = {
 }
 
 # Network failures, by where they happened.
-NOT_SENT = Rule("provider_unreachable", True)          # connect failed: nothing reached it
-AMBIGUOUS = Rule("provider_outcome_unknown", False)    # sent, no answer: it may have run
-POLL_TRANSPORT = Rule("provider_unreachable", True)    # a look at a request failed
+NOT_SENT = Rule("provider_unreachable", True, True)       # connect failed: nothing reached it
+AMBIGUOUS = Rule("provider_outcome_unknown", False, True) # sent, no answer: it may have run
+POLL_TRANSPORT = Rule("provider_unreachable", True, True) # a look at a request failed
+
+
+# A provider that answers none of these within its timeout is in trouble too.
+TIMED_OUT = Rule("provider_timeout", True, True)
+
+BREAKER_CODES = frozenset(rule.code for rules in (HTTP_STATUS, TASK_CODES, ERROR_NAMES)
+                          for rule in rules.values() if rule.trips_breaker) | {
+    NOT_SENT.code, AMBIGUOUS.code, POLL_TRANSPORT.code, TIMED_OUT.code}
+
+
+def trips_breaker(code: str) -> bool:
+    return code in BREAKER_CODES
 
 
 def http_error(status: int, message: str, retry_after: float | None = None) -> ProviderError:

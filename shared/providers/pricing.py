@@ -6,11 +6,32 @@ change and a ledger row must be able to say what it was charged at.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
+
+
+@dataclass(frozen=True)
+class Price:
+    """A priced call, as a ledger row records it: `units` x `unit_price` = `amount`.
+
+    Per-image rules count images; Stability's rule counts credits, as Stability bills.
+    """
+
+    units: Decimal
+    unit: str
+    unit_price: Decimal
+    currency: str
+    rule: str
+    taken: date
+    source: str
+
+    @property
+    def amount(self) -> Decimal:
+        return self.units * self.unit_price
 
 
 class _Rule(BaseModel):
@@ -19,6 +40,15 @@ class _Rule(BaseModel):
     currency: str = "USD"
     taken: date
     source: str = ""
+
+    def per_image(self, options: dict[str, Any]) -> Decimal:
+        raise NotImplementedError
+
+    def price(self, options: dict[str, Any], outputs: int = 1) -> Price:
+        """What `outputs` images cost with these options, itemized."""
+        rule = getattr(self, "rule", "")
+        return Price(units=Decimal(outputs), unit="image", unit_price=self.per_image(options),
+                     currency=self.currency, rule=rule, taken=self.taken, source=self.source)
 
 
 class Flat(_Rule):
@@ -74,6 +104,11 @@ class Credits(_Rule):
 
     def per_image(self, options: dict[str, Any]) -> Decimal:
         return self.credits * self.credit_usd
+
+    def price(self, options: dict[str, Any], outputs: int = 1) -> Price:
+        return Price(units=self.credits * outputs, unit="credit", unit_price=self.credit_usd,
+                     currency=self.currency, rule=self.rule, taken=self.taken,
+                     source=self.source)
 
 
 PricingRule = Flat | ByParam | QualitySize | Credits

@@ -111,8 +111,11 @@ class StabilityClient:
         if response.status_code == 202:
             return None
         if response.status_code == 404:
+            # A result that completed and then expired was billed; one that vanished
+            # unfinished was not. Which one, editq cannot tell: its cost stays unknown.
             raise ProviderError("Stability no longer has this result (expired or unknown)",
-                                code="provider_result_expired", task_failed=True)
+                                code="provider_result_expired", task_failed=True,
+                                billing_unknown=True)
         if response.status_code != 200:
             raise _error(response)
         return self._artifact(response)

@@ -147,6 +147,7 @@ class SimState:
         self.billing: dict[str, tuple[int, Decimal]] = {}
         self.webhooks: deque[dict[str, Any]] = deque(maxlen=10_000)
         self.faults.clear()
+        self.faults.rates = parse_fault_rates(self.config.faults)  # the start-up ones stay
         self.rate_window = (time.monotonic(), 0)
         self.peak_in_flight = 0
 

@@ -7,14 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, select
 
 from shared.db import session_scope
 from shared.migrate import current_head
+from shared.models import ModelBudget, Tenant
 from shared.tenants import authenticate
 from tests.conftest import Live
 from tests.helpers import image_bytes, wait_for
@@ -54,6 +56,48 @@ def test_keys_create_prints_the_key_last_and_stores_only_its_hash(tmp_path: Path
     with session_scope(url) as session:
         assert authenticate(session, key).tenant_name == "acme"
     assert key.encode() not in Path(url.removeprefix("sqlite:///")).read_bytes()
+
+
+def test_keys_create_sets_the_tenants_budgets_and_plan(tmp_path: Path) -> None:
+    # given a migrated database
+    url = f"sqlite:///{tmp_path / 'budgets.db'}"
+    env = {"EDITQ_DATABASE_URL": url}
+    assert run(["db", "upgrade"], env).returncode == 0
+    # when a key is created with a monthly budget, a model budget and a plan
+    result = run(["keys", "create", "--tenant", "acme", "--monthly-budget", "50",
+                  "--model-budget", "gpt-image-1-edit=10.5", "--plan", "pro"], env)
+    # then the tenant has them, and the output says so before the key
+    assert result.returncode == 0, result.stderr
+    assert "plan pro, monthly budget 50 USD, gpt-image-1-edit 10.5 USD/month" in result.stdout
+    with session_scope(url) as session:
+        tenant = session.scalars(select(Tenant).where(Tenant.name == "acme")).one()
+        model_budget = session.scalars(select(ModelBudget)).one()
+        assert (tenant.plan, tenant.monthly_budget) == ("pro", Decimal("50"))
+        assert (model_budget.model, model_budget.monthly_budget) == ("gpt-image-1-edit",
+                                                                    Decimal("10.5"))
+    # and a second key for the same tenant can remove the budget
+    assert run(["keys", "create", "--tenant", "acme", "--monthly-budget", "none"],
+               env).returncode == 0
+    with session_scope(url) as session:
+        assert session.scalar(select(Tenant.monthly_budget)
+                              .where(Tenant.name == "acme")) is None
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--monthly-budget", "-1"], "--monthly-budget"),
+    (["--monthly-budget", "lots"], "decimal"),
+    (["--monthly-budget", "0.0000001"], "6 decimals"),
+    (["--model-budget", "no-such-model=1"], "unknown model"),
+    (["--model-budget", "qwen-edit"], "MODEL=USD"),
+    (["--plan", "platinum"], "platinum"),
+])
+def test_keys_create_refuses_bad_limits(tmp_path: Path, args: list[str], message: str) -> None:
+    url = f"sqlite:///{tmp_path / 'bad.db'}"
+    env = {"EDITQ_DATABASE_URL": url}
+    assert run(["db", "upgrade"], env).returncode == 0
+    result = run(["keys", "create", "--tenant", "acme", *args], env)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_unsafe_settings_are_refused_with_a_reason_and_no_traceback() -> None:

@@ -15,6 +15,8 @@ timeouts, so that its faults never touch the other integration tests.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from cli.client import ApiClient
 from cli.stack import Child, Stack
 from shared.db import session_scope
 from shared.models import Job, JobEvent
-from tests.conftest import SIM_KEY, db_kind, live_env, redis_db
+from tests.conftest import SIM_KEY, db_kind, live_env, own_database, redis_db
 from tests.helpers import image_bytes, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -56,11 +58,14 @@ class FaultStack:
 
 
 @pytest.fixture(scope="module")
-def faults(stack: Stack, database_url: str, redis_base: str, s3_url: str,
-           bucket: str) -> Iterator[FaultStack]:
+def faults(stack: Stack, database_url: str, redis_base: str, s3_url: str, bucket: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
     if db_kind(database_url) != "sqlite":
         pytest.skip("the fault classes do not depend on the database; run them once")
     sub = Stack(workdir=stack.workdir)
+    # A database of its own: its reaper acts on every stale job of its database.
+    own = own_database(database_url, tmp_path_factory.mktemp("faults-db"))
+    database_url = own.__enter__()
     try:
         sim_url = sub.start_wavespeed_sim(latency="0.2", extra=["--api-key", SIM_KEY])
         sub.env = {
@@ -74,6 +79,7 @@ def faults(stack: Stack, database_url: str, redis_base: str, s3_url: str,
         yield FaultStack(api_url, sim_url, database_url, sub, sub.env, worker)
     finally:
         sub.stop()
+        own.__exit__(None, None, None)
 
 
 @dataclass(frozen=True)
@@ -165,11 +171,17 @@ def test_worker_killed_after_submit_is_replaced_and_polling_resumes(
         # when its worker is killed (-9) and another one takes over
         fs.worker.kill()
         fs.worker = fs.stack.start_worker(name="worker-faults-2", concurrency=4)
-        # (the reaper acts once the dead chain's lease, about 1.5 s here, has expired)
-        reaper = fs.stack.spawn("reaper", [
-            "sh", "-c", f"until {sys.executable} -m cli.main reaper --once | "
-                        "grep -q 'polling resumed: 1'; do sleep 0.5; done"])
-        reaper.process.wait(30)
+        # (the reaper acts once the dead chain's lease, about 1.5 s here, has expired;
+        # on the session's shared database it may resume other stale jobs in the same
+        # pass, so what is waited for is this job's own `poll_resumed` event)
+        def resumed() -> bool:
+            subprocess.run([sys.executable, "-m", "cli.main", "reaper", "--once"],
+                           env={**os.environ, **fs.env}, capture_output=True, timeout=30)
+            with session_scope(fs.database_url) as session:
+                return "poll_resumed" in session.scalars(
+                    select(JobEvent.type).where(JobEvent.job_id == job["id"])).all()
+
+        wait_for(resumed, 30, "the reaper to resume polling the job", interval=0.5)
         done = client.wait(job["id"], timeout=30)
     finally:
         fs.sim("PUT", "/_sim/latency", json={"latency": "0.2"})

@@ -191,7 +191,8 @@ def test_terminal_failure_fails_at_once_without_retry(
     job, _ = load(settings, queued_job)
     assert (job.status, job.error_code, job.error_message) == ("failed", "content_moderated",
                                                                 "nsfw")
-    assert retries.scheduled == [] and job.cost_actual is None
+    # and its cost is known: nothing, since moderated calls are not billed
+    assert retries.scheduled == [] and job.cost_actual == Decimal(0)
 
 
 def test_output_that_is_not_an_image_fails_the_job_and_stores_nothing(
@@ -217,11 +218,11 @@ def test_cancel_while_running_discards_the_result(
     use_provider(ScriptedProvider([image_bytes()], before_return=cancel))
     # when the provider returns
     outcome = run_job(queued_job, settings, storage, Retries())
-    # then the job stays canceled, without outputs or cost, and says why
+    # then the job stays canceled, without outputs, charged for the call that completed
     assert outcome.action == "discarded"
     job, events = load(settings, queued_job)
-    assert (job.status, job.outputs, job.cost_actual) == ("canceled", [], None)
-    assert events[-2:] == ["canceled", "result_discarded"]
+    assert (job.status, job.outputs, job.cost_actual) == ("canceled", [], Decimal("0.04"))
+    assert events[-2:] == ["canceled", "call_settled"]
 
 
 def test_storage_outage_during_a_run_is_retried(

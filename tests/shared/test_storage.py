@@ -167,3 +167,16 @@ class TestKeys:
         assert key == f"outputs/{job_id}/1.webp"
         assert key.startswith(f"outputs/{job_id}/")
         assert output_key(job_id, 0, "webp") != key
+
+
+def test_delete_prefix_removes_exactly_the_objects_under_it(storage: Storage) -> None:
+    import uuid
+
+    job = f"job_{uuid.uuid4().hex[:8]}"
+    for name in ("0.png", "1.png"):
+        storage.put(f"outputs/{job}/{name}", b"x", "image/png")
+    storage.put(f"outputs/{job}x/0.png", b"y", "image/png")  # a neighbour, not under it
+    assert storage.delete_prefix(f"outputs/{job}/") == 2
+    assert not storage.exists(f"outputs/{job}/0.png")
+    assert storage.exists(f"outputs/{job}x/0.png")
+    assert storage.delete_prefix(f"outputs/{job}/") == 0

@@ -1,13 +1,16 @@
-"""Every model prices as PROVIDERS.md says, exactly, in Decimal."""
+"""Every model prices as PROVIDERS.md says, exactly, in Decimal; configuration overrides."""
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.providers.catalog import get_catalog
+from shared.config import Settings, get_settings
+from shared.providers.catalog import get_catalog, load_catalog
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -52,3 +55,84 @@ def test_every_wavespeed_model_is_in_the_catalog_with_a_dated_price() -> None:
     wavespeed = [m for m in get_catalog().models if m.provider == "wavespeed"]
     assert len(wavespeed) == 14
     assert all(m.pricing.taken.year >= 2025 and m.pricing.currency == "USD" for m in wavespeed)
+
+
+@pytest.mark.parametrize(("model", "credits"), [
+    ("stability-inpaint", 5), ("stability-outpaint", 4), ("stability-erase", 5),
+    ("stability-search-replace", 5), ("stability-search-recolor", 5),
+    ("stability-remove-background", 5), ("stability-relight", 8),
+    ("stability-upscale-fast", 2), ("stability-upscale-conservative", 40),
+    ("stability-upscale-creative", 60),
+])
+def test_stability_operations_price_in_credits(model: str, credits: int) -> None:
+    price = get_catalog().get(model).price({}, outputs=1)
+    assert (price.units, price.unit, price.unit_price) == (D(credits), "credit", D("0.01"))
+    assert price.amount == D(credits) / 100
+    assert get_catalog().get(model).estimate() == D(credits) / 100
+
+
+def test_every_price_is_itemized_with_its_rule_and_date() -> None:
+    for spec in get_catalog().models:
+        price = spec.price({}, outputs=2)
+        assert price.rule == spec.pricing.rule
+        assert price.taken == spec.pricing.taken and price.currency == "USD"
+        assert price.amount == spec.estimate({}, 2) == price.units * price.unit_price
+
+
+def test_an_override_replaces_the_fields_it_names_and_says_when_and_where() -> None:
+    catalog = load_catalog(price_overrides={
+        "qwen-edit": {"usd": "0.025", "taken": "2026-12-01"},
+        "stability-erase": {"credits": "6", "taken": "2026-12-01", "source": "invoice"},
+        "ideogram-character": {"rule": "flat", "usd": "0.12", "taken": "2026-12-01"},
+    })
+    qwen = catalog.get("qwen-edit").price()
+    assert (qwen.amount, qwen.taken, qwen.source) == (D("0.025"), date(2026, 12, 1),
+                                                      "configuration")
+    erase = catalog.get("stability-erase").price()
+    assert (erase.units, erase.amount, erase.source) == (D(6), D("0.06"), "invoice")
+    # a different rule replaces the old one whole: no rendering speed matters any more
+    assert catalog.get("ideogram-character").estimate({"rendering_speed": "Quality"}) == \
+        D("0.12")
+    # and the models not named keep the catalog's price
+    assert catalog.get("flux-kontext-max").estimate() == D("0.08")
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"no-such-model": {"usd": "1", "taken": "2026-12-01"}}, "unknown model"),
+    ({"qwen-edit": {"usd": "cheap", "taken": "2026-12-01"}}, "decimal"),
+    ({"qwen-edit": {"rule": "credits", "taken": "2026-12-01"}}, "credits"),
+])
+def test_a_bad_override_stops_start_up(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_catalog(price_overrides=overrides)
+
+
+def test_overrides_come_from_a_file_and_the_environment_which_wins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a prices file and an environment variable that both override qwen-edit
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[qwen-edit]\nusd = "0.021"\ntaken = 2026-12-01\n'
+                      '[step1x-edit]\nusd = "0.031"\ntaken = 2026-12-01\n')
+    monkeypatch.setenv("EDITQ_PRICES_FILE", str(prices))
+    monkeypatch.setenv("EDITQ_PRICE_OVERRIDES",
+                       '{"qwen-edit": {"usd": "0.022", "taken": "2026-12-02"}}')
+    get_settings.cache_clear()
+    get_catalog.cache_clear()
+    try:
+        # when the process's catalog is loaded
+        catalog = get_catalog()
+        # then both apply, the variable over the file
+        assert catalog.get("qwen-edit").estimate() == D("0.022")
+        assert catalog.get("step1x-edit").estimate() == D("0.031")
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        get_catalog.cache_clear()
+    assert get_catalog().get("qwen-edit").estimate() == D("0.02")
+
+
+def test_settings_refuse_an_override_without_its_date(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="taken"):
+        Settings(price_overrides={"qwen-edit": {"usd": "0.03"}})
+    with pytest.raises(ValueError, match="cannot be read"):
+        Settings(prices_file=tmp_path / "missing.toml")

@@ -638,12 +638,13 @@ def test_billing_counts_completed_images_at_their_prices(client: httpx.Client) -
 # --------------------------------------------------------------------------- scale
 
 
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(60)
 def test_a_thousand_tasks_in_flight_finish_in_bounded_time(
         make_sim: Callable[..., RunningServer]) -> None:
-    # Latency 4 s rather than 2: httpx needs 1-2 s to send 1,000 requests on this kind of
-    # machine, and all of them must be in flight before the first one finishes.
-    latency = 4.0
+    # Latency 8 s: httpx needs 1-2 s to send 1,000 requests on this kind of machine (4 s
+    # and more when the other core is busy), and all of them must be in flight before
+    # the first one finishes.
+    latency = 8.0
     server = make_sim(latency=str(latency), api_key=KEY)
     small = "data:image/png;base64," + b64(image_bytes((8, 8)))
 
@@ -661,7 +662,7 @@ def test_a_thousand_tasks_in_flight_finish_in_bounded_time(
             submitted = time.monotonic() - started
             assert all(r.status_code == 200 for r in responses)
             while (await c.get("/_sim/stats")).json()["completed"] < 1000:
-                assert time.monotonic() - started < 25, "tasks did not complete in time"
+                assert time.monotonic() - started < 40, "tasks did not complete in time"
                 await asyncio.sleep(0.1)
             finished = time.monotonic() - started
             polled = await asyncio.gather(*[
@@ -716,3 +717,14 @@ def test_cli_serves_a_simulator_until_terminated() -> None:
         child.terminate()
         child.wait(timeout=15)
     assert child.returncode in (0, -15)
+
+
+def test_start_up_fault_rates_are_in_force_and_survive_a_reset(
+        make_sim: Callable[..., RunningServer]) -> None:
+    # given a simulator started with --faults
+    server = make_sim(faults="500=0.5@submit", api_key=KEY)
+    with httpx.Client(base_url=server.url) as c:
+        # then its rates are in force, and a reset (which forgets counters) keeps them
+        assert c.get("/_sim/faults").json()["rates"] != []
+        c.post("/_sim/reset")
+        assert c.get("/_sim/faults").json()["rates"] != []

@@ -1,0 +1,155 @@
+"""Reading an edit request from JSON or multipart, for POST /v1/jobs and POST /v1/quotes.
+
+Bodies are capped while they stream in, so an oversized request is refused
+before it is held in memory whole.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from api.schemas import JobCreate
+from shared.config import MiB, Settings
+from shared.errors import InvalidInput, RequestTooLarge, UnsupportedMediaType
+from shared.images import decode_base64_image
+from shared.submission import EditRequest
+
+EDIT_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": JobCreate.model_json_schema()},
+            "multipart/form-data": {"schema": {
+                "type": "object",
+                "properties": {
+                    "image": {"type": "string", "format": "binary"},
+                    "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                    "mask": {"type": "string", "format": "binary"},
+                    "prompt": {"type": "string"}, "negative_prompt": {"type": "string"},
+                    "operation": {"type": "string"}, "model": {"type": "string"},
+                    "options": {"type": "string", "description": "JSON object"},
+                    "deadline_seconds": {"type": "integer"},
+                    "webhook_url": {"type": "string"},
+                    "webhook_events": {"type": "string",
+                                       "description": "comma-separated event types"},
+                    "metadata": {"type": "string", "description": "JSON object"},
+                },
+            }},
+        },
+    }
+}
+
+
+def _from_json(raw: bytes, max_bytes: int) -> EditRequest:
+    try:
+        body = JobCreate.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    return _request_of(body, max_bytes)
+
+
+def edit_request_from_dict(data: dict[str, Any], max_bytes: int) -> EditRequest:
+    """One batch item: the body of a POST /v1/jobs, as an object."""
+    try:
+        body = JobCreate.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    return _request_of(body, max_bytes)
+
+
+def _invalid(exc: ValidationError) -> InvalidInput:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return InvalidInput(f"{where}: {first['msg']}", field=where)
+
+
+def _request_of(body: JobCreate, max_bytes: int) -> EditRequest:
+    encoded = ([body.image] if body.image else []) + list(body.images or [])
+    images = [decode_base64_image(v, field="image" if len(encoded) == 1 else f"images[{n}]",
+                                  max_bytes=max_bytes) for n, v in enumerate(encoded)]
+    mask = decode_base64_image(body.mask, field="mask", max_bytes=max_bytes) if body.mask else None
+    return EditRequest(images=images, mask=mask, prompt=body.prompt,
+                       negative_prompt=body.negative_prompt, operation=body.operation,
+                       model=body.model, options=body.options, metadata=body.metadata,
+                       deadline_seconds=body.deadline_seconds, webhook_url=body.webhook_url,
+                       webhook_events=body.webhook_events)
+
+
+def _body_limit(settings: Settings) -> int:
+    """Room for every image as base64 (4/3 of its bytes), a mask, and 1 MiB of the rest."""
+    return (settings.max_image_bytes * 4 // 3 + 4) * (settings.max_images_per_job + 1) + MiB
+
+
+async def _read_capped(request: Request, settings: Settings) -> bytes:
+    limit = _body_limit(settings)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"the request body is over {limit} bytes", limit=limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"the request body is over {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json_field(form: Any, name: str) -> dict[str, Any]:
+    raw = form.get(name)
+    if raw in (None, ""):
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{name} must be a JSON object", field=name) from exc
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{name} must be a JSON object", field=name)
+    return value
+
+
+async def _from_multipart(request: Request, max_bytes: int) -> EditRequest:
+    form = await request.form()
+    files = [f for key in ("image", "images") for f in form.getlist(key)]
+    images = []
+    for item in files:
+        if not isinstance(item, UploadFile):
+            raise InvalidInput("image fields must be file uploads", field="image")
+        images.append(await item.read(max_bytes + 1))
+    mask_file = form.get("mask")
+    mask = await mask_file.read(max_bytes + 1) if isinstance(mask_file, UploadFile) else None
+
+    def text(name: str) -> str | None:
+        value = form.get(name)
+        return value if isinstance(value, str) and value != "" else None
+
+    deadline = text("deadline_seconds")
+    if deadline is not None and not deadline.isdigit():
+        raise InvalidInput("deadline_seconds must be a whole number of seconds",
+                           field="deadline_seconds")
+    return EditRequest(images=images, mask=mask, prompt=text("prompt"),
+                       negative_prompt=text("negative_prompt"),
+                       operation=text("operation") or "general_edit", model=text("model"),
+                       options=_json_field(form, "options"), metadata=_json_field(form, "metadata"),
+                       deadline_seconds=int(deadline) if deadline is not None else None,
+                       webhook_url=text("webhook_url"),
+                       webhook_events=[e.strip() for e in events.split(",") if e.strip()]
+                       if (events := text("webhook_events")) is not None else None)
+
+
+
+async def read_edit_request(request: Request, settings: Settings) -> EditRequest:
+    content_type = request.headers.get("content-type", "application/json")
+    if content_type.startswith("multipart/form-data"):
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > _body_limit(settings):
+            raise RequestTooLarge(f"the request body is over {_body_limit(settings)} bytes")
+        return await _from_multipart(request, settings.max_image_bytes)
+    if content_type.startswith("application/json"):
+        return _from_json(await _read_capped(request, settings), settings.max_image_bytes)
+    raise UnsupportedMediaType("send application/json or multipart/form-data",
+                               content_type=content_type)

@@ -1,0 +1,166 @@
+"""GET /v1/costs (cost reports, JSON or CSV) and GET /metrics (Prometheus).
+
+Both read the ledger through shared/reports.py, the one implementation the
+`editq costs` command uses too. /metrics is computed from the database at
+scrape time, so every API process answers the same figures, and they survive
+restarts (nothing is counted in memory).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from api.deps import PrincipalDep, SettingsDep
+from shared.db import session_scope
+from shared.errors import Forbidden
+from shared.reports import (
+    FINISHED_STATUSES,
+    GROUP_BY,
+    IN_PROGRESS_STATUSES,
+    CostReport,
+    cost_report,
+    jobs_by_model,
+    report_range,
+    spend_by_model,
+    tenant_id_for,
+    to_csv,
+)
+from shared.views import money
+
+router = APIRouter()
+
+# The classic text format, which every Prometheus version reads.
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _wants_csv(accept: str | None) -> bool:
+    media_types = (part.split(";", 1)[0].strip().lower() for part in (accept or "").split(","))
+    return "text/csv" in media_types
+
+
+def report_view(report: CostReport) -> dict[str, Any]:
+    return {
+        "rows": [{report.group_by: row.key, "jobs": row.jobs, "amount": money(row.amount)}
+                 for row in report.rows],
+        "total": money(report.total),
+        "currency": report.currency,
+        "group_by": report.group_by,
+        "from": _iso(report.start),
+        "to": _iso(report.end),
+    }
+
+
+@router.get("/v1/costs", tags=["costs"], response_model=None,
+            responses={200: {"content": {"text/csv": {}}}})
+def get_costs(
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    group_by: Annotated[str, Query(description=" | ".join(GROUP_BY) +
+                                   " (tenant: admin keys only)")] = "model",
+    start: Annotated[str | None, Query(alias="from", description=(
+        "ISO date or date-time, UTC if no offset; default: the first instant of the "
+        "current UTC month"))] = None,
+    end: Annotated[str | None, Query(alias="to", description=(
+        "ISO date or date-time, excluded; default: now"))] = None,
+    tenant: Annotated[str | None, Query(max_length=200, description=(
+        "a tenant's name (admin keys only); default: the caller's tenant, or every "
+        "tenant for an admin key"))] = None,
+    accept: Annotated[str | None, Header()] = None,
+) -> dict[str, Any] | Response:
+    """What was charged in [from, to), grouped by model, provider, operation, UTC day
+    or tenant. `Accept: text/csv` answers the same report as CSV."""
+    if not principal.is_admin and (group_by == "tenant" or tenant is not None):
+        raise Forbidden("only an admin key may report on other tenants (tenant=, "
+                        "group_by=tenant)")
+    first, last = report_range(start, end)
+    with session_scope(settings.database_url) as session:
+        if not principal.is_admin:
+            tenant_id: str | None = principal.tenant_id
+        else:
+            tenant_id = tenant_id_for(session, tenant) if tenant is not None else None
+        report = cost_report(session, tenant_id=tenant_id, group_by=group_by,
+                             start=first, end=last)
+    if _wants_csv(accept):
+        return Response(to_csv(report), media_type="text/csv")
+    return report_view(report)
+
+
+class LedgerCollector:
+    """Reads the ledger and the jobs table at each scrape (every tenant, all time)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    def collect(self) -> Iterable[Metric]:
+        cost, charges, created, finished, in_progress = families = _families()
+        with session_scope(self.database_url) as session:
+            spend = spend_by_model(session)
+            tallies = jobs_by_model(session)
+        for row in spend:
+            # Prometheus samples are floats; the exact figures are in /v1/costs.
+            cost.add_metric([row.provider, row.model], float(row.amount))
+            charges.add_metric([row.provider, row.model], row.charges)
+        per_model: dict[tuple[str, str], int] = {}
+        for tally in tallies:
+            pair = (tally.provider, tally.model)
+            per_model[pair] = per_model.get(pair, 0) + tally.jobs
+            labels = [tally.provider, tally.model, tally.status]
+            if tally.status in FINISHED_STATUSES:
+                finished.add_metric(labels, tally.jobs)
+            elif tally.status in IN_PROGRESS_STATUSES:
+                in_progress.add_metric(labels, tally.jobs)
+        for (provider, model), count in per_model.items():
+            created.add_metric([provider, model], count)
+        return families
+
+    def describe(self) -> Iterable[Metric]:
+        """The names, without touching the database (registration calls this)."""
+        return _families()
+
+
+def _families() -> tuple[CounterMetricFamily, CounterMetricFamily, CounterMetricFamily,
+                         CounterMetricFamily, GaugeMetricFamily]:
+    by_model, by_status = ["provider", "model"], ["provider", "model", "status"]
+    return (
+        CounterMetricFamily("editq_cost_usd", "USD charged, from the ledger", labels=by_model),
+        CounterMetricFamily("editq_charges", "Charged provider calls (ledger rows)",
+                            labels=by_model),
+        CounterMetricFamily("editq_jobs_created", "Jobs accepted", labels=by_model),
+        CounterMetricFamily("editq_jobs_finished", "Jobs that succeeded, failed or were "
+                            "canceled", labels=by_status),
+        GaugeMetricFamily("editq_jobs_in_progress", "Jobs queued or running", labels=by_status),
+    )
+
+
+_registry_lock = threading.Lock()
+
+
+def _registry(request: Request) -> CollectorRegistry:
+    """One registry per app, made at its first scrape (never the global one)."""
+    state = request.app.state
+    with _registry_lock:
+        registry: CollectorRegistry | None = getattr(state, "metrics_registry", None)
+        if registry is None:
+            registry = CollectorRegistry()
+            registry.register(LedgerCollector(state.settings.database_url))
+            state.metrics_registry = registry
+    return registry
+
+
+@router.get("/metrics", tags=["health"], response_class=Response,
+            responses={200: {"content": {PROMETHEUS_TEXT: {}}}})
+def metrics(request: Request) -> Response:
+    """Prometheus text format: spend, charges and jobs per provider and model."""
+    return Response(generate_latest(_registry(request)), media_type=PROMETHEUS_TEXT)

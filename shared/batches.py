@@ -1,0 +1,310 @@
+"""Batches: many jobs under one id, from items or from a filter over stored jobs.
+
+Accepting a batch checks everything that can be checked up front (every item
+line, or every child of a reprocessing) and admits its whole estimate against
+the tenant's limits; the jobs themselves are created later, in the worker, by
+shared.expansion. Items wait for it in S3 (a JSONL file of checked items whose
+images are already stored, content-addressed); a reprocessing keeps its filter
+and override, and each child reuses its parent's stored inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from shared import budgets
+from shared.config import Settings
+from shared.db import utcnow
+from shared.errors import EditqError, InvalidInput, NotFound
+from shared.jobs import CANCELED, QUEUED, STATUSES, TERMINAL
+from shared.models import Batch, Job, JobEvent
+from shared.providers.catalog import get_catalog
+from shared.storage import Storage, input_key
+from shared.submission import EditRequest, check_request
+from shared.tenants import Principal
+from shared.views import iso, money
+from shared.webhooks import BATCH_EVENTS, JOB_EVENTS
+
+EXPANDING, RUNNING, COMPLETED = "expanding", "running", "completed"
+FILTER_FIELDS = ("model", "operation", "status", "batch_id", "job_ids", "created_after",
+                 "created_before", "metadata")
+OVERRIDE_FIELDS = ("model", "prompt", "operation", "options")
+
+
+class BatchInvalid(InvalidInput):
+    """Some lines of a batch are not valid jobs; `errors` lists them by line."""
+
+    code = "batch_invalid"
+    title = "The batch has invalid items"
+
+
+@dataclass
+class Checked:
+    """What survived checking: items ready to become jobs, and the errors by line."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def estimate(self) -> Decimal:
+        return sum((Decimal(i["estimate"]) for i in self.items), Decimal(0))
+
+    def by_model(self) -> dict[str, Decimal]:
+        totals: dict[str, Decimal] = {}
+        for item in self.items:
+            totals[item["model"]] = totals.get(item["model"], Decimal(0)) + Decimal(
+                item["estimate"])
+        return totals
+
+
+def _new_id() -> str:
+    return "bat_" + uuid.uuid4().hex[:24]
+
+
+def check_items(lines: list[tuple[int, dict[str, Any]]], defaults: dict[str, Any],
+                settings: Settings, storage: Storage,
+                decode: Any) -> Checked:
+    """Check each item (a POST /v1/jobs body, over `defaults`); store the good ones' images.
+
+    `decode` turns a request body into an EditRequest (the API's JSON decoder), so an
+    item is read exactly as a job would be.
+    """
+    checked = Checked()
+    stored: set[str] = set()
+    for line, raw in lines:
+        try:
+            req: EditRequest = decode({**defaults, **raw})
+            result = check_request(req, settings)
+        except EditqError as exc:
+            checked.errors.append({"line": line, "code": exc.code, "message": exc.message})
+            continue
+        for info in [*result.images, *([result.mask] if result.mask else [])]:
+            if info.sha256 not in stored:  # many items often share their images
+                storage.put_if_absent(input_key(info.sha256), info.data, info.content_type)
+                stored.add(info.sha256)
+        keys = [input_key(info.sha256) for info in result.images]
+        mask_key = input_key(result.mask.sha256) if result.mask is not None else None
+        checked.items.append({
+            "line": line, "operation": req.operation, "model": result.spec.id,
+            "provider": result.spec.provider, "prompt": req.prompt,
+            "negative_prompt": req.negative_prompt, "options": result.options.extra,
+            "metadata": req.metadata, "input_keys": keys, "mask_key": mask_key,
+            "estimate": str(result.price.amount), "currency": result.price.currency,
+            "deadline_seconds": req.deadline_seconds, "webhook_url": req.webhook_url,
+            "webhook_events": req.webhook_events,
+        })
+    return checked
+
+
+def parents_query(tenant_id: str, filters: dict[str, Any], before: datetime,
+                  exclude_batch: str | None = None) -> Any:
+    """The stored jobs a reprocessing filter selects, oldest first (a stable order to
+    expand by, resumable from the last parent's seq)."""
+    unknown = sorted(set(filters) - set(FILTER_FIELDS))
+    if unknown:
+        raise InvalidInput(f"unknown filter fields: {', '.join(unknown)}", field="filter")
+    query = select(Job).where(Job.tenant_id == tenant_id, Job.created_at < before,
+                              func.coalesce(Job.batch_id, "") != (exclude_batch or "-"))
+    for name in ("model", "operation", "status", "batch_id"):
+        if filters.get(name) is not None:
+            query = query.where(getattr(Job, name) == str(filters[name]))
+    if filters.get("job_ids") is not None:
+        ids = filters["job_ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise InvalidInput("filter.job_ids must be a list of job ids", field="filter")
+        query = query.where(Job.id.in_(ids))
+    for name, op in (("created_after", "__ge__"), ("created_before", "__lt__")):
+        if filters.get(name):
+            try:
+                when = datetime.fromisoformat(str(filters[name]).replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise InvalidInput(f"filter.{name} must be an ISO date or date-time",
+                                   field="filter") from exc
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=utcnow().tzinfo)
+            query = query.where(getattr(Job.created_at, op)(when))
+    metadata = filters.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InvalidInput("filter.metadata must be an object", field="filter")
+    for key, value in metadata.items():
+        query = query.where(Job.metadata_[key].as_string() == str(value))
+    return query.order_by(Job.seq)
+
+
+def child_of(parent: Job, override: dict[str, Any]) -> dict[str, Any]:
+    """The child job a parent gives under the override, checked, with its estimate."""
+    spec = get_catalog().get(override.get("model") or parent.model)
+    operation = override.get("operation") or parent.operation
+    prompt = override.get("prompt", parent.prompt)
+    options = override.get("options", parent.options)
+    checked = spec.check_request(
+        operation=operation, prompt=prompt, image_count=len(parent.input_keys),
+        has_mask=parent.mask_key is not None,
+        has_negative_prompt=bool(parent.negative_prompt), options=options)
+    price = spec.price(checked)
+    return {"parent_job_id": parent.id, "operation": operation, "model": spec.id,
+            "provider": spec.provider, "prompt": prompt,
+            "negative_prompt": parent.negative_prompt,
+            "options": checked, "metadata": parent.metadata_,
+            "input_keys": list(parent.input_keys), "mask_key": parent.mask_key,
+            "estimate": str(price.amount), "currency": price.currency}
+
+
+def check_reprocess(session: Session, tenant_id: str, spec: dict[str, Any],
+                    now: datetime) -> Checked:
+    """Every child the filter gives, checked; a parent without stored inputs is an error."""
+    filters, override = spec.get("filter") or {}, spec.get("override") or {}
+    if not isinstance(filters, dict) or not isinstance(override, dict):
+        raise InvalidInput("reprocess needs filter{} and override{} objects", field="reprocess")
+    unknown = sorted(set(override) - set(OVERRIDE_FIELDS))
+    if unknown:
+        raise InvalidInput(f"unknown override fields: {', '.join(unknown)}", field="override")
+    checked = Checked()
+    for n, parent in enumerate(session.scalars(parents_query(tenant_id, filters, now))):
+        if not parent.input_keys:
+            checked.errors.append({"line": n + 1, "job_id": parent.id,
+                                   "code": "no_stored_inputs",
+                                   "message": f"job {parent.id} has no stored inputs"})
+            continue
+        try:
+            checked.items.append(child_of(parent, override))
+        except EditqError as exc:
+            checked.errors.append({"line": n + 1, "job_id": parent.id, "code": exc.code,
+                                   "message": exc.message})
+    return checked
+
+
+def create(session: Session, settings: Settings, storage: Storage, principal: Principal,
+           *, kind: str, checked: Checked, spec: dict[str, Any], skip_invalid: bool,
+           webhook_url: str | None, webhook_events: list[str] | None,
+           metadata: dict[str, Any]) -> Batch:
+    """Admit the batch's whole estimate and record it; the caller commits, then enqueues
+    its expansion."""
+    if checked.errors and not skip_invalid:
+        raise BatchInvalid(f"{len(checked.errors)} item(s) are not valid jobs; fix them, or "
+                           "send on_error=skip to accept the valid ones",
+                           errors=checked.errors[:1000], invalid=len(checked.errors))
+    if not checked.items:
+        raise InvalidInput("the batch has no valid item", field="items")
+    if len(checked.items) > settings.batch_max_jobs:
+        raise InvalidInput(f"a batch makes at most {settings.batch_max_jobs} jobs",
+                           field="items")
+    if webhook_events is not None and not set(webhook_events) <= set(
+            JOB_EVENTS + BATCH_EVENTS):
+        raise InvalidInput("webhook_events must be job or batch events", field="webhook_events")
+    by_model = checked.by_model()
+    budgets.admit(session, settings, principal.tenant_id, next(iter(by_model)),
+                  checked.estimate, count=len(checked.items), per_model=by_model)
+    batch = Batch(id=_new_id(), tenant_id=principal.tenant_id, kind=kind, status=EXPANDING,
+                  spec=spec, total=len(checked.items), expanded=0, cursor=0,
+                  estimated_total=checked.estimate, estimate_pending=checked.estimate,
+                  webhook_url=webhook_url, webhook_events=webhook_events, metadata_=metadata,
+                  created_at=utcnow(), updated_at=utcnow())
+    if kind == "items":
+        key = f"batches/{batch.id}/items.jsonl"
+        storage.put(key, "\n".join(json.dumps(i) for i in checked.items).encode(),
+                    "application/x-ndjson")
+        batch.spec = {**spec, "items_key": key}
+    session.add(batch)
+    session.flush()
+    return batch
+
+
+def get_batch(session: Session, tenant_id: str, batch_id: str) -> Batch:
+    batch = session.scalar(select(Batch).where(Batch.id == batch_id,
+                                               Batch.tenant_id == tenant_id))
+    if batch is None:
+        raise NotFound(f"no batch {batch_id}", batch_id=batch_id)
+    return batch
+
+
+def counts(session: Session, batch_id: str) -> tuple[Counter[str], Decimal]:
+    rows = session.execute(select(Job.status, func.count(), func.sum(Job.cost_actual))
+                           .where(Job.batch_id == batch_id).group_by(Job.status)).all()
+    by_status: Counter[str] = Counter({status: n for status, n, _ in rows})
+    spent = sum((cost for _, _, cost in rows if cost is not None), Decimal(0))
+    return by_status, spent
+
+
+def batch_view(session: Session, batch: Batch, storage: Storage | None) -> dict[str, Any]:
+    """A batch as clients see it. Without storage (a webhook's outbox row) it keeps the
+    manifest's key, presigned when the webhook is sent."""
+    by_status, spent = counts(session, batch.id)
+    done = sum(by_status[s] for s in TERMINAL)
+    return {
+        "id": batch.id, "kind": batch.kind, "status": batch.status,
+        "total": batch.total, "expanded": batch.expanded,
+        "counts": {s: by_status.get(s, 0) for s in STATUSES},
+        "progress": {"done": done, "total": batch.total,
+                     "fraction": round(done / batch.total, 4) if batch.total else 1.0},
+        "cost": {"so_far": money(spent), "estimated_total": money(batch.estimated_total),
+                 "currency": "USD"},
+        "spec": {k: v for k, v in batch.spec.items() if k != "items_key"},
+        "webhook_url": batch.webhook_url, "webhook_events": batch.webhook_events,
+        "metadata": batch.metadata_,
+        **({"manifest_key": batch.manifest_key} if storage is None else
+           {"manifest_url": (storage.presigned_get_url(batch.manifest_key)
+                             if batch.manifest_key else None)}),
+        "created_at": iso(batch.created_at), "updated_at": iso(batch.updated_at),
+        "expanded_at": iso(batch.expanded_at), "finished_at": iso(batch.finished_at),
+    }
+
+
+def cancel(session: Session, tenant_id: str, batch_id: str) -> Batch:
+    """Stop expanding, cancel the jobs still queued; running ones finish."""
+    batch = get_batch(session, tenant_id, batch_id)
+    if batch.status in (COMPLETED, CANCELED):
+        return batch
+    now = utcnow()
+    session.execute(update(Batch).where(Batch.id == batch_id,
+                                        Batch.status.in_((EXPANDING, RUNNING)))
+                    .values(status=CANCELED, updated_at=now, estimate_pending=Decimal(0))
+                    .execution_options(synchronize_session=False))
+    queued = list(session.scalars(select(Job.id).where(Job.batch_id == batch_id,
+                                                       Job.status == QUEUED)))
+    for start in range(0, len(queued), 1000):
+        ids = queued[start:start + 1000]
+        moved = session.execute(
+            update(Job).where(Job.id.in_(ids), Job.status == QUEUED)
+            .values(status=CANCELED, finished_at=now, updated_at=now, lease_expires_at=None,
+                    cost_actual=Decimal(0))
+            .execution_options(synchronize_session=False)
+            .returning(Job.id))
+        session.add_all(JobEvent(job_id=job_id, type="canceled", from_status=QUEUED,
+                                 to_status=CANCELED, detail={"by": "batch"}, at=now)
+                        for job_id in moved.scalars())
+    session.refresh(batch)
+    return batch
+
+
+def result_lines(session: Session, batch: Batch, storage: Storage) -> Iterator[str]:
+    """One JSON line per job of the batch, in its order: what it became and cost."""
+    after = -1
+    while True:
+        jobs = list(session.scalars(select(Job).where(Job.batch_id == batch.id,
+                                                      Job.batch_index > after)
+                                    .order_by(Job.batch_index).limit(500)))
+        if not jobs:
+            return
+        for job in jobs:
+            yield json.dumps({
+                "id": job.id, "index": job.batch_index, "parent_job_id": job.parent_job_id,
+                "status": job.status, "model": job.model,
+                "outputs": [storage.presigned_get_url(o["key"]) for o in job.outputs],
+                "cost": {"estimated": money(job.cost_estimated),
+                         "actual": money(job.cost_actual)
+                         if job.cost_actual is not None else None},
+                "error": ({"code": job.error_code, "message": job.error_message}
+                          if job.error_code else None),
+            }) + "\n"
+        after = jobs[-1].batch_index or 0

@@ -1,0 +1,75 @@
+"""A scripted provider and a recording scheduler, for pipeline tests that drive each step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shared.providers.base import (
+    ImageEditOptions,
+    ImageEditResult,
+    OutputImage,
+    Polled,
+    Submitted,
+)
+from shared.providers.catalog import ModelSpec
+
+Outcome = Exception | bytes | None  # None: not finished yet (async polls only)
+
+
+@dataclass
+class Scripted:
+    """A provider answering each call with the next scripted outcome.
+
+    `asynchronous`: submit answers a request id and the outcomes come from polls.
+    """
+
+    script: list[Outcome]
+    asynchronous: bool = False
+    name: str = "scripted"
+    min_poll_seconds: float = 0.0
+    submits: int = 0
+    on_submit: Callable[[], None] | None = None
+    seen: list[str] = field(default_factory=list)
+
+    def validate(self, spec: ModelSpec, options: ImageEditOptions) -> None:
+        return None
+
+    def _next(self, spec: ModelSpec) -> ImageEditResult | None:
+        outcome = self.script.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        if outcome is None:
+            return None
+        return ImageEditResult(images=[OutputImage(outcome, "image/png")], provider=self.name,
+                               model=spec.id)
+
+    def submit(self, spec: ModelSpec, options: ImageEditOptions,
+               webhook_url: str | None = None) -> Submitted:
+        self.submits += 1
+        if self.on_submit:
+            self.on_submit()
+        if self.asynchronous:
+            return Submitted(request_id=f"req-{self.submits}")
+        return Submitted(result=self._next(spec))
+
+    def poll(self, spec: ModelSpec, request_id: str) -> Polled:
+        self.seen.append(request_id)
+        result = self._next(spec)
+        return Polled(done=result is not None, result=result)
+
+
+class Steps:
+    """A scheduler that records next steps; the test runs them."""
+
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+        self.polls: list[str] = []
+
+    def run(self, job_id: str, delay: float) -> None:
+        self.runs.append(job_id)
+
+    def poll(self, job_id: str, delay: float) -> None:
+        self.polls.append(job_id)
+
+
