@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +17,20 @@ from shared.recovery import recover
 from shared.storage import Storage
 from shared.submission import EditRequest, submit_job
 from shared.tenants import authenticate
+from tests.conftest import own_database
 from tests.helpers import image_bytes
 from tests.shared.test_pipeline import Retries
 
 pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def database_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database of this module's own: `recover` acts on every stale job it can see, and
+    other modules leave jobs queued or running in the session's database."""
+    folder: Path = tmp_path_factory.mktemp("recovery-db")
+    with own_database(database_url, folder) as url:
+        yield url
 
 
 def running_job(settings: Settings, storage: Storage, key: str, **state: Any) -> str:
