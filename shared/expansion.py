@@ -6,9 +6,12 @@
   another from the cursor: no job twice, none missing. A batch holds a lease while
   it expands; the reaper restarts one whose lease ran out.
 - Batch jobs are created queued but not sent. The feeder (beat, every
-  `bulk_feed_interval_seconds`, and after each chunk) sends the oldest of them to
-  the bulk queue while fewer than `bulk_max_in_flight` bulk jobs are in flight,
+  `bulk_feed_interval_seconds`, and after the last chunk) sends the oldest of them
+  to the bulk queue while fewer than `bulk_max_in_flight` bulk jobs are in flight,
   so a 100,000-job batch never floods the broker nor starves interactive jobs.
+- A batch's jobs are sent only once it is fully expanded. Expanding takes seconds;
+  its first jobs running alongside it made it take three times as long on a small
+  machine (bench/README.md, "Bulk"), and the jobs waited for it anyway.
 - A batch whose jobs are all terminal is finished once: its manifest (one JSON
   line per job) goes to S3, then the status changes and the `batch.completed`
   webhook is written in one transaction.
@@ -26,7 +29,14 @@ from typing import Any
 from sqlalchemy import false, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.batches import COMPLETED, EXPANDING, RUNNING, child_of, parents_query, result_lines
+from shared.batches import (
+    COMPLETED,
+    EXPANDING,
+    RUNNING,
+    Children,
+    parents_query,
+    result_lines,
+)
 from shared.config import Settings
 from shared.db import session_scope, utcnow
 from shared.errors import EditqError
@@ -55,8 +65,7 @@ def take_expansion(settings: Settings, batch_id: str) -> bool:
         return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def expand(settings: Settings, storage: Storage, batch_id: str,
-           after_chunk: Callable[[], object] | None = None) -> int:
+def expand(settings: Settings, storage: Storage, batch_id: str) -> int:
     """Create the batch's remaining jobs, chunk by chunk; answer how many this call made."""
     if not take_expansion(settings, batch_id):
         return 0
@@ -94,8 +103,6 @@ def expand(settings: Settings, storage: Storage, batch_id: str,
             session.execute(update(Batch).where(Batch.id == batch_id)
                             .values(**{**values, **(final if done else {})})
                             .execution_options(synchronize_session=False))
-        if after_chunk is not None:
-            after_chunk()
         if done:
             return made
 
@@ -107,21 +114,24 @@ def _items(storage: Storage, batch: Batch) -> list[dict[str, Any]]:
 
 def _reprocess_chunk(session: Session, batch: Batch,
                      size: int) -> tuple[list[dict[str, Any]], int, bool]:
-    """The next children, the cursor after them, and whether the parents are exhausted."""
+    """The next children, the cursor after them, and whether the expansion is done: the
+    parents are exhausted, or there are as many jobs as were admitted at acceptance."""
     spec = batch.spec
     query = parents_query(batch.tenant_id, spec.get("filter") or {}, batch.created_at,
                           exclude_batch=batch.id).where(Job.seq > batch.cursor)
-    parents = list(session.scalars(query.limit(size)))
-    children = []
+    limit = max(0, min(size, batch.total - batch.expanded))
+    parents = session.execute(query.limit(limit)).all()
+    children, maker = [], Children(spec.get("override") or {})
     for parent in parents:
         if not parent.input_keys:
             continue
         try:
-            children.append(child_of(parent, spec.get("override") or {}))
+            children.append(maker.of(parent))
         except EditqError:  # checked at acceptance; a parent changed since is skipped
             continue
     cursor = parents[-1].seq if parents else batch.cursor
-    return children, cursor, len(parents) < size
+    done = len(parents) < limit or batch.expanded + len(children) >= batch.total
+    return children, cursor, done
 
 
 def _insert_jobs(session: Session, batch: Batch, chunk: list[dict[str, Any]]) -> None:
@@ -181,7 +191,7 @@ def feed(settings: Settings, send: Callable[[str], None]) -> int:
         waiting = list(session.scalars(
             select(Job.id).join(Batch, Batch.id == Job.batch_id)
             .where(Job.queue == BULK, Job.status == QUEUED, Job.lease_expires_at.is_(None),
-                   Batch.status != CANCELED)
+                   Batch.status == RUNNING)
             .order_by(Job.seq).limit(room)))
         if waiting:  # (only the jobs marked here are sent: one canceled meanwhile is not)
             waiting = list(session.scalars(

@@ -92,8 +92,8 @@ def _send_bulk(job_id: str) -> None:
 @app.task(name=EXPAND_BATCH_TASK, ignore_result=True)
 def expand_batch(batch_id: str) -> int:
     settings = get_settings()
-    made = expand(settings, get_storage(settings), batch_id,
-                  after_chunk=lambda: feed(settings, _send_bulk))
+    made = expand(settings, get_storage(settings), batch_id)
+    feed(settings, _send_bulk)  # its jobs, now that it is expanded (else beat, within 1 s)
     log.info("batch %s: %d job(s) created", batch_id, made)
     return made
 

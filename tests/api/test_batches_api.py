@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from api.app import create_app
 from shared import batches, expansion
@@ -333,6 +333,33 @@ class TestReprocess:
         assert_problem(post_batch(client, key, reprocess=no_op, on_error="skip"), 422,
                        "invalid_input")
         assert tenant_batches(settings, key) == []
+
+    def test_an_expansion_makes_exactly_the_children_admitted_in_chunks(
+            self, client: TestClient, settings: Settings, storage: Storage) -> None:
+        key = key_for(settings)
+        # given five stored jobs: three succeeded, one of them without stored inputs,
+        # and two still queued
+        parents = [p["id"] for p in make_parents(client, key, 5)]
+        with session_scope(settings.database_url) as session:
+            session.execute(update(Job).where(Job.id.in_(parents[:3]))
+                            .values(status="succeeded"))
+            session.execute(update(Job).where(Job.id == parents[0]).values(input_keys=[]))
+        spec = {"filter": {"status": "succeeded"}, "override": {"operation": "grayscale"}}
+        # when the succeeded ones are reprocessed, skipping the invalid parent
+        batch = accepted(post_batch(client, key, reprocess=spec, on_error="skip"))
+        assert batch["total"] == 2
+        # and one of the queued jobs succeeds before the batch expands (it matches now)
+        with session_scope(settings.database_url) as session:
+            session.execute(update(Job).where(Job.id == parents[3]).values(status="succeeded"))
+        # when the batch expands one parent per chunk
+        one_per_chunk = settings.model_copy(update={"batch_chunk_size": 1})
+        made = expansion.expand(one_per_chunk, storage, batch["id"])
+        # then it makes the two children it admitted and paid for, no more, and is done
+        children = jobs_of(settings, batch["id"])
+        assert made == 2 and [c.parent_job_id for c in children] == parents[1:3]
+        after = get_batch(client, key, batch["id"])
+        assert (after["status"], after["expanded"], after["total"]) == ("running", 2, 2)
+        assert after["expanded_at"] is not None
 
     @pytest.mark.parametrize(("spec", "field"), [
         ({"filter": {"colour": "red"}}, "filter"),

@@ -442,35 +442,60 @@ def test_a_worker_killed_mid_expansion_is_resumed_by_the_reaper_without_duplicat
 # --------------------------------------------------------------------------- 4. feeders
 
 
+def fresh_database(database_url: str, tmp_path: Any) -> contextlib.AbstractContextManager[str]:
+    """A database of one test alone (no beat feeds it), of the session's kind."""
+    if db_kind(database_url) == "sqlite":
+        return contextlib.nullcontext(f"sqlite:///{tmp_path / 'feed.db'}")
+    return temporary_postgres_database(os.environ["EDITQ_TEST_DATABASE_URL"],
+                                       prefix="editq_test_feed")
+
+
+def waiting_batch_jobs(url: str, batch_status: str, count: int) -> list[str]:
+    """A batch in `batch_status` whose `count` jobs are created and not sent yet."""
+    upgrade(url)
+    ids = [new_job_id() for _ in range(count)]
+    with session_scope(url) as session:
+        create_api_key(session, "feeders")
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == "feeders"))
+        now = utcnow()
+        session.add(Batch(id="bat_feeders", tenant_id=tenant_id, kind="items",
+                          status=batch_status, spec={}, total=count, created_at=now,
+                          updated_at=now))
+        session.flush()
+        session.execute(insert(Job), [{
+            "id": job_id, "tenant_id": tenant_id, "status": "queued",
+            "operation": "general_edit", "model": "qwen-edit", "provider": "wavespeed",
+            "options": {}, "metadata_": {}, "input_keys": [], "outputs": [],
+            "attempts": 0, "cost_estimated": QWEN_PRICE, "currency": "USD",
+            "queue": "bulk", "batch_id": "bat_feeders", "batch_index": n,
+            "created_at": now, "updated_at": now} for n, job_id in enumerate(ids)])
+    return ids
+
+
+def test_the_jobs_of_a_batch_still_expanding_wait_for_its_end(
+        database_url: str, tmp_path: Any) -> None:
+    # given a batch still expanding, whose first 30 jobs are created
+    with fresh_database(database_url, tmp_path) as url:
+        ids = waiting_batch_jobs(url, "expanding", 30)
+        settings = make_settings(database_url=url)
+        sent: list[str] = []
+        # when the feeder runs, it sends none of them (they would slow the expansion down)
+        assert feed(settings, sent.append) == 0 and sent == []
+        # when the batch is expanded, it sends them all, oldest first
+        with session_scope(url) as session:
+            session.execute(update(Batch).values(status="running"))
+        assert feed(settings, sent.append) == 30
+        assert sent == ids
+
+
 def test_feeders_running_at_once_send_each_job_once_and_never_over_the_cap(
         database_url: str, tmp_path: Any) -> None:
     # given a database of its own (no beat feeds it) with 300 batch jobs waiting to be sent,
     # and a cap of 50 in flight
-    if db_kind(database_url) == "sqlite":
-        fresh: contextlib.AbstractContextManager[str] = contextlib.nullcontext(
-            f"sqlite:///{tmp_path / 'feed.db'}")
-    else:
-        fresh = temporary_postgres_database(os.environ["EDITQ_TEST_DATABASE_URL"],
-                                            prefix="editq_test_feed")
-    with fresh as url:
-        upgrade(url)
-        settings = make_settings(database_url=url, bulk_max_in_flight=50)
+    with fresh_database(database_url, tmp_path) as url:
         waiting = 300
-        with session_scope(url) as session:
-            create_api_key(session, "feeders")
-            tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == "feeders"))
-            now = utcnow()
-            session.add(Batch(id="bat_feeders", tenant_id=tenant_id, kind="items",
-                              status="running", spec={}, total=waiting, created_at=now,
-                              updated_at=now))
-            session.flush()
-            session.execute(insert(Job), [{
-                "id": new_job_id(), "tenant_id": tenant_id, "status": "queued",
-                "operation": "general_edit", "model": "qwen-edit", "provider": "wavespeed",
-                "options": {}, "metadata_": {}, "input_keys": [], "outputs": [],
-                "attempts": 0, "cost_estimated": QWEN_PRICE, "currency": "USD",
-                "queue": "bulk", "batch_id": "bat_feeders", "batch_index": n,
-                "created_at": now, "updated_at": now} for n in range(waiting)])
+        waiting_batch_jobs(url, "running", waiting)
+        settings = make_settings(database_url=url, bulk_max_in_flight=50)
         sent: list[str] = []
         lock = threading.Lock()
 
