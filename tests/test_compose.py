@@ -27,9 +27,10 @@ pytestmark = pytest.mark.timeout(30)
 
 COMPOSE_PATH = Path(__file__).resolve().parents[1] / "docker-compose.yml"
 EXPECTED_SERVICES = (
-    "redis", "postgres", "minio", "createbucket", "migrations", "api", "worker", "beat",
+    "redis", "postgres", "minio", "createbucket", "migrations", "api", "worker",
+    "worker-bulk", "beat",
 )
-EDITQ_SERVICES = ("migrations", "api", "worker", "beat")
+EDITQ_SERVICES = ("migrations", "api", "worker", "worker-bulk", "beat")
 ENV_PREFIX = "EDITQ_"
 
 # `$$` (an escaped dollar), `${NAME}`, `${NAME:-default}` and `${NAME-default}`.
@@ -138,7 +139,7 @@ def parse_editq_command(words: list[str]) -> click.Context:
 
 
 def dependency_problems(compose: Mapping[str, Any]) -> list[str]:
-    """depends_on naming a missing service; api/worker not waiting for the migrations."""
+    """depends_on naming a missing service; api/workers not waiting for the migrations."""
     known = services(compose)
     problems: list[str] = []
     for name, service in known.items():
@@ -146,7 +147,7 @@ def dependency_problems(compose: Mapping[str, Any]) -> list[str]:
         for dependency in depends:
             if dependency not in known:
                 problems.append(f"{name} depends on unknown service {dependency!r}")
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "worker-bulk"):
         depends = known.get(name, {}).get("depends_on") or {}
         condition = depends.get("migrations", {}) if isinstance(depends, dict) else {}
         if condition.get("condition") != "service_completed_successfully":
@@ -276,15 +277,20 @@ def test_commands_resolve_to_the_intended_editq_commands(compose: dict[str, Any]
         "migrations": "editq db upgrade",
         "api": "editq api",
         "worker": "editq worker",
+        "worker-bulk": "editq worker",
         "beat": "editq beat",
     }
 
 
-def test_worker_runs_both_queues(compose: dict[str, Any]) -> None:
-    ctx = parse_editq_command(command_words(services(compose)["worker"]))
+def test_interactive_and_bulk_queues_run_in_workers_of_their_own(
+        compose: dict[str, Any]) -> None:
+    # Given the two worker services / When their commands are parsed
+    queues = {name: parse_editq_command(command_words(services(compose)[name])).params
+              for name in ("worker", "worker-bulk")}
 
-    assert ctx.params["concurrency"] == 16
-    assert ctx.params["queues"].split(",") == ["interactive", "bulk"]
+    # Then each consumes one queue, with 16 threads
+    assert {name: (p["queues"], p["concurrency"]) for name, p in queues.items()} == {
+        "worker": ("interactive", 16), "worker-bulk": ("bulk", 16)}
 
 
 def test_dependencies_exist_and_wait_for_migrations(compose: dict[str, Any]) -> None:
@@ -293,7 +299,7 @@ def test_dependencies_exist_and_wait_for_migrations(compose: dict[str, Any]) -> 
 
     # Then every dependency exists and api/worker start after the migrations
     assert problems == []
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "worker-bulk"):
         depends = services(compose)[name]["depends_on"]
         assert depends["createbucket"] == {"condition": "service_completed_successfully"}
         assert depends["redis"] == {"condition": "service_healthy"}
