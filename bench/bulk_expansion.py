@@ -286,7 +286,7 @@ async def bulk_phase(pieces: dict[str, Any], database_url: str,
     during_expansion = [r for r in interactive if "created_at" in r
                         and parse_ts(r["created_at"]) < cut]
     return {"expansion": expanded, "interactive": interactive,
-            "interactive_during_expansion": latency_summary(during_expansion),
+            "interactive_during_expansion": during_expansion,
             "bulk_jobs_at_end_of_window": counts,
             "canceled_after": canceled.status_code == 200}
 
@@ -335,7 +335,7 @@ def run_once(args: argparse.Namespace, mode: str, number: int) -> dict[str, Any]
             "expansion": bulk["expansion"],
             "interactive": {
                 "idle": idle_summary, "during": during_summary,
-                "during_expansion_only": bulk["interactive_during_expansion"],
+                "during_expansion_only": latency_summary(bulk["interactive_during_expansion"]),
                 "p50_ratio_server": ratio(during_summary["server_ms"],
                                           idle_summary["server_ms"], "p50"),
                 "p99_ratio_server": ratio(during_summary["server_ms"],
@@ -351,7 +351,8 @@ def run_once(args: argparse.Namespace, mode: str, number: int) -> dict[str, Any]
             "worker_log_errors": sum(" ERROR " in x or "Traceback" in x
                                      for x in worker_log.splitlines()),
             "parents_insert_s": round(inserted_s, 2),
-            "_samples": {"idle": idle, "during": bulk["interactive"]},
+            "_samples": {"idle": idle, "during": bulk["interactive"],
+                         "during_expansion": bulk["interactive_during_expansion"]},
         }
         if args.keep_logs:
             result["logs"] = str(stack.workdir)
@@ -373,7 +374,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     expansion = [r["expansion"]["post_to_expanded_s"] for r in runs]
     done = [x for x in expansion if x is not None]
     pooled: dict[str, Any] = {}
-    for phase in ("idle", "during"):
+    for phase in ("idle", "during", "during_expansion"):
         samples = [s for r in runs for s in r["_samples"][phase] if s["status"] == "succeeded"]
         pooled[phase] = {"server_ms": pct([s["server_s"] for s in samples]),
                          "client_ms": pct([s["client_s"] for s in samples]),
@@ -382,6 +383,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ratios = {f"{p}_{view}": ratio(pooled["during"][f"{view}_ms"], pooled["idle"][f"{view}_ms"],
                                    p)
               for view in ("server", "client", "post") for p in ("p50", "p99")}
+    # The target's own window: the interactive jobs created while the batch expanded.
+    in_expansion = {f"{p}_{view}": ratio(pooled["during_expansion"][f"{view}_ms"],
+                                         pooled["idle"][f"{view}_ms"], p)
+                    for view in ("server", "client", "post") for p in ("p50", "p99")}
     return {
         "post_to_expanded_s": {"runs": expansion, "median": median_expansion,
                                "target_s": TARGET_EXPANSION_S,
@@ -391,9 +396,14 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "worker_expansion_s": [r["expansion"]["worker_expansion_s"] for r in runs],
         "interactive_pooled": pooled,
         "interactive_ratios_during_over_idle": ratios,
+        "interactive_ratios_during_expansion_over_idle": in_expansion,
         "interactive_p99_target_ratio": TARGET_P99_RATIO,
-        "interactive_target_met": bool(ratios["p99_server"] is not None
-                                       and ratios["p99_server"] <= TARGET_P99_RATIO),
+        # The target is the issue's: p99 during the expansion within 2x idle. The whole
+        # window (the batch's jobs running after it) is reported beside it.
+        "interactive_target_met": bool(in_expansion["p99_server"] is not None
+                                       and in_expansion["p99_server"] <= TARGET_P99_RATIO),
+        "interactive_whole_window_within_target": bool(
+            ratios["p99_server"] is not None and ratios["p99_server"] <= TARGET_P99_RATIO),
         "per_run_p99_ratio_server": [r["interactive"]["p99_ratio_server"] for r in runs],
     }
 
@@ -415,12 +425,15 @@ def table(modes: dict[str, dict[str, Any]], args: argparse.Namespace) -> Table:
     row("POST response s (runs)", lambda s: " ".join(str(x) for x in s["post_response_s"]))
     for view in ("server", "client", "post"):
         for p in ("p50", "p99"):
-            row(f"interactive {view} ms {p} idle / during",
+            row(f"interactive {view} ms {p} idle / in expansion / whole window",
                 lambda s, v=view, q=p: f"{s['interactive_pooled']['idle'][f'{v}_ms'].get(q)}"
+                f" / {s['interactive_pooled']['during_expansion'][f'{v}_ms'].get(q)}"
                 f" / {s['interactive_pooled']['during'][f'{v}_ms'].get(q)}")
-    row("p99 ratio during/idle, server (target <= 2)",
-        lambda s: f"{s['interactive_ratios_during_over_idle']['p99_server']} "
+    row("p99 ratio in expansion/idle, server (target <= 2)",
+        lambda s: f"{s['interactive_ratios_during_expansion_over_idle']['p99_server']} "
         f"({'met' if s['interactive_target_met'] else 'MISSED'})")
+    row("p99 ratio whole window/idle, server",
+        lambda s: f"{s['interactive_ratios_during_over_idle']['p99_server']}")
     return out
 
 
@@ -474,7 +487,8 @@ def main() -> int:
             "runs": [{k: v for k, v in r.items() if k != "_samples"} for r in runs],
             "server_ms_samples": [{phase: [round(x["server_s"] * 1000, 1)
                                            for x in r["_samples"][phase] if "server_s" in x]
-                                   for phase in ("idle", "during")} for r in runs],
+                                   for phase in ("idle", "during", "during_expansion")}
+                                  for r in runs],
         }
     report = {
         "benchmark": "bulk_expansion",
