@@ -56,6 +56,7 @@ from shared.config import Settings
 
 TARGET_EXPANSION_S = 10.0
 TARGET_P99_RATIO = 2.0
+BULK_NICE = 10
 SIM_KEY = "bench-key"
 BULK_MODEL, BULK_PROMPT = "qwen-edit", "the same photo, as a watercolour"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -119,7 +120,8 @@ def start(stack: Stack, database_url: str, args: argparse.Namespace,
     storage.ensure_bucket()
     workers = ([stack.start_worker(concurrency=args.threads)] if mode == "shared" else
                [stack.start_worker(name=f"worker-{queue}", concurrency=args.threads,
-                                   queues=queue) for queue in ("interactive", "bulk")])
+                                   queues=queue, nice=args.bulk_nice if queue == "bulk" else 0)
+                for queue in ("interactive", "bulk")])
     beat = stack.spawn("beat", [sys.executable, "-m", "cli.main", "beat",
                                 "--loglevel", "WARNING"])
     api, api_url = stack.start_api()
@@ -454,6 +456,9 @@ def main() -> int:
                         help="seconds an interactive phase may take in all")
     parser.add_argument("--expansion-timeout", type=float, default=120.0)
     parser.add_argument("--keep-logs", metavar="DIR", default=None)
+    parser.add_argument("--bulk-nice", type=int, default=BULK_NICE,
+                        help="split mode: the bulk worker's nice value, as docker-compose's "
+                             "worker-bulk (`editq worker --nice`)")
     for name in ("batch_chunk_size", "bulk_max_in_flight", "wavespeed_rate_per_minute",
                  "wavespeed_max_concurrency"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,

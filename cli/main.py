@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,10 +47,17 @@ def api(host: str, port: int) -> None:
 @click.option("--concurrency", "-c", type=int, default=None,
               help="threads (default EDITQ_WORKER_CONCURRENCY)")
 @click.option("--queues", "-Q", default="interactive,bulk", show_default=True)
+@click.option("--nice", type=click.IntRange(0, 19), default=0, show_default=True,
+              help="lower this worker's CPU priority (docker-compose's bulk worker: 10)")
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(concurrency: int | None, queues: str, loglevel: str) -> None:
-    """Run a Celery worker (threads pool) on the given queues."""
+def worker(concurrency: int | None, queues: str, nice: int, loglevel: str) -> None:
+    """Run a Celery worker (threads pool) on the given queues.
+
+    A bulk worker sharing a machine with interactive work runs best with --nice: it
+    then gets the CPU time interactive jobs leave, not half of it."""
     settings = load_settings()
+    if nice:
+        os.nice(nice)  # before Celery starts its threads, which inherit it
     from worker.celery_app import app
 
     app.worker_main(["worker", "--pool", "threads", "--concurrency",

@@ -174,8 +174,10 @@ class Stack:
         return child, url
 
     def start_worker(self, name: str = "worker", concurrency: int = 4,
-                     queues: str = "interactive,bulk") -> Child:
-        return self.spawn(name, [sys.executable, "-m", "celery", "-A", "worker.celery_app",
+                     queues: str = "interactive,bulk", nice: int = 0) -> Child:
+        """A Celery worker; `nice` > 0 lowers its CPU priority, as `editq worker --nice`."""
+        prefix = ["nice", "-n", str(nice)] if nice > 0 else []
+        return self.spawn(name, [*prefix, sys.executable, "-m", "celery", "-A", "worker.celery_app",
                                  "worker", "--pool", "threads", "--concurrency",
                                  str(concurrency), "--queues", queues, "--loglevel", "INFO",
                                  "--without-gossip", "--without-mingle",

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.orm import Session
 
 from shared import budgets
@@ -44,6 +44,10 @@ OVERRIDE_FIELDS = ("model", "prompt", "operation", "options")
 # ORM objects: accepting 10,000 parents must not cost a second of the API's time).
 PARENT_COLUMNS = (Job.seq, Job.id, Job.model, Job.operation, Job.prompt, Job.negative_prompt,
                   Job.options, Job.metadata_, Job.input_keys, Job.mask_key)
+# What accepting one needs of each parent: less again, JSON left undecoded.
+CHECK_COLUMNS = (Job.id, Job.model, Job.operation, Job.prompt, Job.negative_prompt,
+                 cast(Job.options, Text).label("options_json"),
+                 func.json_array_length(Job.input_keys).label("image_count"), Job.mask_key)
 
 
 class BatchInvalid(InvalidInput):
@@ -112,13 +116,14 @@ def check_items(lines: list[tuple[int, dict[str, Any]]], defaults: dict[str, Any
 
 
 def parents_query(tenant_id: str, filters: dict[str, Any], before: datetime,
-                  exclude_batch: str | None = None) -> Any:
+                  exclude_batch: str | None = None,
+                  columns: tuple[Any, ...] = PARENT_COLUMNS) -> Any:
     """The stored jobs a reprocessing filter selects, oldest first (a stable order to
-    expand by, resumable from the last parent's seq), as rows of PARENT_COLUMNS."""
+    expand by, resumable from the last parent's seq), as rows of `columns`."""
     unknown = sorted(set(filters) - set(FILTER_FIELDS))
     if unknown:
         raise InvalidInput(f"unknown filter fields: {', '.join(unknown)}", field="filter")
-    query = select(*PARENT_COLUMNS).where(Job.tenant_id == tenant_id, Job.created_at < before,
+    query = select(*columns).where(Job.tenant_id == tenant_id, Job.created_at < before,
                               func.coalesce(Job.batch_id, "") != (exclude_batch or "-"))
     for name in ("model", "operation", "status", "batch_id"):
         if filters.get(name) is not None:
@@ -162,20 +167,11 @@ class Children:
     def of(self, parent: Any) -> dict[str, Any]:
         """The child of one parent (a row of PARENT_COLUMNS), checked, with its estimate;
         raises the EditqError the catalog gives for it."""
-        override = self.override
-        model = override.get("model") or parent.model
-        operation = override.get("operation") or parent.operation
-        prompt = override.get("prompt", parent.prompt)
-        options = override.get("options", parent.options)
-        key = (model, operation, bool(prompt), bool(prompt and prompt.strip()),
-               len(parent.input_keys), parent.mask_key is not None,
-               bool(parent.negative_prompt), json.dumps(options, sort_keys=True, default=str))
-        if key not in self._checked:
-            self._checked[key] = self._check(model, operation, prompt, parent, options)
-        outcome = self._checked[key]
-        if isinstance(outcome, EditqError):
-            raise outcome
-        checked, price = outcome
+        model, operation, prompt = self._resolve(parent)
+        options = self.override.get("options", parent.options)
+        checked, price = self._outcome(
+            model, operation, prompt, len(parent.input_keys), parent,
+            json.dumps(options, sort_keys=True, default=str), lambda: options)
         return {"parent_job_id": parent.id, "operation": operation, "model": model,
                 "provider": get_catalog().get(model).provider, "prompt": prompt,
                 "negative_prompt": parent.negative_prompt,
@@ -183,23 +179,49 @@ class Children:
                 "input_keys": list(parent.input_keys), "mask_key": parent.mask_key,
                 "estimate": str(price.amount), "currency": price.currency}
 
-    @staticmethod
-    def _check(model: str, operation: str, prompt: str | None, parent: Any,
-               options: dict[str, Any]) -> tuple[dict[str, Any], Price] | EditqError:
-        try:
-            spec = get_catalog().get(model)
-            checked = spec.check_request(
-                operation=operation, prompt=prompt, image_count=len(parent.input_keys),
-                has_mask=parent.mask_key is not None,
-                has_negative_prompt=bool(parent.negative_prompt), options=options)
-            return checked, spec.price(checked)
-        except EditqError as exc:
-            return exc
+    def priced(self, parent: Any) -> tuple[str, Price]:
+        """The model and price of one parent's child (a row of CHECK_COLUMNS: its options
+        as JSON text, its image count), without building the child; raises likewise."""
+        model, operation, prompt = self._resolve(parent)
+        if "options" in self.override:
+            key = json.dumps(self.override["options"], sort_keys=True, default=str)
+        else:
+            key = parent.options_json
+        _, price = self._outcome(
+            model, operation, prompt, parent.image_count or 0, parent, key,
+            lambda: self.override.get("options", json.loads(parent.options_json or "{}")))
+        return model, price
+
+    def _resolve(self, parent: Any) -> tuple[str, str, str | None]:
+        return (self.override.get("model") or parent.model,
+                self.override.get("operation") or parent.operation,
+                self.override.get("prompt", parent.prompt))
+
+    def _outcome(self, model: str, operation: str, prompt: str | None, image_count: int,
+                 parent: Any, options_key: str,
+                 options: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], Price]:
+        has_mask, has_negative = parent.mask_key is not None, bool(parent.negative_prompt)
+        key = (model, operation, bool(prompt), bool(prompt and prompt.strip()), image_count,
+               has_mask, has_negative, options_key)
+        if key not in self._checked:
+            try:
+                spec = get_catalog().get(model)
+                checked = spec.check_request(
+                    operation=operation, prompt=prompt, image_count=image_count,
+                    has_mask=has_mask, has_negative_prompt=has_negative, options=options())
+                self._checked[key] = checked, spec.price(checked)
+            except EditqError as exc:
+                self._checked[key] = exc
+        outcome = self._checked[key]
+        if isinstance(outcome, EditqError):
+            raise outcome
+        return outcome
 
 
 def check_reprocess(session: Session, tenant_id: str, spec: dict[str, Any],
                     now: datetime) -> Checked:
-    """Every child the filter gives, checked; a parent without stored inputs is an error."""
+    """Every child the filter gives, checked and priced (its model and estimate: the jobs
+    are made by the expansion); a parent without stored inputs is an error."""
     filters, override = spec.get("filter") or {}, spec.get("override") or {}
     if not isinstance(filters, dict) or not isinstance(override, dict):
         raise InvalidInput("reprocess needs filter{} and override{} objects", field="reprocess")
@@ -207,17 +229,20 @@ def check_reprocess(session: Session, tenant_id: str, spec: dict[str, Any],
     if unknown:
         raise InvalidInput(f"unknown override fields: {', '.join(unknown)}", field="override")
     checked, children = Checked(), Children(override)
-    for n, parent in enumerate(session.execute(parents_query(tenant_id, filters, now))):
-        if not parent.input_keys:
+    query = parents_query(tenant_id, filters, now, columns=CHECK_COLUMNS)
+    for n, parent in enumerate(session.execute(query)):
+        if not parent.image_count:
             checked.errors.append({"line": n + 1, "job_id": parent.id,
                                    "code": "no_stored_inputs",
                                    "message": f"job {parent.id} has no stored inputs"})
             continue
         try:
-            checked.items.append(children.of(parent))
+            model, price = children.priced(parent)
         except EditqError as exc:
             checked.errors.append({"line": n + 1, "job_id": parent.id, "code": exc.code,
                                    "message": exc.message})
+            continue
+        checked.items.append({"model": model, "estimate": str(price.amount)})
     return checked
 
 

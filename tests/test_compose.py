@@ -288,9 +288,10 @@ def test_interactive_and_bulk_queues_run_in_workers_of_their_own(
     queues = {name: parse_editq_command(command_words(services(compose)[name])).params
               for name in ("worker", "worker-bulk")}
 
-    # Then each consumes one queue, with 16 threads
-    assert {name: (p["queues"], p["concurrency"]) for name, p in queues.items()} == {
-        "worker": ("interactive", 16), "worker-bulk": ("bulk", 16)}
+    # Then each consumes one queue, with 16 threads, and bulk work yields the CPU
+    assert {name: (p["queues"], p["concurrency"], p["nice"])
+            for name, p in queues.items()} == {
+        "worker": ("interactive", 16, 0), "worker-bulk": ("bulk", 16, 10)}
 
 
 def test_dependencies_exist_and_wait_for_migrations(compose: dict[str, Any]) -> None:

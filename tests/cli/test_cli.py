@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -44,6 +45,33 @@ def test_db_upgrade_creates_the_schema_at_head(tmp_path: Path) -> None:
 
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == \
             current_head()
+
+
+def test_worker_nice_lowers_the_cpu_priority_of_the_worker_and_its_threads(
+        tmp_path: Path) -> None:
+    # given a worker started with --nice 7 (an in-memory broker: no job is needed)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EDITQ_")}
+    env = {**clean, "EDITQ_DATABASE_URL": f"sqlite:///{tmp_path / 'nice.db'}",
+           "EDITQ_BROKER_URL": "memory://", "EDITQ_S3_ENDPOINT_URL": "http://127.0.0.1:9"}
+    worker = subprocess.Popen([*EDITQ, "worker", "--nice", "7", "--concurrency", "2"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def nice_values() -> set[int] | None:
+            """The nice value of each of its threads, once it runs several."""
+            tasks = Path(f"/proc/{worker.pid}/task")
+            values = set()
+            for task in tasks.iterdir() if tasks.exists() else []:
+                with contextlib.suppress(OSError):
+                    stat = (task / "stat").read_text()
+                    values.add(int(stat.rsplit(")", 1)[1].split()[16]))
+            return values if len(list(tasks.iterdir())) > 1 else None
+
+        # then every thread it runs is 7 nicer than this test (usually 0 -> 7)
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert wait_for(nice_values, 30, "the worker's threads") == {min(19, base + 7)}
+    finally:
+        worker.terminate()
+        worker.wait(20)
 
 
 def test_keys_create_prints_the_key_last_and_stores_only_its_hash(tmp_path: Path) -> None:
