@@ -192,6 +192,12 @@ def submit_batch(*, path: Path, defaults: str | None, on_error: str, dry_run: bo
     with api_calls(console, api_url, f"submitting {path.name}"):
         answer = client.submit_batch(path.read_bytes(), defaults=fields, on_error=on_error,
                                      dry_run=dry_run, filename=path.name)
+    _follow(client, answer, console, api_url, dry_run=dry_run, wait=wait, timeout=timeout)
+
+
+def _follow(client: ApiClient, answer: dict[str, Any], console: Console, api_url: str, *,
+            dry_run: bool, wait: bool, timeout: float | None) -> None:
+    """What both commands do with the API's answer: show it, and follow the batch."""
     if dry_run:
         print_dry_run(console, answer)
         return
@@ -216,9 +222,4 @@ def reprocess(*, model: str, to_model: str, since: str | None, prompt: str | Non
     client = ApiClient(api_url, api_key, timeout=300)
     with api_calls(console, api_url, f"reprocessing {model} on {to_model}"):
         answer = client.create_batch(body)
-    if dry_run:
-        print_dry_run(console, answer)
-        return
-    print_accepted(console, answer)
-    if wait:
-        _wait_and_summarize(client, answer, console, api_url, timeout)
+    _follow(client, answer, console, api_url, dry_run=dry_run, wait=wait, timeout=timeout)
