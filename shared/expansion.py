@@ -82,6 +82,12 @@ def expand(settings: Settings, storage: Storage, batch_id: str) -> int:
                         lease_expires_at=utcnow() + timedelta(seconds=EXPANSION_LEASE_SECONDS))
                 .execution_options(synchronize_session=False))
             if alive.rowcount != 1:  # type: ignore[attr-defined]
+                # Canceled: this worker inserts nothing more, so the batch may finish
+                # now rather than when its lease runs out.
+                session.execute(update(Batch).where(Batch.id == batch_id,
+                                                    Batch.status == CANCELED)
+                                .values(lease_expires_at=None)
+                                .execution_options(synchronize_session=False))
                 return made
             batch = session.scalars(select(Batch).where(Batch.id == batch_id)
                                     .execution_options(populate_existing=True)).one()
