@@ -20,12 +20,13 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Text, cast, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import budgets
 from shared.config import Settings
 from shared.db import utcnow
-from shared.errors import EditqError, InvalidInput, NotFound
+from shared.errors import EditqError, IdempotencyConflict, InvalidInput, NotFound
 from shared.jobs import CANCELED, QUEUED, STATUSES, TERMINAL
 from shared.models import Batch, Job, JobEvent
 from shared.providers.catalog import get_catalog
@@ -246,12 +247,25 @@ def check_reprocess(session: Session, tenant_id: str, spec: dict[str, Any],
     return checked
 
 
+def replay(session: Session, tenant_id: str, key: str, fingerprint: str) -> Batch | None:
+    """The batch an earlier POST with this Idempotency-Key made, if any; the same key
+    with another request is refused (it would make a second, different batch)."""
+    batch = session.scalar(select(Batch).where(Batch.tenant_id == tenant_id,
+                                               Batch.idempotency_key == key))
+    if batch is not None and batch.request_hash != fingerprint:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used for a different batch; use a new key",
+            batch_id=batch.id)
+    return batch
+
+
 def create(session: Session, settings: Settings, storage: Storage, principal: Principal,
            *, kind: str, checked: Checked, spec: dict[str, Any], skip_invalid: bool,
            webhook_url: str | None, webhook_events: list[str] | None,
-           metadata: dict[str, Any]) -> Batch:
-    """Admit the batch's whole estimate and record it; the caller commits, then enqueues
-    its expansion."""
+           metadata: dict[str, Any], idempotency_key: str | None = None,
+           fingerprint: str | None = None) -> tuple[Batch, bool]:
+    """Admit the batch's whole estimate and record it; answer (batch, created). The
+    caller commits, then enqueues the expansion of a batch it created."""
     if checked.errors and not skip_invalid:
         raise BatchInvalid(f"{len(checked.errors)} item(s) are not valid jobs; fix them, or "
                            "send on_error=skip to accept the valid ones",
@@ -267,19 +281,29 @@ def create(session: Session, settings: Settings, storage: Storage, principal: Pr
     by_model = checked.by_model()
     budgets.admit(session, settings, principal.tenant_id, next(iter(by_model)),
                   checked.estimate, count=len(checked.items), per_model=by_model)
-    batch = Batch(id=_new_id(), tenant_id=principal.tenant_id, kind=kind, status=EXPANDING,
-                  spec=spec, total=len(checked.items), expanded=0, cursor=0,
+    batch_id = _new_id()
+    items_key = f"batches/{batch_id}/items.jsonl" if kind == "items" else None
+    batch = Batch(id=batch_id, tenant_id=principal.tenant_id, kind=kind, status=EXPANDING,
+                  spec={**spec, **({"items_key": items_key} if items_key else {})},
+                  total=len(checked.items), expanded=0, cursor=0,
                   estimated_total=checked.estimate, estimate_pending=checked.estimate,
                   webhook_url=webhook_url, webhook_events=webhook_events, metadata_=metadata,
+                  idempotency_key=idempotency_key, request_hash=fingerprint,
                   created_at=utcnow(), updated_at=utcnow())
-    if kind == "items":
-        key = f"batches/{batch.id}/items.jsonl"
-        storage.put(key, "\n".join(json.dumps(i) for i in checked.items).encode(),
+    try:
+        with session.begin_nested():
+            session.add(batch)
+            session.flush()
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key made the batch first.
+        if idempotency_key and fingerprint and (
+                winner := replay(session, principal.tenant_id, idempotency_key, fingerprint)):
+            return winner, False
+        raise
+    if items_key:  # (the items go to S3 once the batch is sure to be this one)
+        storage.put(items_key, "\n".join(json.dumps(i) for i in checked.items).encode(),
                     "application/x-ndjson")
-        batch.spec = {**spec, "items_key": key}
-    session.add(batch)
-    session.flush()
-    return batch
+    return batch, True
 
 
 def get_batch(session: Session, tenant_id: str, batch_id: str) -> Batch:

@@ -209,7 +209,10 @@ class Batch(Base):
 
     __tablename__ = "batches"
     __table_args__ = (Index("ix_batches_tenant_seq", "tenant_id", "seq"),
-                      Index("ix_batches_status", "status"))
+                      Index("ix_batches_status", "status"),
+                      # A retried POST /v1/batches makes (and charges) one batch, not two.
+                      UniqueConstraint("tenant_id", "idempotency_key",
+                                       name="uq_batches_tenant_idempotency"))
 
     seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(32), unique=True)
@@ -230,6 +233,8 @@ class Batch(Base):
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     manifest_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # While expanding: until when its expanding worker is presumed alive.
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

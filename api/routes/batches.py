@@ -7,11 +7,12 @@ estimate; the worker creates the jobs afterwards (shared.expansion), so even a
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -122,11 +123,21 @@ async def _parse(request: Request, settings: Settings) -> tuple[BatchCreate, str
     return BatchCreate.model_validate_json(await request.body() or b"{}"), None
 
 
+def _fingerprint(body: BatchCreate, upload: str | None) -> str:
+    """What makes two POSTs the same batch, for Idempotency-Key."""
+    canonical = json.dumps(body.model_dump(mode="json", exclude={"dry_run"}), sort_keys=True)
+    return hashlib.sha256(f"{canonical}\n{upload or ''}".encode()).hexdigest()
+
+
 @router.post("", status_code=202)
 async def create_batch(request: Request, response: Response, settings: SettingsDep,
-                       storage: StorageDep, celery: CeleryDep,
-                       principal: PrincipalDep) -> dict[str, Any]:
+                       storage: StorageDep, celery: CeleryDep, principal: PrincipalDep,
+                       idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+                       ) -> dict[str, Any]:
+    """A retry with the same Idempotency-Key and body answers the batch the first made
+    (`Idempotent-Replayed: true`); a dry run creates nothing and ignores the key."""
     body, upload = await _read(request, settings)
+    fingerprint = _fingerprint(body, upload) if idempotency_key else None
     if (body.items is not None or upload is not None) == (body.reprocess is not None):
         raise InvalidInput("send items (inline or a JSONL file) or reprocess, one of them",
                            field="items")
@@ -136,8 +147,12 @@ async def create_batch(request: Request, response: Response, settings: SettingsD
     if body.webhook_url:
         check_webhook_url(body.webhook_url, settings.webhook_allowed_host_set)
 
-    def accept() -> tuple[dict[str, Any], str | None]:
+    def accept() -> tuple[dict[str, Any], str | None, bool]:
         with session_scope(settings.database_url) as session:
+            if idempotency_key and fingerprint and not body.dry_run and (
+                    earlier := batches.replay(session, principal.tenant_id, idempotency_key,
+                                              fingerprint)):
+                return batches.batch_view(session, earlier, storage), earlier.id, False
             if body.reprocess is not None:
                 kind, spec = "reprocess", body.reprocess.model_dump()
                 checked = batches.check_reprocess(session, principal.tenant_id, spec, utcnow())
@@ -150,22 +165,26 @@ async def create_batch(request: Request, response: Response, settings: SettingsD
                     partial(edit_request_from_dict, max_bytes=settings.max_image_bytes))
                 checked.errors = sorted(errors + checked.errors, key=lambda e: e["line"])
             if body.dry_run:
-                return _dry_run(session, settings, principal.tenant_id, checked), None
-            batch = batches.create(session, settings, storage, principal, kind=kind,
-                                   checked=checked, spec=spec,
-                                   skip_invalid=body.on_error == "skip",
-                                   webhook_url=body.webhook_url,
-                                   webhook_events=body.webhook_events, metadata=body.metadata)
+                return _dry_run(session, settings, principal.tenant_id, checked), None, False
+            batch, created = batches.create(
+                session, settings, storage, principal, kind=kind, checked=checked, spec=spec,
+                skip_invalid=body.on_error == "skip", webhook_url=body.webhook_url,
+                webhook_events=body.webhook_events, metadata=body.metadata,
+                idempotency_key=idempotency_key, fingerprint=fingerprint)
             session.commit()
             view = batches.batch_view(session, batch, storage)
-            view["invalid"] = checked.errors[:1000]
-            return view, batch.id
+            if created:
+                view["invalid"] = checked.errors[:1000]
+            return view, batch.id, created
 
-    view, batch_id = await run_in_threadpool(accept)
+    view, batch_id, created = await run_in_threadpool(accept)
     if batch_id is None:
         response.status_code = 200
         return view
-    await run_in_threadpool(enqueue_expansion, celery, batch_id)
+    if created:
+        await run_in_threadpool(enqueue_expansion, celery, batch_id)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/batches/{batch_id}"
     return view
 

@@ -8,7 +8,9 @@ itself (shared.expansion.finish_batches, what beat's editq.feed_bulk does).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -439,6 +441,115 @@ class TestCancel:
                            headers=auth(key)).status_code == 200
         assert expansion.expand(settings, storage, batch["id"]) == 0
         assert jobs_of(settings, batch["id"]) == []
+
+
+    def test_a_batch_canceled_mid_expansion_finishes_without_waiting_for_its_lease(
+            self, client: TestClient, settings: Settings, storage: Storage,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        key = key_for(settings)
+        # given a batch of four items expanding one per chunk, canceled after its first
+        # chunk (the cancel lands between two of the expander's transactions)
+        batch = accepted(post_batch(client, key, items=[GRAY] * 4))
+        real_scope, scopes = expansion.session_scope, []
+
+        @contextlib.contextmanager
+        def scope(url: str) -> Iterator[Any]:
+            scopes.append(url)
+            if len(scopes) == 4:  # take the lease, read the batch, chunk 1, then chunk 2
+                assert client.post(f"/v1/batches/{batch['id']}/cancel",
+                                   headers=auth(key)).status_code == 200
+            with real_scope(url) as session:
+                yield session
+
+        monkeypatch.setattr(expansion, "session_scope", scope)
+        one_per_chunk = settings.model_copy(update={"batch_chunk_size": 1})
+        # when the expander meets the cancel
+        made = expansion.expand(one_per_chunk, storage, batch["id"])
+        monkeypatch.undo()
+        # then it stopped after one job, which the cancel canceled
+        assert made == 1
+        assert [j.status for j in jobs_of(settings, batch["id"])] == ["canceled"]
+        # and the batch finishes at once, not when the expander's lease runs out (60 s)
+        assert batch["id"] in expansion.finish_batches(settings, storage)
+        finished = get_batch(client, key, batch["id"])
+        assert (finished["status"], finished["total"]) == ("canceled", 4)
+        assert finished["finished_at"] is not None
+
+
+class TestIdempotency:
+    def test_a_retried_post_with_the_same_key_answers_the_same_batch(
+            self, client: TestClient, settings: Settings) -> None:
+        key = key_for(settings)
+        headers = {**auth(key), "Idempotency-Key": "batch-1"}
+        # when a batch is sent twice with one Idempotency-Key (a retry after a timeout)
+        first = client.post("/v1/batches", json={"items": [BLUE] * 3}, headers=headers)
+        second = client.post("/v1/batches", json={"items": [BLUE] * 3}, headers=headers)
+        # then both answer the one batch; the second says it is a replay
+        assert (first.status_code, second.status_code) == (202, 202), second.text
+        assert first.json()["id"] == second.json()["id"]
+        assert "idempotent-replayed" not in first.headers
+        assert second.headers["idempotent-replayed"] == "true"
+        assert second.headers["location"] == f"/v1/batches/{first.json()['id']}"
+        # and one batch exists, its estimate admitted once
+        assert [b.id for b in tenant_batches(settings, key)] == [first.json()["id"]]
+        assert second.json()["cost"]["estimated_total"] == "0.06"
+
+    def test_the_same_key_with_another_batch_is_refused(
+            self, client: TestClient, settings: Settings) -> None:
+        key = key_for(settings)
+        headers = {**auth(key), "Idempotency-Key": "batch-2"}
+        first = accepted(client.post("/v1/batches", json={"items": [BLUE] * 2},
+                                     headers=headers))
+        # when the key comes again with other items
+        other = client.post("/v1/batches", json={"items": [BLUE] * 3}, headers=headers)
+        # then it is refused, naming the batch the key made, and nothing else is made
+        problem = assert_problem(other, 422, "idempotency_key_reused")
+        assert problem["batch_id"] == first["id"]
+        assert len(tenant_batches(settings, key)) == 1
+
+    def test_a_dry_run_neither_uses_nor_replays_the_key(
+            self, client: TestClient, settings: Settings) -> None:
+        key = key_for(settings)
+        headers = {**auth(key), "Idempotency-Key": "batch-3"}
+        dry = client.post("/v1/batches", json={"items": [BLUE], "dry_run": True},
+                          headers=headers)
+        assert dry.status_code == 200 and dry.json()["count"] == 1
+        real = accepted(client.post("/v1/batches", json={"items": [BLUE]}, headers=headers))
+        assert [b.id for b in tenant_batches(settings, key)] == [real["id"]]
+
+    def test_two_creations_with_one_key_at_once_make_one_batch(
+            self, settings: Settings, storage: Storage) -> None:
+        from shared.tenants import authenticate
+
+        key = key_for(settings)
+        checked = batches.Checked(items=[{"model": "qwen-edit", "estimate": "0.02"}] * 2)
+        spec = {"filter": {"model": "local-pillow"}, "override": {"model": "qwen-edit"}}
+
+        def create(session: Any) -> tuple[str, bool]:
+            batch, created = batches.create(
+                session, settings, storage, authenticate(session, key), kind="reprocess",
+                checked=checked, spec=spec, skip_invalid=False, webhook_url=None,
+                webhook_events=None, metadata={}, idempotency_key="same", fingerprint="f1")
+            return batch.id, created
+
+        # given one creation flushed and not yet committed
+        answers: list[tuple[str, bool]] = []
+        with session_scope(settings.database_url) as first:
+            answers.append(create(first))
+
+            # when another with the same key runs meanwhile (it waits for the first's
+            # transaction, whichever database), and the first commits
+            def second() -> None:
+                with session_scope(settings.database_url) as session:
+                    answers.append(create(session))
+
+            thread = threading.Thread(target=second)
+            thread.start()
+        thread.join(30)
+        # then the second answers the first's batch, not a second one
+        assert not thread.is_alive()
+        assert answers[0][1] is True and answers[1] == (answers[0][0], False)
+        assert [b.id for b in tenant_batches(settings, key)] == [answers[0][0]]
 
 
 class TestTenants:
