@@ -9,6 +9,7 @@
   `bulk_feed_interval_seconds`, and after the last chunk) sends the oldest of them
   to the bulk queue while fewer than `bulk_max_in_flight` bulk jobs are in flight,
   so a 100,000-job batch never floods the broker nor starves interactive jobs.
+- Tenants take turns for the room under the cap, oldest job first within each.
 - A batch's jobs are sent only once it is fully expanded. Expanding takes seconds;
   its first jobs running alongside it made it take three times as long on a small
   machine (bench/README.md, "Bulk"), and the jobs waited for it anyway.
@@ -194,11 +195,17 @@ def feed(settings: Settings, send: Callable[[str], None]) -> int:
         room = settings.bulk_max_in_flight - (in_flight or 0)
         if room <= 0:
             return 0
-        waiting = list(session.scalars(
-            select(Job.id).join(Batch, Batch.id == Job.batch_id)
-            .where(Job.queue == BULK, Job.status == QUEUED, Job.lease_expires_at.is_(None),
-                   Batch.status == RUNNING)
-            .order_by(Job.seq).limit(room)))
+        # Tenants take turns: each tenant's oldest waiting job, then each one's second,
+        # and so on. A tenant's 100,000-job batch must not make another's 10 jobs wait
+        # for all of it.
+        turn = func.row_number().over(partition_by=Job.tenant_id, order_by=Job.seq)
+        ranked = (select(Job.id, Job.seq, turn.label("turn"))
+                  .join(Batch, Batch.id == Job.batch_id)
+                  .where(Job.queue == BULK, Job.status == QUEUED,
+                         Job.lease_expires_at.is_(None), Batch.status == RUNNING)
+                  .subquery())
+        waiting = list(session.scalars(select(ranked.c.id)
+                                       .order_by(ranked.c.turn, ranked.c.seq).limit(room)))
         if waiting:  # (only the jobs marked here are sent: one canceled meanwhile is not)
             waiting = list(session.scalars(
                 update(Job).where(Job.id.in_(waiting), Job.status == QUEUED,

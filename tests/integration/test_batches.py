@@ -450,15 +450,18 @@ def fresh_database(database_url: str, tmp_path: Any) -> contextlib.AbstractConte
                                        prefix="editq_test_feed")
 
 
-def waiting_batch_jobs(url: str, batch_status: str, count: int) -> list[str]:
-    """A batch in `batch_status` whose `count` jobs are created and not sent yet."""
+def waiting_batch_jobs(url: str, batch_status: str, count: int,
+                       tenant: str = "feeders") -> list[str]:
+    """A batch of `tenant` in `batch_status` whose `count` jobs are created and not sent
+    yet (its id: bat_<tenant>)."""
     upgrade(url)
     ids = [new_job_id() for _ in range(count)]
+    batch_id = f"bat_{tenant}"
     with session_scope(url) as session:
-        create_api_key(session, "feeders")
-        tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == "feeders"))
+        create_api_key(session, tenant)
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == tenant))
         now = utcnow()
-        session.add(Batch(id="bat_feeders", tenant_id=tenant_id, kind="items",
+        session.add(Batch(id=batch_id, tenant_id=tenant_id, kind="items",
                           status=batch_status, spec={}, total=count, created_at=now,
                           updated_at=now))
         session.flush()
@@ -467,9 +470,28 @@ def waiting_batch_jobs(url: str, batch_status: str, count: int) -> list[str]:
             "operation": "general_edit", "model": "qwen-edit", "provider": "wavespeed",
             "options": {}, "metadata_": {}, "input_keys": [], "outputs": [],
             "attempts": 0, "cost_estimated": QWEN_PRICE, "currency": "USD",
-            "queue": "bulk", "batch_id": "bat_feeders", "batch_index": n,
+            "queue": "bulk", "batch_id": batch_id, "batch_index": n,
             "created_at": now, "updated_at": now} for n, job_id in enumerate(ids)])
     return ids
+
+
+def test_tenants_take_turns_for_the_room_under_the_cap(
+        database_url: str, tmp_path: Any) -> None:
+    # given one tenant's batch of 300 jobs, then two other tenants' batches of 10 and 30,
+    # and room for 50 in flight
+    with fresh_database(database_url, tmp_path) as url:
+        big = waiting_batch_jobs(url, "running", 300, tenant="big")
+        small = waiting_batch_jobs(url, "running", 10, tenant="small")
+        medium = waiting_batch_jobs(url, "running", 30, tenant="medium")
+        settings = make_settings(database_url=url, bulk_max_in_flight=50)
+        sent: list[str] = []
+        # when the feeder fills the room
+        assert feed(settings, sent.append) == 50
+        # then the later tenants are not left behind the first one's 300 jobs: all 10 of
+        # the small one's, and the other two share the rest equally, oldest first each
+        assert set(small) <= set(sent)
+        assert [j for j in sent if j in set(big)] == big[:20]
+        assert [j for j in sent if j in set(medium)] == medium[:20]
 
 
 def test_the_jobs_of_a_batch_still_expanding_wait_for_its_end(
