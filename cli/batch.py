@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -191,8 +192,15 @@ def submit_batch(*, path: Path, defaults: str | None, on_error: str, dry_run: bo
     client = ApiClient(api_url, api_key, timeout=300)
     with api_calls(console, api_url, f"submitting {path.name}"):
         answer = client.submit_batch(path.read_bytes(), defaults=fields, on_error=on_error,
-                                     dry_run=dry_run, filename=path.name)
+                                     dry_run=dry_run, filename=path.name,
+                                     idempotency_key=_invocation_key())
     _follow(client, answer, console, api_url, dry_run=dry_run, wait=wait, timeout=timeout)
+
+
+def _invocation_key() -> str:
+    """One Idempotency-Key per command run: its own retry never makes a second batch,
+    and running the command again on purpose does make one."""
+    return f"cli-{uuid.uuid4().hex}"
 
 
 def _follow(client: ApiClient, answer: dict[str, Any], console: Console, api_url: str, *,
@@ -221,5 +229,5 @@ def reprocess(*, model: str, to_model: str, since: str | None, prompt: str | Non
     console = make_console()
     client = ApiClient(api_url, api_key, timeout=300)
     with api_calls(console, api_url, f"reprocessing {model} on {to_model}"):
-        answer = client.create_batch(body)
+        answer = client.create_batch(body, idempotency_key=_invocation_key())
     _follow(client, answer, console, api_url, dry_run=dry_run, wait=wait, timeout=timeout)

@@ -103,7 +103,8 @@ class ApiClient:
                      on_error: str = "reject", dry_run: bool = False,
                      webhook_url: str | None = None, webhook_events: list[str] | None = None,
                      metadata: dict[str, Any] | None = None,
-                     filename: str = "items.jsonl") -> dict[str, Any]:
+                     filename: str = "items.jsonl",
+                     idempotency_key: str | None = None) -> dict[str, Any]:
         """Upload a JSONL file of job requests (one POST /v1/jobs body per line) as a
         batch: the batch (202), or the dry run's count and estimate (200)."""
         fields: dict[str, str] = {"on_error": on_error}
@@ -117,13 +118,24 @@ class ApiClient:
             fields["webhook_url"] = webhook_url
         if webhook_events is not None:
             fields["webhook_events"] = ",".join(webhook_events)
-        return self._check(self.http.post(
-            "/v1/batches", data=fields,
-            files={"file": (filename, jsonl, "application/x-ndjson")}))
+        return self._post_batch(idempotency_key, data=fields,
+                                files={"file": (filename, jsonl, "application/x-ndjson")})
 
-    def create_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+    def create_batch(self, body: dict[str, Any],
+                     idempotency_key: str | None = None) -> dict[str, Any]:
         """POST /v1/batches as JSON: {items | reprocess, defaults, on_error, dry_run, ...}."""
-        return self._check(self.http.post("/v1/batches", json=body))
+        return self._post_batch(idempotency_key, json=body)
+
+    def _post_batch(self, idempotency_key: str | None, **request: Any) -> dict[str, Any]:
+        """With a key, a POST whose answer was lost on the way is sent once more: the key
+        makes the API answer the batch the first one made, if it made one."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        try:
+            return self._check(self.http.post("/v1/batches", headers=headers, **request))
+        except httpx.TransportError:
+            if not idempotency_key:
+                raise
+            return self._check(self.http.post("/v1/batches", headers=headers, **request))
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
         return self._check(self.http.get(f"/v1/batches/{batch_id}"))

@@ -67,6 +67,20 @@ def submitted(live: Live, tmp_path_factory: pytest.TempPathFactory) -> Submitted
                      result.stderr, result.returncode)
 
 
+def test_batch_submit_sends_an_idempotency_key_of_its_own(submitted: Submitted,
+                                                          live: Live) -> None:
+    # given the batch `editq batch submit` made (the fixture)
+    from sqlalchemy import select
+
+    from shared.db import session_scope
+    from shared.models import Batch
+
+    with session_scope(live.settings.database_url) as session:
+        batch = session.scalars(select(Batch).where(Batch.id == submitted.batch_id)).one()
+    # then it was sent with a key of the command's own, so its retry cannot make a second
+    assert batch.idempotency_key is not None and batch.idempotency_key.startswith("cli-")
+
+
 def test_batch_submit_waits_for_completion_and_prints_a_summary(submitted: Submitted) -> None:
     # given a JSONL of six valid items and an invalid line 4, sent with --on-error skip
     # when `editq batch submit --wait` runs (the fixture)
