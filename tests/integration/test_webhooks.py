@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -19,7 +20,7 @@ from cli.stack import Stack
 from shared.db import session_scope
 from shared.tenants import create_api_key
 from tests.conftest import SIM_KEY, db_kind, live_env, redis_db
-from tests.helpers import image_bytes, wait_for
+from tests.helpers import b64, image_bytes, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -130,3 +131,35 @@ def test_a_receiver_failing_three_times_gets_the_event_once_with_one_webhook_id(
         k: v for k, v in current.items() if k != "outputs"}
     assert [{k: v for k, v in o.items() if k != "url"} for o in data["outputs"]] == [
         {k: v for k, v in o.items() if k != "url"} for o in current["outputs"]]
+
+
+def test_a_finished_batch_sends_one_signed_batch_completed_with_its_manifest(
+        hooks: HookStack, receiver: tuple[Receiver, str]) -> None:
+    # given a batch of three grayscale items that names the receiver (which fails the
+    # first three attempts)
+    state, url = receiver
+    client = hooks.client("hooks-batch")
+    secret = client.http.get("/v1/webhook-secret").json()["secret"]
+    item = {"image": b64(image_bytes()), "operation": "grayscale", "model": "local-pillow"}
+    response = client.http.post("/v1/batches", json={"items": [item] * 3, "webhook_url": url})
+    assert response.status_code == 202, response.text
+    batch_id = response.json()["id"]
+    # when its jobs run and it completes, and the outbox is dispatched and retried
+    wait_for(lambda: [s for _, _, s in state.received] == [500, 500, 500, 200], 60,
+             "batch.completed to be delivered")
+    # then every attempt carried the same webhook-id, signed by the tenant's secret
+    assert len({headers["webhook-id"] for headers, _, _ in state.received}) == 1
+    events = [Webhook(secret).verify(body, headers) for headers, body, _ in state.received]
+    assert {e["type"] for e in events} == {"batch.completed"}
+    # and the body is the completed batch, whose manifest lists each of its three jobs
+    data = events[-1]["data"]
+    assert (data["id"], data["status"], data["counts"]["succeeded"]) == (
+        batch_id, "completed", 3)
+    manifest = httpx.get(data["manifest_url"], timeout=10)
+    assert manifest.status_code == 200
+    lines = [json.loads(line) for line in manifest.text.splitlines() if line.strip()]
+    assert sorted(line["index"] for line in lines) == [0, 1, 2]
+    assert {line["status"] for line in lines} == {"succeeded"}
+    # and none of its jobs sent an event of its own (the batch subscribed to none)
+    deliveries = client.http.get("/v1/webhook-deliveries").json()["data"]
+    assert [d["event_type"] for d in deliveries] == ["batch.completed"]
