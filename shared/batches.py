@@ -83,8 +83,9 @@ def _new_id() -> str:
 
 def check_items(lines: list[tuple[int, dict[str, Any]]], defaults: dict[str, Any],
                 settings: Settings, storage: Storage,
-                decode: Any) -> Checked:
-    """Check each item (a POST /v1/jobs body, over `defaults`); store the good ones' images.
+                decode: Any, store: bool = True) -> Checked:
+    """Check each item (a POST /v1/jobs body, over `defaults`); store the good ones' images
+    (unless `store` is false: a dry run leaves nothing behind, not even in S3).
 
     `decode` turns a request body into an EditRequest (the API's JSON decoder), so an
     item is read exactly as a job would be.
@@ -99,7 +100,7 @@ def check_items(lines: list[tuple[int, dict[str, Any]]], defaults: dict[str, Any
             checked.errors.append({"line": line, "code": exc.code, "message": exc.message})
             continue
         for info in [*result.images, *([result.mask] if result.mask else [])]:
-            if info.sha256 not in stored:  # many items often share their images
+            if store and info.sha256 not in stored:  # many items often share their images
                 storage.put_if_absent(input_key(info.sha256), info.data, info.content_type)
                 stored.add(info.sha256)
         keys = [input_key(info.sha256) for info in result.images]

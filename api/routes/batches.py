@@ -162,7 +162,8 @@ async def create_batch(request: Request, response: Response, settings: SettingsD
                                  else (list(enumerate(body.items or [], start=1)), []))
                 checked = batches.check_items(
                     lines, body.defaults, settings, storage,
-                    partial(edit_request_from_dict, max_bytes=settings.max_image_bytes))
+                    partial(edit_request_from_dict, max_bytes=settings.max_image_bytes),
+                    store=not body.dry_run)
                 checked.errors = sorted(errors + checked.errors, key=lambda e: e["line"])
             if body.dry_run:
                 return _dry_run(session, settings, principal.tenant_id, checked), None, False

@@ -9,6 +9,7 @@ itself (shared.expansion.finish_batches, what beat's editq.feed_bulk does).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import threading
 import uuid
@@ -27,7 +28,7 @@ from shared.config import Settings
 from shared.db import session_scope
 from shared.models import Batch, Job, WebhookDelivery
 from shared.pipeline import run_job
-from shared.storage import Storage
+from shared.storage import Storage, input_key
 from shared.tenants import create_api_key, get_or_create_tenant, set_limits
 from tests.api.test_jobs_api import assert_problem, auth
 from tests.conftest import make_settings
@@ -185,6 +186,21 @@ class TestItems:
         # and a second expansion message makes nothing twice
         assert expansion.expand(settings, storage, batch["id"]) == 0
         assert len(jobs_of(settings, batch["id"])) == 3
+
+    def test_a_dry_run_of_items_stores_nothing_not_even_their_images(
+            self, client: TestClient, settings: Settings, storage: Storage) -> None:
+        key = key_for(settings)
+        # given an item whose image editq has never seen
+        image = image_bytes((57, 31), color=(uuid.uuid4().int % 256, 7, 99))
+        stored_as = input_key(hashlib.sha256(image).hexdigest())
+        item = {**GRAY, "image": b64(image)}
+        # when it is dry-run, then it is counted, and its image is not in S3
+        dry = post_batch(client, key, items=[item], dry_run=True)
+        assert dry.status_code == 200 and dry.json()["count"] == 1
+        assert not storage.exists(stored_as)
+        # and when it is sent for real, its image is stored
+        accepted(post_batch(client, key, items=[item]))
+        assert storage.exists(stored_as)
 
     def test_a_jsonl_upload_with_invalid_lines_is_refused_whole_by_default(
             self, client: TestClient, settings: Settings) -> None:
