@@ -23,6 +23,8 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.errors import InvalidInput
@@ -296,9 +298,24 @@ def _allowed_key(entry: str) -> str:
 # -- resolving and judging addresses --------------------------------------------------
 
 
+# getaddrinfo has no timeout of its own: a hanging resolver would hold the API's or a
+# worker's thread for as long as it hangs. Lookups run here and are given up after
+# RESOLVE_TIMEOUT_SECONDS (the name then "does not resolve": refused at submit,
+# retried later at delivery); a few stuck lookups hold these threads, not the caller's.
+RESOLVE_TIMEOUT_SECONDS = 5.0
+_resolver_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns")
+
+
 def _getaddrinfo(host: str, port: int) -> list[str]:
     """The default resolver: the system's, as the HTTP client would use it."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    lookup = _resolver_threads.submit(socket.getaddrinfo, host, port,
+                                      type=socket.SOCK_STREAM)
+    try:
+        infos = lookup.result(timeout=RESOLVE_TIMEOUT_SECONDS)
+    except FutureTimeout:
+        lookup.cancel()
+        raise OSError(f"resolving {host!r} took more than {RESOLVE_TIMEOUT_SECONDS:g} s") \
+            from None
     return [str(info[4][0]) for info in infos
             if info[0] in (socket.AF_INET, socket.AF_INET6)]
 

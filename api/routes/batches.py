@@ -144,10 +144,9 @@ async def create_batch(request: Request, response: Response, settings: SettingsD
     if body.items is not None and len(body.items) > settings.batch_max_items:
         raise InvalidInput(f"at most {settings.batch_max_items} inline items; upload a JSONL "
                            "file for more", field="items")
-    if body.webhook_url:
-        check_webhook_url(body.webhook_url, settings.webhook_allowed_host_set)
-
     def accept() -> tuple[dict[str, Any], str | None, bool]:
+        if body.webhook_url:  # (here, in a thread: it may wait for DNS)
+            check_webhook_url(body.webhook_url, settings.webhook_allowed_host_set)
         with session_scope(settings.database_url) as session:
             if idempotency_key and fingerprint and not body.dry_run and (
                     earlier := batches.replay(session, principal.tenant_id, idempotency_key,

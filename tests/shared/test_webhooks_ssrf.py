@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
+import time
 from dataclasses import dataclass, field
 
 import httpx
@@ -217,6 +219,29 @@ def test_a_name_that_does_not_resolve_is_refused(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(socket, "getaddrinfo", fail)
     # when a URL on it is checked / then refused, saying so
     assert "does not resolve" in refused("https://nowhere.example.test/hook").message
+
+
+def test_a_hanging_resolver_is_given_up_on_and_the_name_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import webhooks_ssrf
+
+    # given a system resolver that hangs, and a lookup deadline of 0.3 s
+    release = threading.Event()
+
+    def hang(*args: object, **kwargs: object) -> list[object]:
+        release.wait(30)
+        return []
+    monkeypatch.setattr(socket, "getaddrinfo", hang)
+    monkeypatch.setattr(webhooks_ssrf, "RESOLVE_TIMEOUT_SECONDS", 0.3)
+    try:
+        # when a URL on a name is checked
+        began = time.monotonic()
+        error = refused("https://slow.example.test/hook")
+        # then the check gives up after the deadline, not when the resolver answers
+        assert time.monotonic() - began < 5
+        assert error.extra["reason"] == "unresolvable" and "does not resolve" in error.message
+    finally:
+        release.set()
 
 
 def test_a_resolver_answering_nothing_or_garbage_is_refused() -> None:
