@@ -48,6 +48,7 @@ from wavespeed_inflight import (
     parse_ts,
     peak_rss_mb,
     sample_png,
+    stack_env,
 )
 
 from cli.client import TERMINAL
@@ -98,13 +99,7 @@ def start(stack: Stack, database_url: str, args: argparse.Namespace,
     s3_url = stack.start_s3()
     sim_url = stack.start_wavespeed_sim(latency=f"{args.latency:g}",
                                         extra=["--api-key", SIM_KEY])
-    stack.env.update({
-        "EDITQ_DATABASE_URL": database_url,
-        "EDITQ_BROKER_URL": redis_url, "EDITQ_REDIS_URL": redis_url,
-        "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": "editq-bench",
-        "EDITQ_S3_ACCESS_KEY_ID": "bench", "EDITQ_S3_SECRET_ACCESS_KEY": "bench-secret",
-        "EDITQ_WAVESPEED_BASE_URL": sim_url, "EDITQ_WAVESPEED_API_KEY": SIM_KEY,
-    })
+    stack.env.update(stack_env(database_url, redis_url, s3_url, sim_url, SIM_KEY))
     for name in ("batch_chunk_size", "bulk_max_in_flight", "bulk_feed_interval_seconds",
                  "wavespeed_rate_per_minute", "wavespeed_max_concurrency"):
         if getattr(args, name) is not None:

@@ -120,6 +120,18 @@ def postgres_database(admin: str) -> contextlib.AbstractContextManager[str]:
 # ----------------------------------------------------------------------------- phases
 
 
+def stack_env(database_url: str, redis_url: str, s3_url: str, sim_url: str,
+              sim_key: str) -> dict[str, str]:
+    """The EDITQ_* settings every benchmark's processes share: its own pieces, on loopback."""
+    return {
+        "EDITQ_DATABASE_URL": database_url,
+        "EDITQ_BROKER_URL": redis_url, "EDITQ_REDIS_URL": redis_url,
+        "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": "editq-bench",
+        "EDITQ_S3_ACCESS_KEY_ID": "bench", "EDITQ_S3_SECRET_ACCESS_KEY": "bench-secret",
+        "EDITQ_WAVESPEED_BASE_URL": sim_url, "EDITQ_WAVESPEED_API_KEY": sim_key,
+    }
+
+
 def start(stack: Stack, mode: str, database_url: str, args: argparse.Namespace,
           ) -> tuple[str, str, str, Child]:
     """Every piece of the stack; answers (api url, simulator url, api key, worker)."""
@@ -133,11 +145,7 @@ def start(stack: Stack, mode: str, database_url: str, args: argparse.Namespace,
                                         extra=["--api-key", SIM_KEY])
     api_port = free_port()
     stack.env.update({
-        "EDITQ_DATABASE_URL": database_url,
-        "EDITQ_BROKER_URL": redis_url, "EDITQ_REDIS_URL": redis_url,
-        "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": "editq-bench",
-        "EDITQ_S3_ACCESS_KEY_ID": "bench", "EDITQ_S3_SECRET_ACCESS_KEY": "bench-secret",
-        "EDITQ_WAVESPEED_BASE_URL": sim_url, "EDITQ_WAVESPEED_API_KEY": SIM_KEY,
+        **stack_env(database_url, redis_url, s3_url, sim_url, SIM_KEY),
         "EDITQ_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}" if mode == "webhook" else "",
     })
     for name, var in POLL_ENV.items():

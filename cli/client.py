@@ -63,18 +63,10 @@ class ApiClient:
             body["image"] = b64(image)
         if mask is not None:
             body["mask"] = b64(mask)
-        if negative_prompt is not None:
-            body["negative_prompt"] = negative_prompt
-        if prompt is not None:
-            body["prompt"] = prompt
-        if model is not None:
-            body["model"] = model
-        if deadline_seconds is not None:
-            body["deadline_seconds"] = deadline_seconds
-        if webhook_url is not None:
-            body["webhook_url"] = webhook_url
-        if webhook_events is not None:
-            body["webhook_events"] = webhook_events
+        optional = {"negative_prompt": negative_prompt, "prompt": prompt, "model": model,
+                    "deadline_seconds": deadline_seconds, "webhook_url": webhook_url,
+                    "webhook_events": webhook_events}
+        body.update({name: value for name, value in optional.items() if value is not None})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._check(self.http.post("/v1/jobs", json=body, headers=headers))
 

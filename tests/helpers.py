@@ -6,8 +6,9 @@ import base64
 import io
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import httpx
 from PIL import Image
 
 T = TypeVar("T")
@@ -38,3 +39,10 @@ def wait_for(fn: Callable[[], T | None], timeout: float, what: str,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def sim_call(base_url: str, method: str, path: str, **kwargs: Any) -> Any:
+    """A simulator's admin endpoint (/_sim/...), its JSON answer; raises on an error."""
+    response = httpx.request(method, base_url + path, timeout=10, **kwargs)
+    response.raise_for_status()
+    return response.json()

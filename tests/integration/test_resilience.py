@@ -20,7 +20,7 @@ from cli.stack import Child, Stack
 from shared.db import session_scope
 from shared.tenants import create_api_key
 from tests.conftest import SIM_KEY, db_kind, live_env, own_database, redis_db
-from tests.helpers import image_bytes, wait_for
+from tests.helpers import image_bytes, sim_call, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -40,9 +40,7 @@ class Resilient:
             return ApiClient(self.api_url, create_api_key(session, tenant))
 
     def sim(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = httpx.request(method, self.sim_url + path, timeout=10, **kwargs)
-        response.raise_for_status()
-        return response.json()
+        return sim_call(self.sim_url, method, path, **kwargs)
 
     def events(self, client: ApiClient, job_id: str) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = client.http.get(f"/v1/jobs/{job_id}/events").json()["data"]

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 
@@ -31,7 +30,7 @@ from cli.stack import Child, Stack
 from shared.db import session_scope
 from shared.models import Job, JobEvent
 from tests.conftest import SIM_KEY, db_kind, live_env, own_database, redis_db
-from tests.helpers import image_bytes, wait_for
+from tests.helpers import image_bytes, sim_call, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -52,9 +51,7 @@ class FaultStack:
             return ApiClient(self.api_url, create_api_key(session, tenant))
 
     def sim(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = httpx.request(method, self.sim_url + path, timeout=10, **kwargs)
-        response.raise_for_status()
-        return response.json()
+        return sim_call(self.sim_url, method, path, **kwargs)
 
 
 @pytest.fixture(scope="module")
