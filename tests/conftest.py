@@ -69,17 +69,31 @@ def s3_url(stack: Stack) -> str:
     return stack.start_s3()
 
 
-def _database_urls() -> list[str]:
-    urls = ["sqlite"]
-    if os.environ.get("EDITQ_TEST_DATABASE_URL"):
-        urls.append("postgresql")
-    return urls
+def database_kinds(item: pytest.Function | Any) -> list[str]:
+    """The databases a test runs on.
+
+    Most behaviour does not depend on the database, so a test runs once, on SQLite.
+    Tests marked `every_database` (queries, locking, money types, migrations) also run
+    on PostgreSQL when EDITQ_TEST_DATABASE_URL is set; `prefer_postgresql` runs once, on
+    PostgreSQL when it is there (several processes writing at once), else on SQLite."""
+    postgres = bool(os.environ.get("EDITQ_TEST_DATABASE_URL"))
+    if item.get_closest_marker("prefer_postgresql"):
+        return ["postgresql" if postgres else "sqlite"]
+    if item.get_closest_marker("every_database") and postgres:
+        return ["sqlite", "postgresql"]
+    return ["sqlite"]
 
 
-@pytest.fixture(scope="session", params=_database_urls())
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" in metafunc.fixturenames:
+        metafunc.parametrize("database_url", database_kinds(metafunc.definition),
+                             indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
 def database_url(request: pytest.FixtureRequest,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A migrated database of each available kind (tests run once per kind)."""
+    """A migrated database of the kind the test is parametrized with (see database_kinds)."""
     with migrated_database(request.param, tmp_path_factory.mktemp("db"), "editq") as url:
         yield url
 

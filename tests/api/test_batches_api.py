@@ -280,6 +280,7 @@ class TestItems:
                        "invalid_input")
 
 
+@pytest.mark.every_database
 class TestReprocess:
     def test_a_dry_run_counts_and_prices_exactly_the_children_a_real_batch_makes(
             self, client: TestClient, settings: Settings, storage: Storage) -> None:
@@ -393,6 +394,7 @@ class TestReprocess:
         assert problem["field"] == field
 
 
+@pytest.mark.every_database
 class TestBudget:
     def test_a_batch_over_the_monthly_budget_is_refused_whole_and_a_dry_run_says_so(
             self, client: TestClient, settings: Settings, storage: Storage) -> None:
@@ -419,6 +421,7 @@ class TestBudget:
         assert assert_problem(one_more, 402, "budget_exceeded")["in_flight"] == "0.04"
 
 
+@pytest.mark.every_database
 class TestCancel:
     def test_cancel_cancels_the_queued_jobs_and_a_second_cancel_is_harmless(
             self, client: TestClient, settings: Settings, storage: Storage) -> None:
@@ -492,6 +495,7 @@ class TestCancel:
         assert finished["finished_at"] is not None
 
 
+@pytest.mark.every_database
 class TestIdempotency:
     def test_a_retried_post_with_the_same_key_answers_the_same_batch(
             self, client: TestClient, settings: Settings) -> None:

@@ -26,7 +26,7 @@ from tests.shared.test_reports import (
     unique,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.every_database]
 
 YEAR = 2002
 

@@ -193,6 +193,7 @@ class TestTenantIsolation:
                           headers=auth(tenant_key)).json()["status"] == "queued"
 
 
+@pytest.mark.every_database
 class TestIdempotency:
     def test_same_key_same_body_replays_the_job(self, client: TestClient,
                                                 tenant_key: str) -> None:
@@ -248,8 +249,10 @@ class TestReadAndList:
         started = time.monotonic()
         got = client.get(f"/v1/jobs/{job['id']}?wait=1", headers=auth(tenant_key)).json()
         assert got["status"] == "queued"
-        assert 0.9 <= time.monotonic() - started < 5
+        # (at least the second asked for, and well short of the 60 s the server allows)
+        assert 0.9 <= time.monotonic() - started < 30
 
+    @pytest.mark.every_database
     def test_list_filters_and_paginates_without_gaps(self, client: TestClient,
                                                      tenant_key: str) -> None:
         ids = [post_job(client, tenant_key).json()["id"] for _ in range(5)]

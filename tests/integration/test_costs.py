@@ -90,6 +90,7 @@ def money(value: str | None) -> Decimal | None:
 # --------------------------------------------------------------------------- 1. budgets
 
 
+@pytest.mark.every_database
 def test_concurrent_submissions_never_overspend_the_budget(costs: CostStack) -> None:
     # given a tenant with a monthly budget of 0.50 USD and qwen-edit at 0.02 a job
     db = costs.database_url
@@ -142,6 +143,7 @@ def test_concurrent_submissions_never_overspend_the_budget(costs: CostStack) -> 
         Decimal("0.50"), Decimal(0))
 
 
+@pytest.mark.every_database
 def test_a_charge_committed_during_admission_is_counted_once(database_url: str) -> None:
     """The race above, made deterministic: a worker charges a job while a submission is
     being checked (in flight until that commit, spent after it)."""

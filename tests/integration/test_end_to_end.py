@@ -111,6 +111,7 @@ def test_cancel_of_queued_job_is_never_run(live: Live) -> None:
     assert after["status"] == "canceled" and after["outputs"] == [] and after["attempts"] == 0
 
 
+@pytest.mark.every_database
 def test_a_burst_of_120_concurrent_submissions_is_all_accepted(live: Live) -> None:
     # given more requests in flight than the API has threads (40) or connections
     from concurrent.futures import ThreadPoolExecutor

@@ -29,7 +29,7 @@ from cli.client import ApiClient
 from cli.stack import Child, Stack
 from shared.db import session_scope
 from shared.models import Job, JobEvent
-from tests.conftest import SIM_KEY, db_kind, live_env, own_database, redis_db
+from tests.conftest import SIM_KEY, live_env, own_database, redis_db
 from tests.helpers import image_bytes, sim_call, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -57,8 +57,6 @@ class FaultStack:
 @pytest.fixture(scope="module")
 def faults(stack: Stack, database_url: str, redis_base: str, s3_url: str, bucket: str,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
-    if db_kind(database_url) != "sqlite":
-        pytest.skip("the fault classes do not depend on the database; run them once")
     sub = Stack(workdir=stack.workdir)
     # A database of its own: its reaper acts on every stale job of its database.
     own = own_database(database_url, tmp_path_factory.mktemp("faults-db"))

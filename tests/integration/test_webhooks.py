@@ -19,7 +19,7 @@ from cli.client import ApiClient
 from cli.stack import Stack
 from shared.db import session_scope
 from shared.tenants import create_api_key
-from tests.conftest import SIM_KEY, db_kind, live_env, redis_db
+from tests.conftest import SIM_KEY, live_env, redis_db
 from tests.helpers import b64, image_bytes, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -78,8 +78,6 @@ class HookStack:
 @pytest.fixture(scope="module")
 def hooks(stack: Stack, database_url: str, redis_base: str, s3_url: str,
           bucket: str) -> Iterator[HookStack]:
-    if db_kind(database_url) != "sqlite":
-        pytest.skip("delivery does not depend on the database; run it once")
     sub = Stack(workdir=stack.workdir)
     try:
         sim_url = sub.start_wavespeed_sim(latency="0.2", extra=["--api-key", SIM_KEY])

@@ -23,7 +23,7 @@ from shared.models import Charge, Job, Tenant
 from shared.tenants import get_or_create_tenant, set_limits
 from tests.conftest import make_settings
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.every_database]
 
 D = Decimal
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

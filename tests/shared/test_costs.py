@@ -32,7 +32,7 @@ from tests.conftest import make_settings
 from tests.helpers import image_bytes
 from tests.shared.scripted import Scripted, Steps
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.every_database]
 
 D = Decimal
 @pytest.fixture

@@ -14,7 +14,7 @@ from shared.jobs import new_job_id
 from shared.models import Job
 from shared.tenants import get_or_create_tenant
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.every_database]
 
 
 def test_sums_of_prices_are_exact(database_url: str) -> None:

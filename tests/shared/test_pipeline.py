@@ -141,6 +141,7 @@ def test_a_second_run_of_a_finished_job_changes_nothing(
     assert events.count("started") == 1 and job.attempts == 1
 
 
+@pytest.mark.every_database
 def test_concurrent_claims_have_exactly_one_winner(settings: Settings,
                                                    queued_job: str) -> None:
     # given eight workers racing for the same queued job

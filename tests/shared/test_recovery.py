@@ -21,7 +21,7 @@ from tests.conftest import own_database
 from tests.helpers import image_bytes
 from tests.shared.test_pipeline import Retries
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.every_database]
 
 
 @pytest.fixture(scope="module")

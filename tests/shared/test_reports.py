@@ -34,7 +34,7 @@ from shared.reports import (
 )
 from shared.tenants import get_or_create_tenant
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.every_database]
 
 D = Decimal
 _windows = itertools.count()

@@ -78,6 +78,7 @@ class Receiver:
         return httpx.Client(transport=httpx.MockTransport(self))
 
 
+@pytest.mark.every_database
 class TestOutbox:
     def test_a_terminal_transition_writes_its_event_in_the_same_transaction(
             self, settings: Settings, job_with_hook: Any) -> None:
@@ -221,6 +222,7 @@ class TestDelivery:
             assert deliver(row.id, strict, storage, http) == "failed"
         assert receiver.requests == []
 
+    @pytest.mark.every_database
     def test_due_deliveries_are_taken_once(self, settings: Settings,
                                            job_with_hook: Any) -> None:
         job_id = job_with_hook()
