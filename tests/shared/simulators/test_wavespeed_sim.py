@@ -639,45 +639,38 @@ def test_billing_counts_completed_images_at_their_prices(client: httpx.Client) -
 
 
 @pytest.mark.timeout(60)
-def test_a_thousand_tasks_in_flight_finish_in_bounded_time(
+def test_a_thousand_tasks_are_held_in_flight_at_once(
         make_sim: Callable[..., RunningServer]) -> None:
-    # Latency 8 s: httpx needs 1-2 s to send 1,000 requests on this kind of machine (4 s
-    # and more when the other core is busy), and all of them must be in flight before
-    # the first one finishes.
-    latency = 8.0
-    server = make_sim(latency=str(latency), api_key=KEY)
+    # given a simulator whose tasks take ten minutes: none can finish during the test, so
+    # what is counted does not depend on how fast this machine sends (the figures of a
+    # thousand tasks finishing are measured in bench/simulator_load.py)
+    server = make_sim(latency="600", api_key=KEY)
     small = "data:image/png;base64," + b64(image_bytes((8, 8)))
 
-    async def scenario() -> tuple[float, float, list[dict[str, Any]]]:
+    async def scenario() -> list[httpx.Response]:
         gate = asyncio.Semaphore(8)  # httpx's pool slows down with a long queue of waiters
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=20,
                                      limits=httpx.Limits(max_connections=8)) as c:
-            async def call(method: str, url: str, **kw: Any) -> httpx.Response:
+            async def submit() -> httpx.Response:
                 async with gate:
-                    return await c.request(method, url, **kw)
-            started = time.monotonic()
-            responses = await asyncio.gather(*[
-                call("POST", "/api/v3/wavespeed-ai/image-zoom-out", json={"image": small})
-                for _ in range(1000)])
-            submitted = time.monotonic() - started
-            assert all(r.status_code == 200 for r in responses)
-            while (await c.get("/_sim/stats")).json()["completed"] < 1000:
-                assert time.monotonic() - started < 40, "tasks did not complete in time"
-                await asyncio.sleep(0.1)
-            finished = time.monotonic() - started
-            polled = await asyncio.gather(*[
-                call("GET", f"/api/v3/predictions/{r.json()['data']['id']}/result")
-                for r in responses])
-            return submitted, finished, [p.json()["data"] for p in polled]
+                    return await c.post("/api/v3/wavespeed-ai/image-zoom-out",
+                                        json={"image": small})
+            return await asyncio.gather(*[submit() for _ in range(1000)])
 
-    submitted, finished, results = asyncio.run(scenario())
-    assert len({r["id"] for r in results}) == 1000
-    assert all(r["status"] == "completed" and len(r["outputs"]) == 1 for r in results)
-    # every task finished about its latency after its own submit
-    assert finished < submitted + latency + 1.5, (submitted, finished)
-    with httpx.Client(base_url=server.url) as c:
+    # when a thousand are submitted at once
+    responses = asyncio.run(scenario())
+
+    # then each is accepted with an id of its own, and all of them are in flight together
+    assert [r.status_code for r in responses] == [200] * 1000
+    ids = {r.json()["data"]["id"] for r in responses}
+    assert len(ids) == 1000
+    with httpx.Client(base_url=server.url, headers=AUTH) as c:
         figures = stats(c)
-    assert figures["peak_in_flight"] == 1000 and figures["in_flight"] == 0
+        assert (figures["in_flight"], figures["completed"]) == (1000, 0)
+        # and a look at any of them finds it still running, with no outputs yet
+        for task_id in sorted(ids)[:20]:
+            data = c.get(f"/api/v3/predictions/{task_id}/result").json()["data"]
+            assert data["status"] in ("created", "processing") and data["outputs"] == []
 
 
 # --------------------------------------------------------------------------- the CLI
