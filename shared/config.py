@@ -138,10 +138,15 @@ class Settings(BaseSettings):
     batch_chunk_size: int = Field(500, ge=1, le=10_000)
     bulk_max_in_flight: int = Field(200, ge=1, le=100_000)
     bulk_feed_interval_seconds: float = Field(1.0, ge=0.1, le=300)
+    # An expanding batch's lease, renewed at each chunk: past it, the reaper presumes its
+    # worker dead and another resumes from the cursor (chunks lock the batch row, so
+    # even two expanders at once make no job twice). It must outlast one chunk.
+    batch_expansion_lease_seconds: float = Field(60.0, ge=1, le=3600)
 
     job_max_attempts: int = Field(3, ge=1, le=10)
-    # A running job whose lease has expired is presumed abandoned by its worker.
-    job_lease_seconds: int = Field(600, ge=30, le=3600)
+    # A running job whose lease has expired is presumed abandoned by its worker. The
+    # lease covers claim to submit, so it must outlast the slowest submit (checked below).
+    job_lease_seconds: int = Field(600, ge=5, le=3600)
     worker_concurrency: int = Field(8, ge=1, le=512)
 
     @field_validator("wavespeed_api_key", "stability_api_key", "s3_access_key_id",
@@ -236,6 +241,13 @@ class Settings(BaseSettings):
             if "taken" not in rule:
                 raise ValueError(f"the price override for {model!r} must say when it was "
                                  "taken (\"taken\": \"YYYY-MM-DD\")")
+        slowest_submit = max(self.provider_submit_timeout_seconds,
+                             self.stability_timeout_seconds)
+        if self.job_lease_seconds <= slowest_submit:
+            raise ValueError(
+                f"EDITQ_JOB_LEASE_SECONDS ({self.job_lease_seconds}) must exceed the slowest "
+                f"submit it covers ({slowest_submit:g} s, EDITQ_PROVIDER_SUBMIT_TIMEOUT_SECONDS"
+                " / EDITQ_STABILITY_TIMEOUT_SECONDS): a live submit would be taken for lost")
         if self.poll_initial_seconds > self.poll_max_seconds:
             raise ValueError("EDITQ_POLL_INITIAL_SECONDS must not exceed EDITQ_POLL_MAX_SECONDS")
         if self.environment == "production" and self.webhook_allowed_hosts:

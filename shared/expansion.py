@@ -49,7 +49,6 @@ from shared.views import iso
 from shared.webhooks import PENDING
 
 BULK = "bulk"
-EXPANSION_LEASE_SECONDS = 60
 FEED_LOCK = 0x6564_6974_7166_6564  # PostgreSQL advisory lock: one bulk feeder at a time
 
 
@@ -61,7 +60,7 @@ def take_expansion(settings: Settings, batch_id: str) -> bool:
             update(Batch).where(Batch.id == batch_id, Batch.status == EXPANDING,
                                 or_(Batch.lease_expires_at.is_(None),
                                     Batch.lease_expires_at < now))
-            .values(lease_expires_at=now + timedelta(seconds=EXPANSION_LEASE_SECONDS))
+            .values(lease_expires_at=now + timedelta(seconds=settings.batch_expansion_lease_seconds))
             .execution_options(synchronize_session=False))
         return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -80,7 +79,7 @@ def expand(settings: Settings, storage: Storage, batch_id: str) -> int:
             alive = session.execute(
                 update(Batch).where(Batch.id == batch_id, Batch.status == EXPANDING)
                 .values(updated_at=utcnow(),
-                        lease_expires_at=utcnow() + timedelta(seconds=EXPANSION_LEASE_SECONDS))
+                        lease_expires_at=utcnow() + timedelta(seconds=settings.batch_expansion_lease_seconds))
                 .execution_options(synchronize_session=False))
             if alive.rowcount != 1:  # type: ignore[attr-defined]
                 # Canceled: this worker inserts nothing more, so the batch may finish

@@ -100,7 +100,8 @@ def child_env(cfg: ChaosConfig, *, database_url: str, redis_url: str, s3_url: st
         "EDITQ_PROVIDER_POLL_TIMEOUT_SECONDS": "2",
         "EDITQ_STABILITY_TIMEOUT_SECONDS": "5",
         "EDITQ_STABILITY_POLL_INTERVAL": "0.5",
-        "EDITQ_JOB_LEASE_SECONDS": "30",
+        # Past the slowest submit (5 s): a killed worker's jobs are resumed within seconds.
+        "EDITQ_JOB_LEASE_SECONDS": "8",
         "EDITQ_REAPER_INTERVAL_SECONDS": "2",
         "EDITQ_QUEUED_STALE_SECONDS": "10",
     }

@@ -278,6 +278,7 @@ class TestLimits:
         ("presign_expiry_seconds", 59),
         ("job_max_attempts", 0),
         ("job_lease_seconds", 3601),
+        ("job_lease_seconds", 4),
         ("worker_concurrency", 0),
     ])
     def test_out_of_range_limit_is_refused(self, field: str, value: int) -> None:
@@ -301,6 +302,15 @@ class TestLimits:
         settings = Settings(**{field: value})
         # then it is kept
         assert getattr(settings, field) == value
+
+    def test_a_job_lease_shorter_than_a_submit_is_refused(self) -> None:
+        # given a lease that a live Stability submit (sync, up to its timeout) outlasts
+        # when settings are built
+        message = refusal(job_lease_seconds=60, stability_timeout_seconds=120)
+        # then the refusal names both settings, and a lease past the timeout is accepted
+        assert "EDITQ_JOB_LEASE_SECONDS" in message and "EDITQ_STABILITY_TIMEOUT" in message
+        assert Settings(job_lease_seconds=8, stability_timeout_seconds=5,
+                        provider_submit_timeout_seconds=3).job_lease_seconds == 8
 
     def test_limit_from_environment_is_range_checked(
             self, monkeypatch: pytest.MonkeyPatch) -> None:
