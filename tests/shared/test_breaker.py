@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from shared.breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker, get_breaker
 from tests.conftest import make_settings, redis_db
@@ -87,7 +89,9 @@ def test_it_is_shared_by_every_process_through_redis(redis_base: str) -> None:
 
 
 def test_without_redis_it_lets_calls_through() -> None:
-    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    # (no retries: redis-py's default backs off for 3.5 s before it gives up)
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2,
+                       retry=Retry(NoBackoff(), 0))
     b = CircuitBreaker(dead, "p", BreakerPolicy(1, 60, 30))
     assert b.record_failure() == CLOSED and b.allow() == 0
     assert b.state()["state"] == "unknown"

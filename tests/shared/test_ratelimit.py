@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from shared.ratelimit import Limits, ProviderLimiter
 from tests.conftest import redis_db
@@ -71,7 +73,9 @@ def test_polls_count_only_for_providers_that_count_them(client: redis.Redis) -> 
 def test_an_unreachable_redis_lets_calls_through() -> None:
     from cli.stack import free_port
 
-    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    # (no retries: redis-py's default backs off for 3.5 s before it gives up)
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2,
+                       retry=Retry(NoBackoff(), 0))
     assert limiter(dead, rate=1, concurrency=1).before_submit("x") == 0
 
 
