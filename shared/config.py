@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     batch_expansion_lease_seconds: float = Field(60.0, ge=1, le=3600)
 
     job_max_attempts: int = Field(3, ge=1, le=10)
+    # Between attempts: full jitter over base x 2^(attempt-1), at most max; a provider's
+    # Retry-After is a floor whatever these say.
+    retry_backoff_base_seconds: float = Field(1.0, ge=0.01, le=60)
+    retry_backoff_max_seconds: float = Field(60.0, ge=0.1, le=3600)
     # A running job whose lease has expired is presumed abandoned by its worker. The
     # lease covers claim to submit, so it must outlast the slowest submit (checked below).
     job_lease_seconds: int = Field(600, ge=5, le=3600)

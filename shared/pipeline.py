@@ -321,7 +321,8 @@ def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settin
     except StorageUnavailable as exc:
         if job.provider_request_id:
             # The result waits at the provider: fetch it again later, never pay twice.
-            delay = backoff_seconds(2, exc.retry_after)
+            delay = backoff_seconds(2, exc.retry_after, base=settings.retry_backoff_base_seconds,
+                                    cap=settings.retry_backoff_max_seconds)
             with session_scope(settings.database_url) as session:
                 add_event(session, job.id, "store_retry", reason=exc.message,
                           delay_seconds=round(delay, 3))
@@ -392,7 +393,9 @@ def _handle_failure(job: Job, settings: Settings, exc: EditqError, scheduler: Sc
             costs.charge(session, job, billed, reason=exc.code)
         attempts = current.attempts if current is not None else job.attempts
         if exc.retryable and attempts < settings.job_max_attempts:
-            delay = backoff_seconds(attempts, exc.retry_after)
+            delay = backoff_seconds(attempts, exc.retry_after,
+                                    base=settings.retry_backoff_base_seconds,
+                                    cap=settings.retry_backoff_max_seconds)
             if _past_deadline(job, delay):
                 session.commit()
                 return _deadline_failure(job, settings, f"before another attempt could run "
