@@ -1,17 +1,22 @@
 """Batches through the real path: API, a worker process, beat, Redis, S3 and the WaveSpeed
 simulator over HTTP, on a stack of this module's own.
 
-- a 2,000-item JSONL batch runs to completion: every job once in the manifest and in
-  the results stream, and what the simulator billed is what the jobs cost;
-- a reprocessing of 500 stored jobs with another model: the dry run's estimate is the
+- a JSONL batch of six times the in-flight cap runs to completion: every job once in the
+  manifest and in the results stream, and what the simulator billed is what the jobs cost;
+- a reprocessing of stored jobs with another model: the dry run's estimate is the
   children's, each child reuses its parent's stored input;
-- the worker killed (SIGKILL) in the middle of expanding a 5,000-child reprocessing:
-  the reaper resumes it once its lease runs out, and exactly 5,000 jobs exist in the end;
+- the worker killed (SIGKILL) in the middle of expanding a reprocessing: the reaper
+  resumes it once its lease runs out, and exactly as many jobs as parents exist in the end;
 - (in-process, on a database of its own) feeders running at once never send a batch job
   twice nor more than the in-flight cap.
 
 The stack has no provider limits (rate and concurrency off), so the bulk feeder's
-in-flight cap is the only limit; beat feeds every 0.2 s and reaps every second.
+in-flight cap is the only limit; beat feeds every 0.2 s and reaps every second, and an
+expansion's lease lasts 5 s (60 s by default).
+
+The sizes are what proves each property in seconds; `EDITQ_TEST_SCALE=full` runs the
+same tests at the sizes they once had in the suite (2,000 items, 500 and 5,000 parents,
+the default cap of 200), as a soak run (bench/README.md, "Scale runs of the suite").
 """
 
 from __future__ import annotations
@@ -47,11 +52,15 @@ from shared.tenants import create_api_key
 from tests.conftest import SIM_KEY, db_kind, live_env, make_settings, own_database, redis_db
 from tests.helpers import b64, image_bytes, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240), pytest.mark.every_database]
 
 QWEN_PRICE = Decimal("0.02")
-BULK_MAX_IN_FLIGHT = 200  # the default, said here so the test can check it
-CHUNK_SIZE = 100
+FULL = os.environ.get("EDITQ_TEST_SCALE") == "full"
+BULK_MAX_IN_FLIGHT = 200 if FULL else 40
+ITEMS = 2000 if FULL else 6 * BULK_MAX_IN_FLIGHT
+REPROCESSED = 500 if FULL else 60
+KILL_PARENTS = 5000 if FULL else 2000
+CHUNK_SIZE = 100 if FULL else 50
 
 
 @dataclass
@@ -101,8 +110,9 @@ def bulk(stack: Stack, database_url: str, redis_base: str, s3_url: str, bucket: 
             "EDITQ_WAVESPEED_RATE_PER_MINUTE": "0", "EDITQ_WAVESPEED_MAX_CONCURRENCY": "0",
             "EDITQ_BULK_FEED_INTERVAL_SECONDS": "0.2", "EDITQ_REAPER_INTERVAL_SECONDS": "1",
             "EDITQ_BULK_MAX_IN_FLIGHT": str(BULK_MAX_IN_FLIGHT),
-            # Small chunks: a 5,000-child expansion takes long enough to be interrupted.
+            # Small chunks: an expansion takes long enough to be interrupted.
             "EDITQ_BATCH_CHUNK_SIZE": str(CHUNK_SIZE),
+            "EDITQ_BATCH_EXPANSION_LEASE_SECONDS": "5",
         }
         settings = make_settings(**{k[6:].lower(): v for k, v in sub.env.items()})
         storage = Storage(settings)
@@ -217,12 +227,12 @@ def insert_parents(bulk: BulkStack, tenant_id: str, count: int, image: bytes) ->
 
 
 @pytest.mark.timeout(300)
-def test_a_2000_item_jsonl_batch_runs_every_job_once_and_bills_what_it_cost(
+def test_a_jsonl_batch_runs_every_job_once_and_bills_what_it_cost(
         bulk: BulkStack) -> None:
-    # given 2,000 qwen-edit items as a JSONL file, each with its own prompt, over defaults
-    # that carry the image
+    # given six times the in-flight cap of qwen-edit items as a JSONL file, each with its
+    # own prompt, over defaults that carry the image
     tenant_id, client = bulk.client("batch-items")
-    items = 2000
+    items = ITEMS
     jsonl = "\n".join(json.dumps({"model": "qwen-edit", "prompt": f"item {n}",
                                   "metadata": {"n": n}}) for n in range(items))
     defaults = {"image": b64(image_bytes()), "operation": "general_edit"}
@@ -242,7 +252,7 @@ def test_a_2000_item_jsonl_batch_runs_every_job_once_and_bills_what_it_cost(
     assert (accepted["kind"], accepted["total"], accepted["invalid"]) == ("items", items, [])
     assert Decimal(accepted["cost"]["estimated_total"]) == QWEN_PRICE * items
 
-    # and it completes, every job succeeded, the counts adding up to 2,000
+    # and it completes, every job succeeded, the counts adding up to the items
     with InFlightSampler(bulk.database_url) as in_flight:
         done = wait_completed(bulk, client, batch_id, timeout=240)
     took = time.monotonic() - began
@@ -287,7 +297,7 @@ def test_a_2000_item_jsonl_batch_runs_every_job_once_and_bills_what_it_cost(
     assert billed == actual, (billed, actual)
     # and the feeder kept the bulk jobs in flight under its cap all along
     assert max(in_flight.samples) <= BULK_MAX_IN_FLIGHT, Counter(in_flight.samples)
-    print(f"\n2,000-item batch: accepted to completed in {took:.1f} s; bulk jobs in flight "
+    print(f"\n{items}-item batch: accepted to completed in {took:.1f} s; bulk jobs in flight "
           f"max {max(in_flight.samples)} over {len(in_flight.samples)} samples; simulator "
           f"peak in flight {bulk.sim_stats()['peak_in_flight']}")
 
@@ -296,11 +306,11 @@ def test_a_2000_item_jsonl_batch_runs_every_job_once_and_bills_what_it_cost(
 
 
 @pytest.mark.timeout(240)
-def test_reprocessing_500_stored_jobs_with_another_model_reuses_their_inputs(
+def test_reprocessing_stored_jobs_with_another_model_reuses_their_inputs(
         bulk: BulkStack) -> None:
-    # given 500 stored local-pillow grayscale jobs, each on an image of its own
+    # given stored local-pillow grayscale jobs, each on an image of its own
     _, client = bulk.client("batch-reprocess")
-    parents_count = 500
+    parents_count = REPROCESSED
     parent_items = [{"image": b64(image_bytes(color=(n % 256, n // 256, 90))),
                      "metadata": {"n": n}} for n in range(parents_count)]
     response = post_batch(client, {"items": parent_items,
@@ -337,7 +347,7 @@ def test_reprocessing_500_stored_jobs_with_another_model_reuses_their_inputs(
     assert response.json()["kind"] == "reprocess"
     done = wait_completed(bulk, client, batch_id, timeout=150)
 
-    # then exactly 500 children exist, one per parent, the dry run's estimate theirs
+    # then exactly one child per parent exists, the dry run's estimate theirs
     children = batch_jobs(bulk.database_url, batch_id)
     assert len(children) == parents_count
     assert [c.batch_index for c in children] == list(range(parents_count))
@@ -370,9 +380,9 @@ def test_reprocessing_500_stored_jobs_with_another_model_reuses_their_inputs(
 @pytest.mark.timeout(300)
 def test_a_worker_killed_mid_expansion_is_resumed_by_the_reaper_without_duplicates(
         bulk: BulkStack) -> None:
-    # given 5,000 stored jobs, reprocessed with qwen-edit (expanded 100 jobs per chunk)
+    # given stored jobs, reprocessed with qwen-edit (expanded CHUNK_SIZE jobs per chunk)
     tenant_id, client = bulk.client("batch-kill")
-    total = 5000
+    total = KILL_PARENTS
     parents = insert_parents(bulk, tenant_id, total, image_bytes(color=(10, 160, 60)))
     response = post_batch(client, {"reprocess": {
         "filter": {"model": "local-pillow"},
@@ -408,7 +418,7 @@ def test_a_worker_killed_mid_expansion_is_resumed_by_the_reaper_without_duplicat
     resumed_at = utcnow()
     assert resumed_at >= killed.lease_expires_at, (resumed_at, killed.lease_expires_at)
 
-    # and it resumes where it stopped, and ends with exactly 5,000 jobs, each made once
+    # and it resumes where it stopped, and ends with exactly one job per parent
     def expanded() -> Batch | None:
         batch = batch_row(bulk.database_url, batch_id)
         return batch if batch.status != "expanding" else None
@@ -432,7 +442,7 @@ def test_a_worker_killed_mid_expansion_is_resumed_by_the_reaper_without_duplicat
           f"{(resumed_at - killed.lease_expires_at).total_seconds():.1f} s after the lease "
           "expired")
 
-    # and once canceled (its queued jobs never run) the batch still counts its 5,000 jobs
+    # and once canceled (its queued jobs never run) the batch still counts all its jobs
     canceled = client.http.post(f"/v1/batches/{batch_id}/cancel")
     assert canceled.status_code == 200, canceled.text
     assert canceled.json()["status"] == "canceled"
