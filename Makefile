@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-repeat lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,16 @@ install: $(STAMP)
 demo: install
 	$(BIN)/editq demo
 
+# Two workers (this machine has two cores), each taking whole modules, longest first
+# (tests/conftest.py): a module's stack is started once, by one worker.
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
+
+# Flakiness check: the integration tests RUNS times in a row, each test that failed once named.
+RUNS  ?= 3
+TESTS ?= tests/integration
+test-repeat: install
+	$(BIN)/python -m tests.repeat --runs $(RUNS) $(TESTS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -51,9 +51,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def redis_base(stack: Stack) -> str:
-    """A Redis URL without database number."""
+    """A Redis URL without database number.
+
+    Each session takes ten of a server's sixteen databases (REDIS_DB), so under
+    pytest-xdist only the first worker uses the server at EDITQ_REDIS_URL; every other
+    worker starts a redis-server of its own."""
     url = os.environ.get("EDITQ_REDIS_URL", "redis://127.0.0.1:6379/0")
-    if not redis_reachable(url):
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0" or not redis_reachable(url):
         url = stack.start_redis()
     return url.rsplit("/", 1)[0] if url.count("/") > 2 else url
 
@@ -84,18 +88,61 @@ def database_kinds(item: pytest.Function | Any) -> list[str]:
     return ["sqlite"]
 
 
+# The modules that take longest, longest first: they start first, so that under
+# pytest-xdist (`make test` runs two workers) no long module is left to run alone at the
+# end. Measured with --durations; a module missing here only costs balance.
+SLOW_FIRST = tuple(f"tests/{path}" for path in (
+    "integration/test_chaos.py", "integration/test_batches.py", "cli/test_cli.py",
+    "integration/test_stability_load.py", "integration/test_costs.py",
+    "integration/test_wavespeed_faults.py", "shared/simulators/test_wavespeed_sim.py",
+    "integration/test_resilience.py", "shared/simulators/test_stability_sim.py"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "database_url" in metafunc.fixturenames:
         metafunc.parametrize("database_url", database_kinds(metafunc.definition),
                              indirect=True, scope="session")
 
 
+class Kept:
+    """What a session starts once per key and keeps until it ends.
+
+    pytest keeps one instance of a parametrized session fixture and rebuilds it when the
+    parameter changes, which happens at every module under pytest-xdist (a worker runs
+    whole modules, each with its SQLite tests and then its PostgreSQL ones). The
+    databases and the live stacks are kept here instead, so switching costs nothing."""
+
+    def __init__(self, exits: ExitStack) -> None:
+        self._exits = exits
+        self._kept: dict[str, Any] = {}
+
+    def get(self, key: str, start: Callable[[], AbstractContextManager[T]]) -> T:
+        if key not in self._kept:
+            self._kept[key] = self._exits.enter_context(start())
+        value: T = self._kept[key]
+        return value
+
+
 @pytest.fixture(scope="session")
-def database_url(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kept(stack: Stack) -> Iterator[Kept]:
+    """(After `stack`, so that what it keeps stops before the session's S3 and Redis.)"""
+    with ExitStack() as exits:
+        yield Kept(exits)
+
+
+@pytest.fixture(scope="session")
+def database_url(request: pytest.FixtureRequest, kept: Kept,
+                 tmp_path_factory: pytest.TempPathFactory) -> str:
     """A migrated database of the kind the test is parametrized with (see database_kinds)."""
-    with migrated_database(request.param, tmp_path_factory.mktemp("db"), "editq") as url:
-        yield url
+    kind: str = request.param
+    return kept.get(f"database-{kind}", lambda: migrated_database(
+        kind, tmp_path_factory.mktemp("db"), "editq"))
 
 
 @contextmanager
@@ -162,6 +209,7 @@ def tenant_key(settings: Settings) -> str:
 
 
 SIM_KEY = "sim-key"
+T = TypeVar("T")
 
 
 @dataclass
@@ -193,18 +241,29 @@ def live_env(database_url: str, broker: str, s3_url: str, bucket: str,
         # session's modules share: off here (the in-process API tests leave jobs queued
         # for good); modules that test them turn them on, on databases of their own.
         "EDITQ_REAPER_INTERVAL_SECONDS": "3600", "EDITQ_WEBHOOK_DISPATCH_INTERVAL_SECONDS": "300",
+        # Batches are fed and finished by beat: a batch of a few jobs should not wait a second.
+        "EDITQ_BULK_FEED_INTERVAL_SECONDS": "0.25",
         "EDITQ_BROKER_URL": broker, "EDITQ_REDIS_URL": broker,
         "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": bucket,
         "EDITQ_S3_ACCESS_KEY_ID": "test", "EDITQ_S3_SECRET_ACCESS_KEY": "test-secret",
         "EDITQ_WAVESPEED_BASE_URL": sim_url, "EDITQ_WAVESPEED_API_KEY": SIM_KEY,
         # Short polls: the simulator's tasks take a fraction of a second here.
         "EDITQ_POLL_INITIAL_SECONDS": "0.1", "EDITQ_POLL_MAX_SECONDS": "0.5",
+        # Short waits between attempts: what a retry does is tested, not how long it waits.
+        "EDITQ_RETRY_BACKOFF_BASE_SECONDS": "0.1",
     }
 
 
 @pytest.fixture(scope="session")
-def live(stack: Stack, database_url: str, redis_base: str, s3_url: str,
-         bucket: str) -> Iterator[Live]:
+def live(stack: Stack, kept: Kept, database_url: str, redis_base: str, s3_url: str,
+         bucket: str) -> Live:
+    return kept.get(f"live-{database_url}", lambda: live_stack(
+        stack, database_url, redis_base, s3_url, bucket))
+
+
+@contextmanager
+def live_stack(stack: Stack, database_url: str, redis_base: str, s3_url: str,
+               bucket: str) -> Iterator[Live]:
     broker = redis_db(redis_base, db_kind(database_url))
     kind = db_kind(database_url)
     sub = Stack(workdir=stack.workdir)

@@ -7,6 +7,7 @@ EDITQ_TEST_DATABASE_URL is set), each with its own API, worker and Redis databas
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ import redis
 from PIL import Image
 from sqlalchemy import func, select
 
+from cli.client import ApiClient
 from shared.db import session_scope
 from shared.models import JobEvent
 from shared.queue import enqueue_run, make_celery
@@ -117,11 +119,21 @@ def test_a_burst_of_120_concurrent_submissions_is_all_accepted(live: Live) -> No
     from concurrent.futures import ThreadPoolExecutor
 
     client = live.client("e2e-burst")
+    key = client.http.headers["authorization"].split()[1]
     image = image_bytes((40, 30))
+
+    def submit(n: int) -> dict[str, Any]:
+        # (a client per caller, as 120 users would have: one httpx.Client shared by 120
+        # threads once failed here with EBADF on its own socket, under a loaded machine)
+        own = ApiClient(live.api_url, key)
+        try:
+            return own.submit(image, operation="grayscale", metadata={"n": n})
+        finally:
+            own.http.close()
+
     # when they all arrive at once
     with ThreadPoolExecutor(120) as pool:
-        jobs = list(pool.map(lambda n: client.submit(image, operation="grayscale",
-                                                     metadata={"n": n}), range(120)))
+        jobs = list(pool.map(submit, range(120)))
     # then every one was accepted (no pool/thread deadlock, no 500) and runs
     assert len({j["id"] for j in jobs}) == 120
     done = [client.wait(j["id"], timeout=60)["status"] for j in jobs]
