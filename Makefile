@@ -20,7 +20,7 @@ demo: install
 # Two workers (this machine has two cores), each taking whole modules, longest first
 # (tests/conftest.py): a module's stack is started once, by one worker.
 test: install
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # Flakiness check: the integration tests RUNS times in a row, each test that failed once named.
 RUNS  ?= 3

@@ -47,7 +47,8 @@ def main() -> int:
     parser.add_argument("paths", nargs="*", default=["tests/integration"])
     args, pytest_args = parser.parse_known_args()
     if args.workers:
-        pytest_args = ["-n", str(args.workers), "--dist", "loadfile", *pytest_args]
+        pytest_args = ["-n", str(args.workers), "--dist", "loadfile", "--no-loadscope-reorder",
+                       *pytest_args]
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     failed_runs: Counter[str] = Counter()
