@@ -55,12 +55,13 @@ FEED_LOCK = 0x6564_6974_7166_6564  # PostgreSQL advisory lock: one bulk feeder a
 def take_expansion(settings: Settings, batch_id: str) -> bool:
     """The right to expand this batch now: one worker at a time, under a lease."""
     now = utcnow()
+    lease = timedelta(seconds=settings.batch_expansion_lease_seconds)
     with session_scope(settings.database_url) as session:
         moved = session.execute(
             update(Batch).where(Batch.id == batch_id, Batch.status == EXPANDING,
                                 or_(Batch.lease_expires_at.is_(None),
                                     Batch.lease_expires_at < now))
-            .values(lease_expires_at=now + timedelta(seconds=settings.batch_expansion_lease_seconds))
+            .values(lease_expires_at=now + lease)
             .execution_options(synchronize_session=False))
         return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -72,6 +73,7 @@ def expand(settings: Settings, storage: Storage, batch_id: str) -> int:
     with session_scope(settings.database_url) as session:
         batch = session.scalars(select(Batch).where(Batch.id == batch_id)).one()
     items = _items(storage, batch) if batch.kind == "items" else None
+    lease = timedelta(seconds=settings.batch_expansion_lease_seconds)
     made = 0
     while True:
         with session_scope(settings.database_url) as session:
@@ -79,7 +81,7 @@ def expand(settings: Settings, storage: Storage, batch_id: str) -> int:
             alive = session.execute(
                 update(Batch).where(Batch.id == batch_id, Batch.status == EXPANDING)
                 .values(updated_at=utcnow(),
-                        lease_expires_at=utcnow() + timedelta(seconds=settings.batch_expansion_lease_seconds))
+                        lease_expires_at=utcnow() + lease)
                 .execution_options(synchronize_session=False))
             if alive.rowcount != 1:  # type: ignore[attr-defined]
                 # Canceled: this worker inserts nothing more, so the batch may finish
