@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime
 
 import httpx
 import pytest
@@ -42,10 +41,6 @@ def hooked(stack: Stack, database_url: str, redis_base: str, s3_url: str,
         yield api_url, sim_url, client
     finally:
         sub.stop()
-
-
-def seconds(job: dict[str, str], start: str, end: str) -> float:
-    return (datetime.fromisoformat(job[end]) - datetime.fromisoformat(job[start])).total_seconds()
 
 
 def test_signed_webhook_finishes_the_job_without_waiting_for_a_poll(
