@@ -1,7 +1,7 @@
 """Batches through the real path: API, a worker process, beat, Redis, S3 and the WaveSpeed
 simulator over HTTP, on a stack of this module's own.
 
-- a JSONL batch of six times the in-flight cap runs to completion: every job once in the
+- a JSONL batch of four times the in-flight cap runs to completion: every job once in the
   manifest and in the results stream, and what the simulator billed is what the jobs cost;
 - a reprocessing of stored jobs with another model: the dry run's estimate is the
   children's, each child reuses its parent's stored input;
@@ -57,10 +57,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240), pytest.mark.eve
 QWEN_PRICE = Decimal("0.02")
 FULL = os.environ.get("EDITQ_TEST_SCALE") == "full"
 BULK_MAX_IN_FLIGHT = 200 if FULL else 40
-ITEMS = 2000 if FULL else 6 * BULK_MAX_IN_FLIGHT
+ITEMS = 2000 if FULL else 4 * BULK_MAX_IN_FLIGHT
 REPROCESSED = 500 if FULL else 60
-KILL_PARENTS = 5000 if FULL else 2000
-CHUNK_SIZE = 100 if FULL else 50
+KILL_PARENTS = 5000 if FULL else 1200
+CHUNK_SIZE = 100 if FULL else 30
 
 
 @dataclass
@@ -229,7 +229,7 @@ def insert_parents(bulk: BulkStack, tenant_id: str, count: int, image: bytes) ->
 @pytest.mark.timeout(300)
 def test_a_jsonl_batch_runs_every_job_once_and_bills_what_it_cost(
         bulk: BulkStack) -> None:
-    # given six times the in-flight cap of qwen-edit items as a JSONL file, each with its
+    # given four times the in-flight cap of qwen-edit items as a JSONL file, each with its
     # own prompt, over defaults that carry the image
     tenant_id, client = bulk.client("batch-items")
     items = ITEMS
