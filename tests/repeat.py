@@ -33,9 +33,9 @@ def failures(report: Path) -> dict[str, str]:
         return {"<session>": "pytest wrote no report (it crashed or was killed)"}
     for case in ET.parse(report).getroot().iter("testcase"):
         for problem in (*case.findall("failure"), *case.findall("error")):
-            name = f"{case.get('classname')}::{case.get('name')}"
-            found[name] = (problem.get("message") or "").strip().splitlines()[0][:160] \
-                if (problem.get("message") or "").strip() else problem.tag
+            message = (problem.get("message") or "").strip()
+            found[f"{case.get('classname')}::{case.get('name')}"] = (
+                message.splitlines()[0][:160] if message else problem.tag)
     return found
 
 
