@@ -12,6 +12,7 @@ from api import problems
 from api.routes import batches, costs, jobs, meta, providers, quotes, webhooks
 from shared.config import Settings, get_settings
 from shared.errors import StorageUnavailable
+from shared.inflight.wakeups import WakePublisher
 from shared.providers.catalog import get_catalog
 from shared.queue import make_celery
 from shared.storage import Storage
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except StorageUnavailable as exc:
             log.warning("storage not ready at start-up: %s", exc.message)
         yield
+        app.state.wakeups.close()
 
     app = FastAPI(title="editq", version="0.1.0", lifespan=lifespan,
                   description="Asynchronous image-edit jobs over WaveSpeed, Stability "
@@ -38,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.storage = Storage(settings)
     app.state.celery = make_celery(settings, name="editq-api")
+    app.state.wakeups = WakePublisher(settings.redis_url)
     problems.install(app)
     app.include_router(jobs.router)
     app.include_router(meta.router)

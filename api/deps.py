@@ -13,6 +13,7 @@ from fastapi import Depends, Header, Request
 
 from shared.config import Settings
 from shared.db import session_scope
+from shared.inflight.wakeups import WakePublisher
 from shared.storage import Storage
 from shared.tenants import Principal, authenticate
 
@@ -39,6 +40,14 @@ def get_celery(request: Request) -> Celery:
 
 
 CeleryDep = Annotated[Celery, Depends(get_celery)]
+
+
+def get_wakeups(request: Request) -> WakePublisher:
+    wakeups: WakePublisher = request.app.state.wakeups
+    return wakeups
+
+
+WakeDep = Annotated[WakePublisher, Depends(get_wakeups)]
 
 
 def get_principal(settings: SettingsDep,

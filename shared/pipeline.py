@@ -35,6 +35,7 @@ from shared.jobs import (
     CANCELED,
     DEADLINE_EXCEEDED,
     RUNNING,
+    SUCCEEDED,
     add_event,
     claim,
     extend_lease,
@@ -51,7 +52,7 @@ from shared.jobs import (
     unclaim,
 )
 from shared.models import Job
-from shared.providers.base import ImageEditResult
+from shared.providers.base import ImageEditProvider, ImageEditResult
 from shared.providers.catalog import ModelSpec, get_catalog
 from shared.providers.classify import trips_breaker
 from shared.providers.pricing import Price
@@ -62,11 +63,12 @@ from shared.storage import Storage, output_key, outputs_prefix
 log = logging.getLogger(__name__)
 
 class Scheduler(Protocol):
-    """How the pipeline asks for its next step: the worker enqueues Celery tasks."""
+    """How the pipeline asks for its next step: attempts are Celery tasks; a submitted
+    request is followed by the worker process's in-flight engine (shared.inflight)."""
 
     def run(self, job_id: str, delay: float) -> None: ...
 
-    def poll(self, job_id: str, delay: float) -> None: ...
+    def follow(self, job: Job, delay: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
         job = claim(session, job_id, settings.job_lease_seconds)
     if job is None:
         return RunOutcome(job_id, "skipped", "not queued (running elsewhere or finished)")
-    if _past_deadline(job):
+    if past_deadline(job):
         return _deadline_failure(job, settings, "before an attempt could start")
 
     spec = get_catalog().get(job.model)
@@ -168,17 +170,27 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
         return _finish(job, spec, submitted.result, settings, storage, scheduler)
     assert submitted.request_id is not None
     first_look = max(settings.poll_initial_seconds, provider.min_poll_seconds)
-    lease = first_look + settings.poll_lease_margin_seconds
     with session_scope(settings.database_url) as session:
         # Canceled while the POST was out: the call is followed only to settle its cost.
-        if not record_submitted(session, job_id, submitted.request_id, lease) and (
-                not record_submitted_after_cancel(session, job_id, submitted.request_id)):
-            return RunOutcome(job_id, "discarded", "job left running state during submit")
-    scheduler.poll(job_id, first_look)
+        if not record_submitted(session, job_id, submitted.request_id,
+                                followed_lease_seconds(settings)):
+            if not record_submitted_after_cancel(session, job_id, submitted.request_id):
+                return RunOutcome(job_id, "discarded", "job left running state during submit")
+            job.status, job.cost_actual = CANCELED, None
+    # What the rows now say, without reading them again: the engine follows this copy.
+    job.provider_request_id, job.provider_state = submitted.request_id, "submitted"
+    job.provider_submitted_at = utcnow()
+    scheduler.follow(job, first_look)
     return RunOutcome(job_id, "submitted", submitted.request_id)
 
 
-def _past_deadline(job: Job, after: float = 0.0) -> bool:
+def followed_lease_seconds(settings: Settings) -> float:
+    """How long a followed job's lease lasts: its engine renews it well before (once
+    per interval for all its jobs); past it, the reaper presumes the worker dead."""
+    return settings.poll_max_seconds + settings.poll_lease_margin_seconds
+
+
+def past_deadline(job: Job, after: float = 0.0) -> bool:
     return job.deadline_at is not None and (
         utcnow() + timedelta(seconds=after) > job.deadline_at)
 
@@ -199,7 +211,7 @@ def _wait(job: Job, settings: Settings, scheduler: Scheduler, wait: float,
     """Put a job that may not call its provider yet back in the queue, no attempt spent,
     unless it would come back after its deadline."""
     delay = _spread(wait)
-    if _past_deadline(job, delay):
+    if past_deadline(job, delay):
         return _deadline_failure(job, settings, f"while it waited ({reason})")
     with session_scope(settings.database_url) as session:
         unclaimed = unclaim(session, job.id, reason, delay)
@@ -231,57 +243,125 @@ def _provider_failed(provider: str, settings: Settings, exc: EditqError) -> None
         breaker.record_failure()
 
 
-def poll_job(job_id: str, settings: Settings, storage: Storage,
-             scheduler: Scheduler) -> RunOutcome:
-    """One look at the provider request of a running job; reschedules itself until done."""
+def followable(job: Job | None) -> bool:
+    """A job with a provider request to look at: running, or canceled and settling."""
+    return job is not None and bool(job.provider_request_id) and (
+        job.status == RUNNING or is_settling(job))
+
+
+def adopt(job_id: str, settings: Settings) -> Job | None:
+    """Take a job to follow here: one handed back by a stopping worker, or resumed by a
+    reaper outside any worker. (Only jobs no engine holds are sent to be adopted; were
+    one followed twice, the second finish finds it finished and changes nothing.)"""
     with session_scope(settings.database_url) as session:
         job = session.scalar(select(Job).where(Job.id == job_id))
-        if job is None or not job.provider_request_id or not (
-                job.status == RUNNING or is_settling(job)):
+        if job is None or not followable(job):
+            return None
+        extend_lease(session, job_id, followed_lease_seconds(settings))
+        return job
+
+
+def mark_deadline(job: Job, settings: Settings) -> Job:
+    """A job whose deadline passed while its call is out is over for its owner now; the
+    call is still followed until its cost settles. Answers the job as it now is."""
+    if job.status != RUNNING or not past_deadline(job):
+        return job
+    with session_scope(settings.database_url) as session:
+        fail_while_out(session, job.id, DEADLINE_EXCEEDED,
+                       f"the job's deadline ({job.deadline_at:%Y-%m-%dT%H:%M:%SZ}) "
+                       "passed while the provider was working on it")
+        session.commit()
+        return _current(session, job.id) or job
+
+
+def waited_seconds(job: Job) -> float:
+    return (utcnow() - (job.provider_submitted_at or utcnow())).total_seconds()
+
+
+def timed_out(job: Job, settings: Settings) -> ProviderError | None:
+    """The error to fail a request with that has run past the provider timeout."""
+    if waited_seconds(job) <= settings.provider_timeout_seconds:
+        return None
+    return ProviderError(f"the provider did not finish request {job.provider_request_id} "
+                         f"within {settings.provider_timeout_seconds} s",
+                         code="provider_timeout")
+
+
+def next_look_seconds(settings: Settings, provider: ImageEditProvider, job: Job,
+                      retry_after: float | None = None) -> float:
+    return max(next_poll_delay(settings, waited_seconds(job)), retry_after or 0.0,
+               provider.min_poll_seconds)
+
+
+def look_failed(job: Job, exc: EditqError, settings: Settings,
+                scheduler: Scheduler) -> RunOutcome | None:
+    """What a failed look means: the edit failed (the job's outcome), or only the look
+    did (None: look again later)."""
+    if isinstance(exc, ProviderError) and exc.retryable and not exc.task_failed:
+        _provider_failed(job.provider, settings, exc)
+        return None
+    return _handle_failure(job, settings, exc, scheduler)
+
+
+def fail_call(job: Job, exc: EditqError, settings: Settings,
+              scheduler: Scheduler) -> RunOutcome:
+    """The request is given up on (timed out): retry or fail the attempt."""
+    return _handle_failure(job, settings, exc, scheduler)
+
+
+def collect_and_finish(job: Job, answer: Any, settings: Settings, storage: Storage,
+                       scheduler: Scheduler) -> RunOutcome:
+    """A look found the request done: collect its outputs (downloads), store, record."""
+    spec = get_catalog().get(job.model)
+    provider = get_provider(spec.provider, settings)
+    assert job.provider_request_id is not None
+    try:
+        result = provider.collect(spec, job.provider_request_id, answer)
+    except EditqError as exc:
+        outcome = look_failed(job, exc, settings, scheduler)
+        if outcome is not None:
+            return outcome
+        return _look_again(job, provider, settings, scheduler, getattr(exc, "retry_after", None))
+    return _finish(job, spec, result, settings, storage, scheduler)
+
+
+def _look_again(job: Job, provider: ImageEditProvider, settings: Settings,
+                scheduler: Scheduler, retry_after: float | None) -> RunOutcome:
+    if (timeout := timed_out(job, settings)) is not None:
+        return _handle_failure(job, settings, timeout, scheduler)
+    delay = next_look_seconds(settings, provider, job, retry_after)
+    scheduler.follow(job, delay)
+    return RunOutcome(job.id, "waiting", f"next look in {delay:.2f}s")
+
+
+def poll_job(job_id: str, settings: Settings, storage: Storage,
+             scheduler: Scheduler) -> RunOutcome:
+    """One look at a running job's provider request, blocking, with the steps the
+    in-flight engine takes around its own looks (for scripts and step-by-step tests:
+    the worker itself looks from shared.inflight)."""
+    with session_scope(settings.database_url) as session:
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        if job is None or not followable(job):
             return RunOutcome(job_id, "skipped", "no running provider request")
-        extend_lease(session, job_id,
-                     settings.poll_max_seconds + settings.poll_lease_margin_seconds)
-        if job.status == RUNNING and _past_deadline(job):
-            # Over for its owner now; the call is still followed until its cost settles.
-            fail_while_out(session, job_id, DEADLINE_EXCEEDED,
-                           f"the job's deadline ({job.deadline_at:%Y-%m-%dT%H:%M:%SZ}) "
-                           "passed while the provider was working on it")
-            session.commit()
-            job = _current(session, job_id) or job
+        extend_lease(session, job_id, followed_lease_seconds(settings))
+    job = mark_deadline(job, settings)
     limiter = get_limiter(job.provider, settings)
     if limiter is not None and (wait := limiter.before_poll(job_id)):
-        scheduler.poll(job_id, _spread(wait))
+        scheduler.follow(job, _spread(wait))
         return RunOutcome(job_id, "throttled", f"{job.provider} limit: {wait:.2f}s")
     spec = get_catalog().get(job.model)
-    request_id = job.provider_request_id
-    assert request_id is not None
-    waited = (utcnow() - (job.provider_submitted_at or utcnow())).total_seconds()
+    provider = get_provider(spec.provider, settings)
+    assert job.provider_request_id is not None
     try:
-        provider = get_provider(spec.provider, settings)
-        polled = provider.poll(spec, request_id)
-    except ProviderError as exc:
-        if exc.task_failed or not exc.retryable:
-            return _handle_failure(job, settings, exc, scheduler)
-        _provider_failed(job.provider, settings, exc)
-        polled = None  # the look failed, not the edit: look again later
-        retry_after = exc.retry_after
+        polled = provider.poll(spec, job.provider_request_id)
     except EditqError as exc:
-        return _handle_failure(job, settings, exc, scheduler)
-    else:
-        retry_after = None
-        _provider_answered(job.provider, settings)
-
-    if polled is not None and polled.done and polled.result is not None:
+        if (outcome := look_failed(job, exc, settings, scheduler)) is not None:
+            return outcome
+        return _look_again(job, provider, settings, scheduler, getattr(exc, "retry_after", None))
+    _provider_answered(job.provider, settings)
+    if polled.done and polled.result is not None:
         return _finish(job, spec, polled.result, settings, storage, scheduler)
-    if waited > settings.provider_timeout_seconds:
-        timeout = ProviderError(f"the provider did not finish request {request_id} within "
-                                f"{settings.provider_timeout_seconds} s",
-                                code="provider_timeout")
-        return _handle_failure(job, settings, timeout, scheduler)
-    delay = max(next_poll_delay(settings, waited), retry_after or 0.0,
-                provider.min_poll_seconds)
-    scheduler.poll(job_id, delay)
-    return RunOutcome(job_id, "waiting", f"next look in {delay:.2f}s")
+    return _look_again(job, provider, settings, scheduler, None)
 
 
 def _spread(wait: float) -> float:
@@ -310,12 +390,13 @@ def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settin
             storage: Storage, scheduler: Scheduler) -> RunOutcome:
     _release(job.provider, job.id, settings)
     price = _price(spec, job, result)
-    with session_scope(settings.database_url) as session:
-        current = _current(session, job.id)
-        if is_settling(current):
-            return _settle(session, job, price, "completed after the job ended")
-        if current is None or current.status != RUNNING:
-            return RunOutcome(job.id, "discarded", "job left running state before it finished")
+    if job.status != RUNNING:  # followed only to settle: nothing of it is kept
+        with session_scope(settings.database_url) as session:
+            if is_settling(_current(session, job.id)):
+                return _settle(session, job, price, "completed after the job ended")
+        return RunOutcome(job.id, "discarded", "job left running state before it finished")
+    # Not read again first: the success below is conditional, and a job that ended
+    # meanwhile gets its outputs deleted and its call settled there.
     try:
         outputs = _store_outputs(storage, settings, job, result)
     except StorageUnavailable as exc:
@@ -326,7 +407,7 @@ def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settin
             with session_scope(settings.database_url) as session:
                 add_event(session, job.id, "store_retry", reason=exc.message,
                           delay_seconds=round(delay, 3))
-            scheduler.poll(job.id, delay)
+            scheduler.follow(job, delay)
             return RunOutcome(job.id, "waiting", f"storage: {exc.message}")
         return _handle_failure(job, settings, exc, scheduler, billed=price)
     except EditqError as exc:
@@ -339,8 +420,13 @@ def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settin
                 add_event(session, job.id, "content_filtered",
                           finish_reason=result.metadata.get("finish_reason"))
             return RunOutcome(job.id, "succeeded", f"{len(outputs)} output(s)")
-        if is_settling(_current(session, job.id)):
+        current = _current(session, job.id)
+        if is_settling(current):
             outcome = _settle(session, job, price, "completed while the job was ending")
+        elif current is not None and current.status == SUCCEEDED:
+            # Finished twice (two workers followed it): the same outputs, under the same
+            # keys, belong to the success already recorded. Nothing to delete.
+            return RunOutcome(job.id, "discarded", "the job had succeeded already")
         else:
             outcome = RunOutcome(job.id, "discarded", "job left running state before it finished")
     _discard_outputs(storage, job.id)
@@ -396,7 +482,7 @@ def _handle_failure(job: Job, settings: Settings, exc: EditqError, scheduler: Sc
             delay = backoff_seconds(attempts, exc.retry_after,
                                     base=settings.retry_backoff_base_seconds,
                                     cap=settings.retry_backoff_max_seconds)
-            if _past_deadline(job, delay):
+            if past_deadline(job, delay):
                 session.commit()
                 return _deadline_failure(job, settings, f"before another attempt could run "
                                                         f"(the last one: {exc.code})")

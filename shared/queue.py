@@ -12,9 +12,11 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from shared.config import Settings
+from shared.models import Job
 
 RUN_TASK = "editq.run_job"
-POLL_TASK = "editq.poll_job"
+# (Its name predates the in-flight engine: messages already queued still mean "follow".)
+FOLLOW_TASK = "editq.poll_job"
 REAP_TASK = "editq.reap"
 DISPATCH_WEBHOOKS_TASK = "editq.dispatch_webhooks"
 EXPAND_BATCH_TASK = "editq.expand_batch"
@@ -74,10 +76,10 @@ def enqueue_run(app: Celery, job_id: str, *, queue: str = INTERACTIVE,
     _send(app, RUN_TASK, job_id, queue, countdown)
 
 
-def enqueue_poll(app: Celery, job_id: str, *, queue: str = INTERACTIVE,
-                 countdown: float | None = None) -> None:
-    """Look at the job's provider request once (the look reschedules itself)."""
-    _send(app, POLL_TASK, job_id, queue, countdown)
+def enqueue_follow(app: Celery, job_id: str, *, queue: str = INTERACTIVE) -> None:
+    """Have a worker's in-flight engine follow the job's provider request (a job handed
+    back, or resumed from outside a worker). Never delayed: looks are the engine's."""
+    _send(app, FOLLOW_TASK, job_id, queue, None)
 
 
 def enqueue_delivery(app: Celery, delivery_id: str) -> None:
@@ -92,7 +94,8 @@ def enqueue_expansion(app: Celery, batch_id: str) -> None:
 
 
 class CeleryScheduler:
-    """The pipeline's next steps as Celery tasks on the job's queue."""
+    """The pipeline's next steps from outside a worker (`editq reaper --once`): attempts
+    and follows as Celery tasks on the job's queue. In a worker, the engine follows."""
 
     def __init__(self, app: Celery, queue: str = INTERACTIVE) -> None:
         self.app = app
@@ -101,5 +104,5 @@ class CeleryScheduler:
     def run(self, job_id: str, delay: float) -> None:
         enqueue_run(self.app, job_id, queue=self.queue, countdown=delay)
 
-    def poll(self, job_id: str, delay: float) -> None:
-        enqueue_poll(self.app, job_id, queue=self.queue, countdown=delay)
+    def follow(self, job: Job, delay: float) -> None:
+        enqueue_follow(self.app, job.id, queue=job.queue or self.queue)

@@ -59,6 +59,19 @@ local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, tostring(math.max(0.05, tonumber(first[2]) - now))}
 """
 
+# KEYS[1] in-flight zset; ARGV: lease seconds, then the job ids whose slots to renew
+# (only slots still held: XX never takes a new one).
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local lease = tonumber(ARGV[1])
+local renewed = 0
+for i = 2, #ARGV do
+  renewed = renewed + redis.call('ZADD', KEYS[1], 'XX', 'CH', now + lease, ARGV[i])
+end
+return renewed
+"""
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -78,6 +91,7 @@ class ProviderLimiter:
         self.lease_seconds = lease_seconds
         self._rate = client.register_script(_RATE)
         self._concurrency = client.register_script(_CONCURRENCY)
+        self._renew = client.register_script(_RENEW)
         self._client = client
         self.rate_key = f"editq:ratelimit:{provider}:rate"
         self.concurrency_key = f"editq:ratelimit:{provider}:inflight"
@@ -117,6 +131,19 @@ class ProviderLimiter:
             self._run(self._concurrency, self.concurrency_key, self.lease_seconds,
                       self.limits.concurrency, job_id, "1")
         return self._take_rate() if self.limits.count_polls else 0.0
+
+    def renew(self, job_ids: list[str]) -> None:
+        """Renew the in-flight slots of many followed jobs in one round trip per 1,000
+        (the engine's lease tick), instead of one call per look."""
+        if not self.limits.concurrency:
+            return
+        for start in range(0, len(job_ids), 1000):
+            try:
+                self._renew(keys=[self.concurrency_key],
+                            args=[self.lease_seconds, *job_ids[start:start + 1000]])
+            except redis.RedisError as exc:
+                log.warning("could not renew %s slots: %s", self.provider, exc)
+                return
 
     def pause(self, seconds: float) -> None:
         """The provider said 429 with Retry-After: every worker holds off that long, so

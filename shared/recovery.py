@@ -30,7 +30,7 @@ from shared.db import session_scope, utcnow
 from shared.errors import EditqError
 from shared.jobs import QUEUED, RUNNING, SETTLING, add_event, fail, requeue, settle
 from shared.models import Batch, Job
-from shared.pipeline import Scheduler
+from shared.pipeline import Scheduler, followed_lease_seconds
 from shared.storage import Storage, outputs_prefix
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,7 @@ def _resume_expired_leases(settings: Settings, scheduler: Scheduler, limit: int,
                            done: Recovered) -> None:
     now = utcnow()
     waiting = or_(Job.status == RUNNING, SETTLING)
-    lease = now + timedelta(seconds=settings.poll_max_seconds
-                            + settings.poll_lease_margin_seconds)
+    lease = now + timedelta(seconds=followed_lease_seconds(settings))
     with session_scope(settings.database_url) as session:
         stale = list(session.scalars(
             select(Job.id).where(waiting, Job.lease_expires_at < now)
@@ -126,7 +125,7 @@ def _resume_expired_leases(settings: Settings, scheduler: Scheduler, limit: int,
             if job.provider_request_id:
                 add_event(session, job_id, "poll_resumed", request_id=job.provider_request_id)
                 session.commit()
-                scheduler.poll(job_id, 0)
+                scheduler.follow(job, 0)
                 done.polling.append(job_id)
             elif job.status != RUNNING:
                 settle(session, job_id, "its worker stopped while submitting; whether the "

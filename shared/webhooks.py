@@ -44,6 +44,13 @@ def check_events(events: list[str] | None) -> list[str] | None:
     return sorted(set(events), key=JOB_EVENTS.index)
 
 
+def wants_event(job: Job, tenant_url: str | None, event_type: str) -> bool:
+    """Whether the job (or its tenant) subscribes to this event: most jobs have no
+    webhook at all, and their transitions write no outbox row and read nothing more."""
+    events = job.webhook_events if job.webhook_events is not None else DEFAULT_JOB_EVENTS
+    return bool(job.webhook_url or tenant_url) and event_type in events
+
+
 def record_job_event(session: Session, job_id: str, event_type: str) -> WebhookDelivery | None:
     """Write the outbox row for this event if the job (or its tenant) subscribes to it."""
     row = session.execute(select(Job, Tenant.webhook_url)

@@ -38,7 +38,8 @@ os.environ.setdefault("EDITQ_DATABASE_MAX_OVERFLOW", "6")
 # Redis databases used by the tests, one per concern, so that workers started
 # for one database backend never take messages meant for another.
 REDIS_DB = {"api": 8, "sqlite": 9, "postgresql": 10, "faults": 11, "webhooks": 12,
-            "load": 13, "costs": 14, "resilience": 15, "deliveries": 7, "batches": 6}
+            "load": 13, "costs": 14, "resilience": 15, "deliveries": 7, "batches": 6,
+            "inflight": 5}
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def redis_base(stack: Stack) -> str:
     """A Redis URL without database number.
 
-    Each session takes ten of a server's sixteen databases (REDIS_DB), so under
+    Each session takes eleven of a server's sixteen databases (REDIS_DB), so under
     pytest-xdist only the first worker uses the server at EDITQ_REDIS_URL; every other
     worker starts a redis-server of its own."""
     url = os.environ.get("EDITQ_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -15,6 +15,7 @@ from shared.queue import (
     make_celery,
 )
 from shared.storage import get_storage
+from worker import runtime
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -40,6 +41,15 @@ app.conf.beat_schedule = {
 
 
 @signals.worker_init.connect
-def _ensure_bucket(**_: object) -> None:
-    """Outputs go to this bucket; create it before the first job rather than fail on it."""
-    get_storage(get_settings()).ensure_bucket()
+def _start(**_: object) -> None:
+    """Outputs go to this bucket: create it before the first job rather than fail on it.
+    Then the process's services, once (worker.runtime)."""
+    storage = get_storage(settings)
+    storage.ensure_bucket()
+    runtime.start(app, settings, storage)
+
+
+@signals.worker_shutdown.connect
+def _stop(**_: object) -> None:
+    """Celery has stopped consuming and its tasks have ended: hand followed jobs back."""
+    runtime.stop(app)

@@ -8,7 +8,7 @@ import httpx
 
 from shared.config import get_settings
 from shared.expansion import expand, feed, finish_batches
-from shared.pipeline import poll_job as poll_step
+from shared.pipeline import adopt
 from shared.pipeline import run_job as run_step
 from shared.queue import (
     BULK,
@@ -16,11 +16,10 @@ from shared.queue import (
     DISPATCH_WEBHOOKS_TASK,
     EXPAND_BATCH_TASK,
     FEED_BULK_TASK,
+    FOLLOW_TASK,
     INTERACTIVE,
-    POLL_TASK,
     REAP_TASK,
     RUN_TASK,
-    CeleryScheduler,
     enqueue_delivery,
     enqueue_expansion,
     enqueue_run,
@@ -28,37 +27,42 @@ from shared.queue import (
 from shared.recovery import recover
 from shared.storage import get_storage
 from shared.webhook_delivery import deliver, take_due
+from worker import runtime
 from worker.celery_app import app
 
 log = logging.getLogger(__name__)
 
 
-def _scheduler(task: object) -> CeleryScheduler:
-    """Next steps go to the queue this message came from (interactive or bulk)."""
+def _scheduler(task: object) -> runtime.WorkerScheduler:
+    """Next attempts go to the queue this message came from (interactive or bulk)."""
     info = getattr(getattr(task, "request", None), "delivery_info", None) or {}
-    return CeleryScheduler(app, queue=info.get("routing_key") or INTERACTIVE)
+    return runtime.WorkerScheduler(app, runtime.current().engine,
+                                   queue=info.get("routing_key") or INTERACTIVE)
 
 
 @app.task(name=RUN_TASK, ignore_result=True)
 def run_job(job_id: str) -> str:
-    settings = get_settings()
-    outcome = run_step(job_id, settings, get_storage(settings), _scheduler(run_job))
+    ctx = runtime.current()
+    outcome = run_step(job_id, ctx.settings, ctx.storage, _scheduler(run_job))
     log.info("job %s: %s %s", outcome.job_id, outcome.action, outcome.detail)
     return outcome.action
 
 
-@app.task(name=POLL_TASK, ignore_result=True)
-def poll_job(job_id: str) -> str:
-    settings = get_settings()
-    outcome = poll_step(job_id, settings, get_storage(settings), _scheduler(poll_job))
-    log.debug("job %s: %s %s", outcome.job_id, outcome.action, outcome.detail)
-    return outcome.action
+@app.task(name=FOLLOW_TASK, ignore_result=True)
+def follow_job(job_id: str) -> str:
+    """A job handed back by a stopping worker (or resumed from outside one): follow it."""
+    ctx = runtime.current()
+    job = adopt(job_id, ctx.settings)
+    if job is None:
+        return "skipped"
+    ctx.engine.follow(job, 0.0)
+    return "following"
 
 
 @app.task(name=REAP_TASK, ignore_result=True)
 def reap() -> dict[str, int]:
-    settings = get_settings()
-    found = recover(settings, CeleryScheduler(app), get_storage(settings))
+    ctx = runtime.current()
+    found = recover(ctx.settings, _scheduler(reap), ctx.storage)
     for batch_id in found.expansions:
         enqueue_expansion(app, batch_id)
     counts = found.counts()

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CeleryDep, SettingsDep
+from api.deps import SettingsDep, WakeDep
 from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import InvalidInput
@@ -19,7 +19,6 @@ from shared.models import Job
 from shared.providers.router import get_provider
 from shared.providers.wavespeed import WaveSpeedEditProvider
 from shared.providers.wavespeed_webhooks import verify
-from shared.queue import enqueue_poll
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/providers", tags=["providers"])
@@ -34,9 +33,10 @@ def _wavespeed_secret(settings: Settings) -> str:
 
 @router.post("/wavespeed/webhook", include_in_schema=False)
 async def wavespeed_webhook(request: Request, settings: SettingsDep,
-                            celery: CeleryDep) -> dict[str, Any]:
-    """A verified callback only says "look now": the worker polls and finishes the job,
-    so the webhook and polling paths share every step after it."""
+                            wakeups: WakeDep) -> dict[str, Any]:
+    """A verified callback only says "look now": it wakes the job in the worker that
+    follows it, which looks and finishes as it would have on its own schedule, so the
+    webhook and polling paths share every step after it."""
     body = await request.body()
     secret = await run_in_threadpool(_wavespeed_secret, settings)
     verify(secret, request.headers, body)
@@ -56,5 +56,5 @@ async def wavespeed_webhook(request: Request, settings: SettingsDep,
     if found is None:
         log.info("wavespeed webhook for unknown task %s", request_id)
         return {"status": "ignored"}
-    await run_in_threadpool(enqueue_poll, celery, found[0], queue=found[1])
+    await run_in_threadpool(wakeups.wake, found[0])
     return {"status": "accepted", "job_id": found[0]}

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from shared.providers.catalog import ModelSpec
+    from shared.providers.looks import Looker
 
 
 @dataclass
@@ -94,4 +95,13 @@ class ImageEditProvider(Protocol):
 
     def poll(self, spec: ModelSpec, request_id: str) -> Polled:
         """Look at a submitted request once; raise `ProviderError` if it failed."""
+        ...
+
+    def looker(self, concurrency: int) -> Looker:
+        """The asynchronous twin of `poll()` for the in-flight engine: a look answers None
+        while the request runs and the provider's answer once it is done."""
+        ...
+
+    def collect(self, spec: ModelSpec, request_id: str, answer: Any) -> ImageEditResult:
+        """Turn a done look's answer into the result (may download; never on the loop)."""
         ...

@@ -22,6 +22,7 @@ from shared.providers.base import (
     Submitted,
 )
 from shared.providers.catalog import ModelSpec
+from shared.providers.looks import Looker
 
 Step = Callable[[Image.Image], Image.Image]
 
@@ -133,6 +134,12 @@ class LocalProvider:
         return Submitted(result=self.edit(spec, options))
 
     def poll(self, spec: ModelSpec, request_id: str) -> Polled:
+        raise InvalidInput("the local provider has nothing to poll")
+
+    def looker(self, concurrency: int) -> Looker:
+        raise InvalidInput("the local provider has nothing to poll")
+
+    def collect(self, spec: ModelSpec, request_id: str, answer: Any) -> ImageEditResult:
         raise InvalidInput("the local provider has nothing to poll")
 
     def edit(self, spec: ModelSpec, options: ImageEditOptions) -> ImageEditResult:

@@ -7,6 +7,8 @@ Stability's own names; values travel as text, as multipart wants them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.errors import ProviderError
 from shared.images import EXTENSIONS, sniff_content_type
 from shared.providers.base import (
@@ -17,6 +19,7 @@ from shared.providers.base import (
     Submitted,
 )
 from shared.providers.catalog import ModelSpec
+from shared.providers.looks import Looker
 from shared.providers.stability_client import Artifact, Files, StabilityClient
 
 FILTERED = "CONTENT_FILTERED"
@@ -73,6 +76,14 @@ class StabilityEditProvider:
         if artifact is None:
             return Polled(done=False)
         return Polled(done=True, result=self._result(spec, artifact, request_id))
+
+    def looker(self, concurrency: int) -> Looker:
+        return Looker(self.name, self.client.async_http(concurrency), self.client.result_path,
+                      self.client.read_result, headers={"accept": self.client.accept})
+
+    def collect(self, spec: ModelSpec, request_id: str, answer: Any) -> ImageEditResult:
+        """The artifact came with the look; this only applies the filtered-result rule."""
+        return self._result(spec, answer, request_id)
 
     def _result(self, spec: ModelSpec, artifact: Artifact,
                 request_id: str | None) -> ImageEditResult:

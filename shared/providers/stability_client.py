@@ -23,6 +23,7 @@ from shared.providers.classify import (
     parse_retry_after,
 )
 from shared.providers.http import post_once
+from shared.providers.looks import async_client
 
 Files = list[tuple[str, tuple[str, bytes, str]]]
 
@@ -62,10 +63,12 @@ class StabilityClient:
         limits = httpx.Limits(max_connections=max_connections,
                               max_keepalive_connections=max_connections)
         self.accept = "application/json" if accept_json else "image/*"
+        self.base_url = base_url
+        self.headers = {"authorization": f"Bearer {api_key}", "stability-client-id": "editq"}
+        self.poll_timeout = poll_timeout
         self.http = httpx.Client(
             base_url=base_url.rstrip("/"), limits=limits, follow_redirects=False,
-            headers={"authorization": f"Bearer {api_key}", "stability-client-id": "editq"},
-            timeout=httpx.Timeout(poll_timeout, connect=5.0),
+            headers=self.headers, timeout=httpx.Timeout(poll_timeout, connect=5.0),
         )
         self.timeout = timeout
 
@@ -100,14 +103,28 @@ class StabilityClient:
             raise ProviderOutcomeUnknown("unreadable answer from Stability",
                                          code=AMBIGUOUS.code) from exc
 
+    @staticmethod
+    def result_path(result_id: str) -> str:
+        return f"/v2beta/results/{result_id}"
+
+    def async_http(self, connections: int) -> httpx.AsyncClient:
+        """A pooled async twin of `http`, for the in-flight engine's loop. Its pool is
+        as large as the looks allowed at once: httpcore scans every pooled connection
+        at each request, so a pool larger than needed costs CPU on every look."""
+        return async_client(self.base_url, self.headers, timeout=self.poll_timeout,
+                            max_connections=connections)
+
     def result(self, result_id: str) -> Artifact | None:
         """The finished artifact, or None while Stability says 202 in-progress."""
         try:
-            response = self.http.get(f"/v2beta/results/{result_id}",
+            response = self.http.get(self.result_path(result_id),
                                      headers={"accept": self.accept})
         except httpx.TransportError as exc:
             raise ProviderError(f"could not read Stability result: {type(exc).__name__}",
                                 code=POLL_TRANSPORT.code, retryable=True) from exc
+        return self.read_result(response)
+
+    def read_result(self, response: httpx.Response) -> Artifact | None:
         if response.status_code == 202:
             return None
         if response.status_code == 404:

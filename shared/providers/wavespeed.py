@@ -21,6 +21,7 @@ from shared.providers.base import (
 )
 from shared.providers.catalog import ModelSpec
 from shared.providers.classify import task_error
+from shared.providers.looks import Looker
 from shared.providers.wavespeed_client import WaveSpeedClient
 
 PENDING = {"created", "processing", "pending", "queued"}
@@ -69,12 +70,23 @@ class WaveSpeedEditProvider:
         return Submitted(request_id=str(request_id))
 
     def poll(self, spec: ModelSpec, request_id: str) -> Polled:
-        data = self.client.get_result(request_id)
+        data = self.finished(self.client.get_result(request_id))
+        if data is None:
+            return Polled(done=False)
+        return Polled(done=True, result=self.collect(spec, request_id, data))
+
+    def looker(self, concurrency: int) -> Looker:
+        return Looker(self.name, self.client.async_http(concurrency), self.client.result_path,
+                      lambda response: self.finished(self.client.read_result(response)))
+
+    @staticmethod
+    def finished(data: dict[str, Any]) -> dict[str, Any] | None:
+        """The task's data once it completed, None while it runs; raises if it failed."""
         status = str(data.get("status", ""))
         if status in PENDING:
-            return Polled(done=False)
+            return None
         if status == "completed":
-            return Polled(done=True, result=self._result(spec, request_id, data))
+            return data
         if status == "failed":
             code = data.get("code")
             raise task_error(int(code) if isinstance(code, int | str) and str(code).isdigit()
@@ -83,6 +95,10 @@ class WaveSpeedEditProvider:
             raise task_error(5004, "WaveSpeed timed the task out")
         raise ProviderError(f"WaveSpeed task ended as {status!r}",
                             code="provider_task_canceled", task_failed=True)
+
+    def collect(self, spec: ModelSpec, request_id: str, data: Any) -> ImageEditResult:
+        """The outputs of a completed task, downloaded (blocking: off the event loop)."""
+        return self._result(spec, request_id, data)
 
     def _result(self, spec: ModelSpec, request_id: str, data: dict[str, Any]) -> ImageEditResult:
         images = []

@@ -22,6 +22,7 @@ from shared.providers.classify import (
     parse_retry_after,
 )
 from shared.providers.http import post_once
+from shared.providers.looks import async_client
 
 _RETRY_GET = {429, 500, 502, 503, 504}
 # Longest pause spent inside one poll task; longer waits go back to the scheduler.
@@ -44,10 +45,13 @@ class WaveSpeedClient:
                  get_retries: int = 2, max_connections: int = 200) -> None:
         limits = httpx.Limits(max_connections=max_connections,
                               max_keepalive_connections=max_connections)
+        self.base_url = base_url
+        self.headers = {"Authorization": f"Bearer {api_key}",
+                        "Content-Type": "application/json"}
+        self.poll_timeout = poll_timeout
         self.http = httpx.Client(
             base_url=base_url.rstrip("/"), limits=limits, follow_redirects=False,
-            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
-            timeout=httpx.Timeout(poll_timeout, connect=5.0),
+            headers=self.headers, timeout=httpx.Timeout(poll_timeout, connect=5.0),
         )
         # Output URLs point at a CDN: they never get the API key.
         self.downloads = httpx.Client(limits=limits, follow_redirects=True,
@@ -93,12 +97,30 @@ class WaveSpeedClient:
                                              code=AMBIGUOUS.code) from exc
             raise
 
+    @staticmethod
+    def result_path(request_id: str) -> str:
+        return f"/api/v3/predictions/{request_id}/result"
+
+    def read_result(self, response: httpx.Response) -> dict[str, Any]:
+        """The task's data from the answer to one result GET (retryable errors raised)."""
+        if response.status_code in _RETRY_GET:
+            raise http_error(response.status_code, _message(response),
+                             parse_retry_after(response.headers.get("retry-after")))
+        return self._data(response)
+
+    def async_http(self, connections: int) -> httpx.AsyncClient:
+        """A pooled async twin of `http`, for the in-flight engine's loop. Its pool is
+        as large as the looks allowed at once: httpcore scans every pooled connection
+        at each request, so a pool larger than needed costs CPU on every look."""
+        return async_client(self.base_url, self.headers, timeout=self.poll_timeout,
+                            max_connections=connections)
+
     def get_result(self, request_id: str) -> dict[str, Any]:
         """GET the task, retrying briefly; a longer outage is the caller's to reschedule."""
         attempt = 0
         while True:
             try:
-                response = self.http.get(f"/api/v3/predictions/{request_id}/result")
+                response = self.http.get(self.result_path(request_id))
             except httpx.TransportError as exc:
                 error = ProviderError(f"could not read WaveSpeed task {request_id}: "
                                       f"{type(exc).__name__}", code=POLL_TRANSPORT.code,

@@ -134,8 +134,8 @@ class NoScheduler:
     def run(self, job_id: str, delay: float) -> None:
         raise AssertionError(f"unexpected retry of {job_id}")
 
-    def poll(self, job_id: str, delay: float) -> None:
-        raise AssertionError(f"unexpected poll of {job_id}")
+    def follow(self, job: Any, delay: float) -> None:
+        raise AssertionError(f"unexpected follow of {job.id}")
 
 
 def make_parents(client: TestClient, key: str, count: int, **body: Any) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shared.models import Job
 from shared.providers.base import (
     ImageEditOptions,
     ImageEditResult,
@@ -69,7 +70,7 @@ class Steps:
     def run(self, job_id: str, delay: float) -> None:
         self.runs.append(job_id)
 
-    def poll(self, job_id: str, delay: float) -> None:
-        self.polls.append(job_id)
+    def follow(self, job: Job, delay: float) -> None:
+        self.polls.append(job.id)
 
 

@@ -97,8 +97,8 @@ class Retries:
     def run(self, job_id: str, delay: float) -> None:
         self.scheduled.append((job_id, delay))
 
-    def poll(self, job_id: str, delay: float) -> None:
-        self.polls.append((job_id, delay))
+    def follow(self, job: Any, delay: float) -> None:
+        self.polls.append((job.id, delay))
 
 
 def load(settings: Settings, job_id: str) -> tuple[Job, list[str]]:

@@ -1,0 +1,1 @@
+"""Following submitted provider requests in each worker process (see engine.py)."""

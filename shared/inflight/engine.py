@@ -1,0 +1,355 @@
+"""The in-flight engine: one event loop per worker process follows every provider request
+that process is waiting on.
+
+Why not a Celery message per look (what editq did before): every look cost a broker
+round trip, a job row read and a lease write, and countdown messages meet Celery's
+known limits at scale (redelivery after the visibility timeout on Redis, celery#2599;
+about 11 KB of worker memory per held ETA message, celery#2218; ETA prefetch starving
+other workers, celery#2541). Here a look that finds the request still running touches
+neither the database nor the broker: it is one GET on a pooled keep-alive connection,
+and the next look goes into an in-memory heap.
+
+Why hand-written: no library schedules looks at provider requests with per-provider
+pools and leases; asyncio and httpx do the I/O, a thread pool does the blocking rest.
+
+What touches the database: state changes only (finished, failed, timed out, deadline
+passed), run in a bounded thread pool off the loop, and one UPDATE per interval that
+renews the leases of every job held here. A worker that dies loses nothing: the leases
+lapse and the reaper hands the saved request ids to another worker's engine. A worker
+that stops hands its jobs back first (`stop`), so another takes them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from shared import pipeline
+from shared.breaker import get_breaker
+from shared.config import Settings
+from shared.db import session_scope
+from shared.errors import EditqError, ProviderError
+from shared.jobs import RUNNING, release_leases, renew_leases
+from shared.models import Job
+from shared.pipeline import RunOutcome
+from shared.providers.looks import Looker
+from shared.providers.router import get_provider
+from shared.ratelimit import get_limiter
+from shared.storage import Storage
+
+log = logging.getLogger(__name__)
+
+# A job handed back is the next worker's to take for this long; then the reaper's.
+HAND_BACK_GRACE_SECONDS = 5.0
+# Starts another attempt of a job later (in the worker: a Celery countdown on its queue).
+RunLater = Callable[[Job, float], None]
+# Receives the jobs a stopping engine hands back (the worker sends each a follow message).
+HandBack = Callable[[list[Job]], None]
+# A state change, run in the finishing pool: what to do with the job, and through what.
+Step = Callable[[Job, "pipeline.Scheduler"], "RunOutcome | None"]
+
+
+class _Relay:
+    """The scheduler a finish gets: another look is kept for the engine to schedule once
+    the finish is done; another attempt is a Celery task."""
+
+    def __init__(self, run_later: RunLater, job: Job) -> None:
+        self.run_later = run_later
+        self.job = job
+        self.again: tuple[Job, float] | None = None
+
+    def run(self, job_id: str, delay: float) -> None:
+        self.run_later(self.job, delay)
+
+    def follow(self, job: Job, delay: float) -> None:
+        self.again = (job, delay)
+
+
+def _failed(exc: EditqError, settings: Settings) -> Step:
+    return lambda job, scheduler: pipeline.look_failed(job, exc, settings, scheduler)
+
+
+def _gave_up(exc: EditqError, settings: Settings) -> Step:
+    return lambda job, scheduler: pipeline.fail_call(job, exc, settings, scheduler)
+
+
+@dataclass
+class _Followed:
+    job: Job
+    stamp: int  # heap entries carrying an older stamp are stale
+    due: float = 0.0
+    busy: bool = False  # a look or a finish is out for it
+    woken: bool = False  # a wake came while busy: look again as soon as it is back
+
+
+class Engine:
+    """Follows submitted requests until they change state; `follow`, `wake` and `stop`
+    may be called from any thread."""
+
+    def __init__(self, settings: Settings, storage: Storage, run_later: RunLater) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.run_later = run_later
+        self.renew_seconds = max(0.2, min(10.0, settings.poll_lease_margin_seconds / 3))
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="editq-inflight",
+                                        daemon=True)
+        self._finishers = ThreadPoolExecutor(settings.inflight_finish_threads,
+                                             thread_name_prefix="editq-finish")
+        self._followed: dict[str, _Followed] = {}
+        self._finishing: set[str] = set()
+        self._heap: list[tuple[float, int, str, int]] = []
+        self._seq = itertools.count()
+        self._lookers: dict[str, Looker] = {}
+        self._gates: dict[str, asyncio.Semaphore] = {}
+        self._answered_at: dict[str, float] = {}
+        self._changed = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._closing = False
+        self.counts = {"looks": 0, "finishes": 0, "lease_renewals": 0}
+
+    # -- from any thread ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._run(), self._loop)
+
+    def follow(self, job: Job, delay: float) -> None:
+        """Look at this job's request in `delay` seconds, and until it changes state."""
+        self._loop.call_soon_threadsafe(self._add, job, delay)
+
+    def wake(self, job_id: str) -> None:
+        """A provider said the request changed (its webhook): look now, if it is held here."""
+        self._loop.call_soon_threadsafe(self._wake, job_id)
+
+    def held(self) -> list[str]:
+        return list(self._followed)
+
+    def stop(self, hand_back: HandBack, timeout: float = 8.0) -> list[str]:
+        """Stop looking, let the finishes that are out end (within `timeout`), and hand
+        every other job back: leases released, then `hand_back`. Answers their ids."""
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(timeout), self._loop)
+        try:
+            jobs = future.result(timeout + 2.0)
+        except Exception as exc:
+            log.warning("in-flight engine did not stop cleanly (%r)", exc)
+            jobs = [entry.job for entry in list(self._followed.values())]
+        if jobs:
+            self._release([job.id for job in jobs])
+            hand_back(jobs)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(2.0)
+        self._finishers.shutdown(wait=False, cancel_futures=True)
+        return [job.id for job in jobs]
+
+    # -- on the loop -----------------------------------------------------------
+
+    def _add(self, job: Job, delay: float) -> None:
+        entry = self._followed.get(job.id)
+        if entry is None:
+            entry = self._followed[job.id] = _Followed(job, next(self._seq))
+        elif entry.busy:
+            entry.woken = True  # held here and being looked at (a second adoption)
+            return
+        entry.job, entry.busy, entry.woken = job, False, False
+        if not self._closing:  # else it is handed back with the rest
+            self._schedule(entry, delay)
+
+    def _wake(self, job_id: str) -> None:
+        entry = self._followed.get(job_id)
+        if entry is None or self._closing:
+            return
+        if entry.busy:
+            entry.woken = True
+        else:
+            self._schedule(entry, 0.0)
+
+    def _schedule(self, entry: _Followed, delay: float) -> None:
+        entry.stamp = next(self._seq)
+        entry.due = self._loop.time() + max(0.0, delay)
+        heapq.heappush(self._heap, (entry.due, entry.stamp, entry.job.id, entry.stamp))
+        self._changed.set()
+
+    async def _run(self) -> None:
+        renewer = asyncio.create_task(self._renew_forever())
+        looks: set[asyncio.Task[None]] = set()
+        try:
+            while not self._closing:
+                now = self._loop.time()
+                while self._heap and self._heap[0][0] <= now:
+                    _, _, job_id, stamp = heapq.heappop(self._heap)
+                    entry = self._followed.get(job_id)
+                    if entry is None or entry.stamp != stamp or entry.busy:
+                        continue
+                    entry.busy = True
+                    task = asyncio.create_task(self._look(entry))
+                    looks.add(task)
+                    task.add_done_callback(looks.discard)
+                self._changed.clear()
+                wait = self._heap[0][0] - now if self._heap else 1.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=max(0.001, wait))
+        finally:
+            renewer.cancel()
+            for task in looks:
+                task.cancel()  # a look is a read: safe to drop
+            await asyncio.gather(renewer, *looks, return_exceptions=True)
+            self._stopped.set()
+
+    async def _look(self, entry: _Followed) -> None:
+        job = entry.job
+        assert job.provider_request_id is not None
+        try:
+            limiter = get_limiter(job.provider, self.settings)
+            # Providers that count every request (Stability) take the shared rate.
+            if (limiter is not None and limiter.limits.count_polls
+                    and (wait := await asyncio.to_thread(limiter.before_poll, job.id))):
+                self._again(entry, wait * random.uniform(1.0, 1.5))
+                return
+            async with self._gate(job.provider):
+                self.counts["looks"] += 1
+                answer = await self._looker(job.provider).look(job.provider_request_id)
+        except ProviderError as exc:
+            if exc.task_failed or not exc.retryable:
+                self._finish_off(entry, _failed(exc, self.settings))
+                return
+            # Only the look failed: its breaker hears of it; look again later.
+            await asyncio.to_thread(pipeline.look_failed, job, exc, self.settings,
+                                    _Relay(self.run_later, job))
+            self._look_later(entry, exc.retry_after)
+            return
+        except EditqError as exc:
+            self._finish_off(entry, _failed(exc, self.settings))
+            return
+        except Exception:
+            log.exception("job %s: a look failed unexpectedly; looking again later", job.id)
+            self._look_later(entry, None)
+            return
+        await self._answered(job.provider)
+        if answer is None:
+            self._look_later(entry, None)
+            return
+        settings, storage = self.settings, self.storage
+        self._finish_off(entry, lambda j, s: pipeline.collect_and_finish(
+            j, answer, settings, storage, s))
+
+    def _look_later(self, entry: _Followed, retry_after: float | None) -> None:
+        job = entry.job
+        if (timeout := pipeline.timed_out(job, self.settings)) is not None:
+            self._finish_off(entry, _gave_up(timeout, self.settings))
+        elif job.status == RUNNING and pipeline.past_deadline(job):
+            self._finish_off(entry, self._deadline_passed)
+        else:
+            provider = get_provider(job.provider, self.settings)
+            self._again(entry, pipeline.next_look_seconds(self.settings, provider, job,
+                                                          retry_after))
+
+    def _again(self, entry: _Followed, delay: float) -> None:
+        entry.busy = False
+        self._schedule(entry, 0.0 if entry.woken else delay)
+        entry.woken = False
+
+    def _deadline_passed(self, job: Job, scheduler: pipeline.Scheduler) -> RunOutcome:
+        """Over for its owner now; its call is followed on, as the job now is."""
+        scheduler.follow(pipeline.mark_deadline(job, self.settings), 0.0)
+        return RunOutcome(job.id, "failed", "deadline_exceeded; its call is still followed")
+
+    def _finish_off(self, entry: _Followed, step: Step) -> None:
+        """A state change: `step(job, relay)` runs off the loop, in the finishing pool.
+        Through the relay it may ask to follow the job again (a storage outage, a failed
+        download, a deadline passed with the call still out) or to run another attempt."""
+        job = entry.job
+        relay = _Relay(self.run_later, job)
+        self._finishing.add(job.id)
+
+        def done(future: asyncio.Future[RunOutcome | None]) -> None:
+            self._finishing.discard(job.id)
+            self.counts["finishes"] += 1
+            if not future.cancelled() and (exc := future.exception()) is not None:
+                log.error("job %s: finishing failed (%r); its lease lapses and the reaper "
+                          "resumes it", job.id, exc)
+                relay.again = None
+            elif not future.cancelled() and (outcome := future.result()) is not None:
+                log.info("job %s: %s %s", job.id, outcome.action, outcome.detail)
+            if relay.again is None:
+                self._followed.pop(job.id, None)
+            elif not self._closing:  # (else it is handed back with the rest)
+                entry.job, entry.busy = relay.again[0], False
+                self._schedule(entry, 0.0 if entry.woken else relay.again[1])
+                entry.woken = False
+
+        self._loop.run_in_executor(self._finishers, step, job, relay).add_done_callback(done)
+
+    async def _answered(self, provider: str) -> None:
+        """The provider answered: tell its breaker, at most once a second per provider."""
+        now = time.monotonic()
+        if now - self._answered_at.get(provider, 0.0) < 1.0:
+            return
+        self._answered_at[provider] = now
+        breaker = get_breaker(provider, self.settings)
+        if breaker is not None:
+            await asyncio.to_thread(breaker.record_success)
+
+    def _looker(self, provider: str) -> Looker:
+        if provider not in self._lookers:
+            self._lookers[provider] = get_provider(provider, self.settings).looker(
+                self.settings.inflight_looks_per_provider)
+        return self._lookers[provider]
+
+    def _gate(self, provider: str) -> asyncio.Semaphore:
+        if provider not in self._gates:
+            self._gates[provider] = asyncio.Semaphore(self.settings.inflight_looks_per_provider)
+        return self._gates[provider]
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.renew_seconds)
+            if not self._followed:
+                continue
+            try:
+                await asyncio.to_thread(self._renew, [e.job for e in self._followed.values()])
+            except Exception as exc:  # the database is down: the next tick tries again
+                log.warning("could not renew %d lease(s): %r", len(self._followed), exc)
+
+    def _renew(self, jobs: list[Job]) -> None:
+        with session_scope(self.settings.database_url) as session:
+            renew_leases(session, [job.id for job in jobs],
+                         pipeline.followed_lease_seconds(self.settings))
+        self.counts["lease_renewals"] += 1
+        by_provider: dict[str, list[str]] = {}
+        for job in jobs:
+            by_provider.setdefault(job.provider, []).append(job.id)
+        for provider, job_ids in by_provider.items():
+            limiter = get_limiter(provider, self.settings)
+            if limiter is not None:
+                limiter.renew(job_ids)  # their in-flight slots, in one round trip
+
+    def _release(self, job_ids: list[str]) -> None:
+        try:
+            with session_scope(self.settings.database_url) as session:
+                release_leases(session, job_ids, HAND_BACK_GRACE_SECONDS)
+        except Exception as exc:
+            log.warning("could not release %d lease(s) (%r): they lapse instead",
+                        len(job_ids), exc)
+
+    async def _shutdown(self, grace: float) -> list[Job]:
+        """Answers the jobs to hand back: every one held, but those whose finish is out."""
+        self._closing = True
+        self._changed.set()
+        await self._stopped.wait()
+        deadline = self._loop.time() + max(0.0, grace - 1.0)
+        while self._finishing and self._loop.time() < deadline:
+            await asyncio.sleep(0.05)  # they hold results the provider has billed
+        for looker in self._lookers.values():
+            await looker.aclose()
+        return [entry.job for job_id, entry in self._followed.items()
+                if job_id not in self._finishing]

@@ -1,0 +1,85 @@
+"""What a worker process builds once at start and its tasks share: the settings, the
+storage client, the in-flight engine and the wake-up listener.
+
+Built in Celery's `worker_init`, stopped in `worker_shutdown` (after Celery has
+stopped consuming and its running tasks have ended), where the engine hands back
+every job it still follows so that another worker takes them at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from celery import Celery
+
+from shared.config import Settings
+from shared.inflight.engine import Engine
+from shared.inflight.wakeups import WakeListener
+from shared.models import Job
+from shared.queue import INTERACTIVE, enqueue_follow, enqueue_run
+from shared.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    storage: Storage
+    engine: Engine
+    listener: WakeListener
+
+
+_current: Runtime | None = None
+
+
+def start(app: Celery, settings: Settings, storage: Storage) -> Runtime:
+    global _current
+    def run_later(job: Job, delay: float) -> None:
+        enqueue_run(app, job.id, queue=job.queue or INTERACTIVE, countdown=delay)
+
+    engine = Engine(settings, storage, run_later)
+    listener = WakeListener(settings.redis_url, engine.wake)
+    engine.start()
+    listener.start()
+    _current = Runtime(settings, storage, engine, listener)
+    return _current
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RuntimeError("the worker runtime is built at worker start (worker_init)")
+    return _current
+
+
+def stop(app: Celery) -> None:
+    global _current
+    runtime, _current = _current, None
+    if runtime is None:
+        return
+    runtime.listener.stop()
+
+    def hand_back(jobs: list[Job]) -> None:
+        for job in jobs:
+            enqueue_follow(app, job.id, queue=job.queue or INTERACTIVE)
+
+    handed = runtime.engine.stop(hand_back)
+    if handed:
+        log.warning("worker stopping: %d followed job(s) handed back", len(handed))
+
+
+class WorkerScheduler:
+    """Next steps from a task: attempts are Celery tasks on the job's queue; a submitted
+    request goes to this process's engine (no message)."""
+
+    def __init__(self, app: Celery, engine: Engine, queue: str = INTERACTIVE) -> None:
+        self.app = app
+        self.engine = engine
+        self.queue = queue
+
+    def run(self, job_id: str, delay: float) -> None:
+        enqueue_run(self.app, job_id, queue=self.queue, countdown=delay)
+
+    def follow(self, job: Job, delay: float) -> None:
+        self.engine.follow(job, delay)
