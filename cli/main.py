@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -298,6 +299,10 @@ def demo(keep: bool, out_dir: Path, workdir: Path | None) -> None:
 
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
+    # Ctrl-C (and SIGTERM) stop everything the demo started, even when a parent shell
+    # started it with SIGINT ignored (as a non-interactive shell does for `cmd &`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         sys.exit(run_demo(out_dir=out_dir, keep=keep, workdir=workdir))
     except KeyboardInterrupt:

@@ -277,6 +277,13 @@ class Settings(BaseSettings):
             self._hash = hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
         return self._hash
 
+    def __eq__(self, other: object) -> bool:
+        # By value, as before the hash was kept (pydantic compares private attributes too).
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return self is other or (hash(self) == hash(other)
+                                 and self.model_dump() == other.model_dump())
+
     def pricing_overrides(self) -> dict[str, dict[str, Any]]:
         """The file's overrides, then the variable's, by model id."""
         merged: dict[str, dict[str, Any]] = {}

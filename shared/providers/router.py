@@ -46,7 +46,8 @@ def _provider(name: str, settings: Settings) -> ImageEditProvider:
                                     accept_json=settings.stability_accept_json)
         return StabilityEditProvider(stability,
                                      filtered_is_success=settings.stability_filtered_is_success,
-                                     poll_interval=settings.stability_poll_interval)
+                                     poll_interval=settings.stability_poll_interval,
+                                     max_result_bytes=settings.max_output_bytes)
     raise EditqError(f"provider {name!r} is not available in this build")
 
 

@@ -54,8 +54,9 @@ class StabilityEditProvider:
     name = "stability"
 
     def __init__(self, client: StabilityClient, *, filtered_is_success: bool,
-                 poll_interval: float) -> None:
+                 poll_interval: float, max_result_bytes: int = 64 << 20) -> None:
         self.client = client
+        self.max_result_bytes = max_result_bytes
         self.filtered_is_success = filtered_is_success
         # Stability asks for no more than one look per 10 s at each result.
         self.min_poll_seconds = poll_interval
@@ -78,8 +79,10 @@ class StabilityEditProvider:
         return Polled(done=True, result=self._result(spec, artifact, request_id))
 
     def looker(self, concurrency: int) -> Looker:
-        return Looker(self.name, self.client.async_http(concurrency), self.client.result_path,
-                      self.client.read_result, headers={"accept": self.client.accept})
+        client = self.client
+        return Looker(self.name, client.base_url, {**client.headers, "accept": client.accept},
+                      client.result_path, client.read_result, timeout=client.poll_timeout,
+                      connections=concurrency, max_bytes=self.max_result_bytes)
 
     def collect(self, spec: ModelSpec, request_id: str, answer: Any) -> ImageEditResult:
         """The artifact came with the look; this only applies the filtered-result rule."""

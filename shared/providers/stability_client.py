@@ -23,7 +23,7 @@ from shared.providers.classify import (
     parse_retry_after,
 )
 from shared.providers.http import post_once
-from shared.providers.looks import async_client
+from shared.providers.looks import Answer
 
 Files = list[tuple[str, tuple[str, bytes, str]]]
 
@@ -38,7 +38,7 @@ class Artifact:
     seed: str | None
 
 
-def _error(response: httpx.Response) -> ProviderError:
+def _error(response: httpx.Response | Answer) -> ProviderError:
     """Stability's error body is {id, name, errors: [...]}; the name refines the status."""
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     try:
@@ -75,7 +75,7 @@ class StabilityClient:
     def close(self) -> None:
         self.http.close()
 
-    def _artifact(self, response: httpx.Response) -> Artifact:
+    def _artifact(self, response: httpx.Response | Answer) -> Artifact:
         if response.headers.get("content-type", "").startswith("application/json"):
             body = response.json()
             return Artifact(base64.b64decode(body["image"]), "application/octet-stream",
@@ -107,13 +107,6 @@ class StabilityClient:
     def result_path(result_id: str) -> str:
         return f"/v2beta/results/{result_id}"
 
-    def async_http(self, connections: int) -> httpx.AsyncClient:
-        """A pooled async twin of `http`, for the in-flight engine's loop. Its pool is
-        as large as the looks allowed at once: httpcore scans every pooled connection
-        at each request, so a pool larger than needed costs CPU on every look."""
-        return async_client(self.base_url, self.headers, timeout=self.poll_timeout,
-                            max_connections=connections)
-
     def result(self, result_id: str) -> Artifact | None:
         """The finished artifact, or None while Stability says 202 in-progress."""
         try:
@@ -124,7 +117,7 @@ class StabilityClient:
                                 code=POLL_TRANSPORT.code, retryable=True) from exc
         return self.read_result(response)
 
-    def read_result(self, response: httpx.Response) -> Artifact | None:
+    def read_result(self, response: httpx.Response | Answer) -> Artifact | None:
         if response.status_code == 202:
             return None
         if response.status_code == 404:

@@ -76,8 +76,11 @@ class WaveSpeedEditProvider:
         return Polled(done=True, result=self.collect(spec, request_id, data))
 
     def looker(self, concurrency: int) -> Looker:
-        return Looker(self.name, self.client.async_http(concurrency), self.client.result_path,
-                      lambda response: self.finished(self.client.read_result(response)))
+        client = self.client
+        return Looker(self.name, client.base_url, client.headers, client.result_path,
+                      lambda answer: self.finished(client.read_result(answer)),
+                      timeout=client.poll_timeout, connections=concurrency,
+                      max_bytes=1 << 20)
 
     @staticmethod
     def finished(data: dict[str, Any]) -> dict[str, Any] | None:

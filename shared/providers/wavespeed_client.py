@@ -22,14 +22,14 @@ from shared.providers.classify import (
     parse_retry_after,
 )
 from shared.providers.http import post_once
-from shared.providers.looks import async_client
+from shared.providers.looks import Answer
 
 _RETRY_GET = {429, 500, 502, 503, 504}
 # Longest pause spent inside one poll task; longer waits go back to the scheduler.
 _MAX_INLINE_WAIT = 2.0
 
 
-def _message(response: httpx.Response) -> str:
+def _message(response: httpx.Response | Answer) -> str:
     try:
         body = response.json()
     except ValueError:
@@ -64,7 +64,7 @@ class WaveSpeedClient:
         self.downloads.close()
 
     @staticmethod
-    def _data(response: httpx.Response) -> dict[str, Any]:
+    def _data(response: httpx.Response | Answer) -> dict[str, Any]:
         if response.status_code != 200:
             raise http_error(response.status_code, _message(response),
                              parse_retry_after(response.headers.get("retry-after")))
@@ -101,19 +101,12 @@ class WaveSpeedClient:
     def result_path(request_id: str) -> str:
         return f"/api/v3/predictions/{request_id}/result"
 
-    def read_result(self, response: httpx.Response) -> dict[str, Any]:
+    def read_result(self, response: httpx.Response | Answer) -> dict[str, Any]:
         """The task's data from the answer to one result GET (retryable errors raised)."""
         if response.status_code in _RETRY_GET:
             raise http_error(response.status_code, _message(response),
                              parse_retry_after(response.headers.get("retry-after")))
         return self._data(response)
-
-    def async_http(self, connections: int) -> httpx.AsyncClient:
-        """A pooled async twin of `http`, for the in-flight engine's loop. Its pool is
-        as large as the looks allowed at once: httpcore scans every pooled connection
-        at each request, so a pool larger than needed costs CPU on every look."""
-        return async_client(self.base_url, self.headers, timeout=self.poll_timeout,
-                            max_connections=connections)
 
     def get_result(self, request_id: str) -> dict[str, Any]:
         """GET the task, retrying briefly; a longer outage is the caller's to reschedule."""
