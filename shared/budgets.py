@@ -192,11 +192,18 @@ def admit(session: Session, settings: Settings, tenant_id: str, model: str,
           per_model: dict[str, Decimal] | None = None) -> None:
     """Refuse the request if it does not fit; otherwise hold the tenant's lock until the
     caller commits the jobs it inserts in this same transaction."""
-    tenant, _, limit, _ = _limits(session, settings, tenant_id, model)
-    has_model_budget = session.scalar(select(func.count()).select_from(ModelBudget).where(
-        ModelBudget.tenant_id == tenant_id,
-        ModelBudget.model.in_(list(per_model or {model: estimate}))))
-    if limit is None and not has_model_budget and tenant.monthly_budget is None:
+    # Most tenants have no limit at all: one statement tells, and they take no lock.
+    models = list(per_model or {model: estimate})
+    standing = session.execute(select(
+        Tenant.plan, Tenant.monthly_budget,
+        select(func.count()).select_from(ModelBudget).where(
+            ModelBudget.tenant_id == tenant_id, ModelBudget.model.in_(models))
+        .scalar_subquery()).where(Tenant.id == tenant_id)).first()
+    if standing is None:
+        raise NotFound(f"no tenant {tenant_id}")
+    plan = standing[0] or settings.default_plan
+    limit = settings.plan_limits.get(plan, settings.plan_limits[settings.default_plan])
+    if limit is None and not standing[2] and standing[1] is None:
         return
     session.execute(update(Tenant).where(Tenant.id == tenant_id)
                     .values(admission_seq=Tenant.admission_seq + 1)

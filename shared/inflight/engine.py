@@ -137,6 +137,8 @@ class Engine:
     def stop(self, hand_back: HandBack, timeout: float = 8.0) -> list[str]:
         """Stop looking, let the finishes that are out end (within `timeout`), and hand
         every other job back: leases released, then `hand_back`. Answers their ids."""
+        if not self._thread.is_alive():
+            return []  # never started, or stopped already
         future = asyncio.run_coroutine_threadsafe(self._shutdown(timeout), self._loop)
         try:
             jobs = future.result(timeout + 2.0)

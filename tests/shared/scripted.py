@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.models import Job
 from shared.providers.base import (
@@ -58,6 +60,32 @@ class Scripted:
         self.seen.append(request_id)
         result = self._next(spec)
         return Polled(done=result is not None, result=result)
+
+    def looker(self, concurrency: int) -> ScriptedLooker:
+        return ScriptedLooker(self)
+
+    def collect(self, spec: ModelSpec, request_id: str, answer: Any) -> ImageEditResult:
+        return ImageEditResult(images=[OutputImage(answer, "image/png")], provider=self.name,
+                               model=spec.id, provider_request_id=request_id)
+
+
+class ScriptedLooker:
+    """The engine's looks at a scripted provider: each takes the next outcome."""
+
+    def __init__(self, provider: Scripted) -> None:
+        self.provider = provider
+        self.looked_at: list[float] = []  # the loop's clock at each look
+
+    async def look(self, request_id: str) -> Any:
+        self.provider.seen.append(request_id)
+        self.looked_at.append(time.monotonic())
+        outcome = self.provider.script.pop(0) if self.provider.script else None
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def aclose(self) -> None:
+        return None
 
 
 class Steps:
