@@ -133,8 +133,10 @@ def stack_env(database_url: str, redis_url: str, s3_url: str, sim_url: str,
 
 
 def start(stack: Stack, mode: str, database_url: str, args: argparse.Namespace,
-          ) -> tuple[str, str, str, Child]:
-    """Every piece of the stack; answers (api url, simulator url, api key, worker)."""
+          worker_env: dict[str, str] | None = None, with_worker: bool = True,
+          ) -> tuple[str, str, str, Child | None]:
+    """Every piece of the stack; answers (api url, simulator url, api key, worker).
+    `worker_env` goes to the worker alone; without `with_worker` no worker is started."""
     from shared.db import session_scope
     from shared.migrate import upgrade
     from shared.tenants import create_api_key
@@ -163,8 +165,9 @@ def start(stack: Stack, mode: str, database_url: str, args: argparse.Namespace,
                                                              os.environ.get("PYTHONPATH")])),
                  "CELERY_WORKER_INCLUDE": "celery_probe",
                  "BENCH_PROBE_FILE": str(stack.workdir / "probe.jsonl")}
+    probe.update(worker_env or {})
     stack.env.update(probe)
-    worker = stack.start_worker(concurrency=args.threads)
+    worker = stack.start_worker(concurrency=args.threads) if with_worker else None
     for name in probe:  # only the worker loads the probe
         del stack.env[name]
     _, api_url = stack.start_api(port=api_port)
@@ -275,6 +278,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         database_url = pg_url or f"sqlite:///{stack.workdir / 'editq.db'}"
         with console.status(f"[{mode}] starting the stack in {stack.workdir}..."):
             api_url, sim_url, key, worker = start(stack, mode, database_url, args)
+        assert worker is not None
         console.print(f"[{mode}] up: API {api_url}, simulator {sim_url}, "
                       f"worker pid {worker.process.pid}")
         client = ApiClient(api_url, key, timeout=60)

@@ -16,8 +16,11 @@ from __future__ import annotations
 import logging
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,40 +37,54 @@ def reported_price(amount: Decimal, provider: str) -> Price:
                  rule="provider_reported", taken=date.today(), source=provider)
 
 
-def charge(session: Session, job: Job, price: Price, *, reason: str) -> Charge | None:
-    """Record the job's current call (attempt `job.attempts`) as charged at `price`.
+def charge(session: Session, job: Job, price: Price, *, reason: str) -> bool:
+    """Record the job's current call (attempt `job.attempts`) as charged at `price`, and
+    set the job's `cost_actual` to its ledger's sum. Answers whether it charged.
 
-    Answers None, and charges nothing, if that call was charged already: the
-    unique constraint is the last line of defence, and its violation is logged
-    rather than allowed to undo the transition it travels with.
+    A call charged already is not charged again: the unique (job_id, attempt) is the
+    last line of defence, met by an INSERT that does nothing on conflict (one statement,
+    no savepoint), and logged rather than allowed to undo the transition it travels with.
     """
     now = utcnow()
-    row = Charge(job_id=job.id, attempt=job.attempts, tenant_id=job.tenant_id,
-                 provider=job.provider, model=job.model, operation=job.operation,
-                 provider_request_id=job.provider_request_id, units=price.units,
-                 unit=price.unit, unit_price=price.unit_price, amount=price.amount,
-                 currency=price.currency, price_rule=price.rule, price_taken=price.taken,
-                 price_source=price.source[:200], reason=reason, charged_at=now,
-                 charged_on=now.date())
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
+    values = dict(job_id=job.id, attempt=job.attempts, tenant_id=job.tenant_id,
+                  provider=job.provider, model=job.model, operation=job.operation,
+                  provider_request_id=job.provider_request_id, units=price.units,
+                  unit=price.unit, unit_price=price.unit_price, amount=price.amount,
+                  currency=price.currency, price_rule=price.rule, price_taken=price.taken,
+                  price_source=price.source[:200], reason=reason, charged_at=now,
+                  charged_on=now.date())
+    charged = _insert_once(session, values)
+    if not charged:
         log.error("job %s: attempt %s is charged already; not charging it again",
                   job.id, job.attempts)
-        close(session, job.id)
-        return None
     close(session, job.id)
-    return row
+    return charged
+
+
+def _insert_once(session: Session, values: dict[str, Any]) -> bool:
+    dialect = session.get_bind().dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        result = session.execute(insert(Charge).values(**values).on_conflict_do_nothing())
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    try:  # any other database: a savepoint around a plain insert
+        with session.begin_nested():
+            session.add(Charge(**values))
+            session.flush()
+    except IntegrityError:
+        return False
+    return True
 
 
 def close(session: Session, job_id: str) -> Decimal:
     """The job's cost is known now: set `cost_actual` to what the ledger holds for it."""
-    total = job_total(session, job_id)
-    session.execute(update(Job).where(Job.id == job_id).values(cost_actual=total)
-                    .execution_options(synchronize_session=False))
-    return total
+    total = session.scalar(
+        update(Job).where(Job.id == job_id)
+        .values(cost_actual=func.coalesce(
+            select(func.sum(Charge.amount)).where(Charge.job_id == job_id).scalar_subquery(),
+            0))
+        .returning(Job.cost_actual).execution_options(synchronize_session=False))
+    return total if total is not None else job_total(session, job_id)
 
 
 def job_total(session: Session, job_id: str) -> Decimal:

@@ -94,6 +94,12 @@ def next_poll_delay(settings: Settings, waited: float) -> float:
                max(settings.poll_initial_seconds, settings.poll_growth * waited))
 
 
+def calls_back(settings: Settings, provider: ImageEditProvider) -> bool:
+    """The provider will call our webhook when the request ends: looks are a fallback
+    then, every `poll_max_seconds`, for a callback that never came."""
+    return provider.webhooks and webhook_url(settings, provider.name) is not None
+
+
 def webhook_url(settings: Settings, provider: str) -> str | None:
     if not settings.public_base_url:
         return None
@@ -169,7 +175,8 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
     if submitted.result is not None:
         return _finish(job, spec, submitted.result, settings, storage, scheduler)
     assert submitted.request_id is not None
-    first_look = max(settings.poll_initial_seconds, provider.min_poll_seconds)
+    first_look = (settings.poll_max_seconds if calls_back(settings, provider)
+                  else max(settings.poll_initial_seconds, provider.min_poll_seconds))
     with session_scope(settings.database_url) as session:
         # Canceled while the POST was out: the call is followed only to settle its cost.
         if not record_submitted(session, job_id, submitted.request_id,
@@ -289,8 +296,9 @@ def timed_out(job: Job, settings: Settings) -> ProviderError | None:
 
 def next_look_seconds(settings: Settings, provider: ImageEditProvider, job: Job,
                       retry_after: float | None = None) -> float:
-    return max(next_poll_delay(settings, waited_seconds(job)), retry_after or 0.0,
-               provider.min_poll_seconds)
+    schedule = (settings.poll_max_seconds if calls_back(settings, provider)
+                else next_poll_delay(settings, waited_seconds(job)))
+    return max(schedule, retry_after or 0.0, provider.min_poll_seconds)
 
 
 def look_failed(job: Job, exc: EditqError, settings: Settings,
@@ -414,8 +422,7 @@ def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settin
         return _handle_failure(job, settings, exc, scheduler, billed=price)
     with session_scope(settings.database_url) as session:
         if succeed(session, job.id, outputs):
-            costs.charge(session, job, price, reason="succeeded")
-            costs.close(session, job.id)
+            costs.charge(session, job, price, reason="succeeded")  # (and closes)
             if result.metadata.get("content_filtered"):
                 add_event(session, job.id, "content_filtered",
                           finish_reason=result.metadata.get("finish_reason"))

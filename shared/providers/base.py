@@ -79,6 +79,8 @@ class ImageEditProvider(Protocol):
     name: str
     # The provider's own floor on how often one request may be looked at.
     min_poll_seconds: float
+    # Whether it calls a webhook when a request ends (then looks are only a fallback).
+    webhooks: bool
 
     def validate(self, spec: ModelSpec, options: ImageEditOptions) -> None:
         """Raise a domain `InvalidInput` for a request this provider cannot serve."""

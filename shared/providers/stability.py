@@ -52,6 +52,7 @@ def build_form(spec: ModelSpec, options: ImageEditOptions) -> tuple[dict[str, st
 
 class StabilityEditProvider:
     name = "stability"
+    webhooks = False
 
     def __init__(self, client: StabilityClient, *, filtered_is_success: bool,
                  poll_interval: float, max_result_bytes: int = 64 << 20) -> None:

@@ -52,6 +52,7 @@ def build_request(spec: ModelSpec, options: ImageEditOptions) -> dict[str, Any]:
 class WaveSpeedEditProvider:
     name = "wavespeed"
     min_poll_seconds = 0.0
+    webhooks = True
 
     def __init__(self, client: WaveSpeedClient, max_output_bytes: int) -> None:
         self.client = client

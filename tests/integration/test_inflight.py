@@ -24,7 +24,7 @@ from shared.tenants import create_api_key
 from tests.conftest import SIM_KEY, live_env, make_settings, own_database, redis_db
 from tests.helpers import image_bytes, sim_call, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150), pytest.mark.prefer_postgresql]
 
 JOBS = 100
 

