@@ -146,9 +146,18 @@ class Storage:
         return deleted
 
     def put_if_absent(self, key: str, data: bytes, content_type: str) -> None:
-        """Content-addressed keys hold the same bytes forever, so one upload suffices."""
-        if not self.exists(key):
-            self.put(key, data, content_type)
+        """Content-addressed keys hold the same bytes forever, so one upload suffices.
+
+        One conditional PUT (`If-None-Match: *`), not a HEAD then a PUT: one round trip
+        for a new input, the API's common case. A store that ignores the condition
+        overwrites the key with the same bytes, which changes nothing."""
+        with _unavailable_on_failure("put"):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                                       ContentType=content_type, IfNoneMatch="*")
+            except ClientError as exc:
+                if _error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    raise
 
     def presigned_get_url(self, key: str, expires_in: int | None = None) -> str:
         url: str = self._presigner.generate_presigned_url(
