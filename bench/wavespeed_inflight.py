@@ -149,8 +149,10 @@ def start(stack: Stack, mode: str, database_url: str, args: argparse.Namespace,
     stack.env.update({
         **stack_env(database_url, redis_url, s3_url, sim_url, SIM_KEY),
         "EDITQ_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}" if mode == "webhook" else "",
-        # WaveSpeed's Gold level: 2,000 tasks in flight (editq's default cap is 300).
+        # WaveSpeed's Gold level: 2,000 tasks in flight and 3,000 submits a minute
+        # (editq's defaults are Silver's: 300 and 500).
         "EDITQ_WAVESPEED_MAX_CONCURRENCY": str(args.provider_concurrency),
+        "EDITQ_WAVESPEED_RATE_PER_MINUTE": str(getattr(args, "provider_rate", 3000)),
     })
     for name, var in POLL_ENV.items():
         if getattr(args, name) is not None:
@@ -388,6 +390,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for all")
     parser.add_argument("--provider-concurrency", type=int, default=2000,
                         help="EDITQ_WAVESPEED_MAX_CONCURRENCY (WaveSpeed Gold: 2,000)")
+    parser.add_argument("--provider-rate", type=int, default=3000,
+                        help="EDITQ_WAVESPEED_RATE_PER_MINUTE (WaveSpeed Gold: 3,000)")
     for name, var in POLL_ENV.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None,
                             help=f"sets {var} (default: editq's own default)")

@@ -18,6 +18,9 @@ from shared.storage import get_storage
 from worker import runtime
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+# httpx logs every request at INFO: three lines per job that say nothing the job's own
+# log line does not, for CPU the worker spends on nothing else.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 settings = get_settings()
 app = make_celery(settings)
