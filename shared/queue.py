@@ -78,8 +78,10 @@ def enqueue_run(app: Celery, job_id: str, *, queue: str = INTERACTIVE,
 
 def enqueue_follow(app: Celery, job_id: str, *, queue: str = INTERACTIVE) -> None:
     """Have a worker's in-flight engine follow the job's provider request (a job handed
-    back, or resumed from outside a worker). Never delayed: looks are the engine's."""
-    _send(app, FOLLOW_TASK, job_id, queue, None)
+    back, or resumed from outside a worker). Never delayed: looks are the engine's.
+    Not retried against a broker that is down: a stopping worker must not wait on it
+    (the job's lease lapses and the reaper resumes it instead)."""
+    app.send_task(FOLLOW_TASK, args=[job_id], queue=queue, routing_key=queue, retry=False)
 
 
 def enqueue_delivery(app: Celery, delivery_id: str) -> None:

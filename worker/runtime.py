@@ -62,7 +62,10 @@ def stop(app: Celery) -> None:
 
     def hand_back(jobs: list[Job]) -> None:
         for job in jobs:
-            enqueue_follow(app, job.id, queue=job.queue or INTERACTIVE)
+            try:
+                enqueue_follow(app, job.id, queue=job.queue or INTERACTIVE)
+            except Exception as exc:  # the broker is down: the reaper takes it after 5 s
+                log.warning("could not hand job %s back (%s)", job.id, type(exc).__name__)
 
     handed = runtime.engine.stop(hand_back)
     if handed:
