@@ -1,16 +1,20 @@
-"""Running one job: claim, submit, poll, store the outputs, finish.
+"""Running one job: claim, submit, store the outputs, finish.
 
-Each step is a short task and is safe to repeat: the claim is conditional,
-the provider's request id is saved the moment it answers, outputs are written
-under deterministic keys, and the finishing update only moves a job that is
-still running, so a redelivered message cannot produce a second result.
-Waiting is never done here: a step that must wait asks the scheduler to run
-the next step later.
+Each step is safe to repeat: the claim is conditional, the provider's request
+id is saved the moment it answers, outputs are written under deterministic
+keys, and the finishing update only moves a job that is still running, so a
+redelivered message cannot produce a second result. Waiting is never done
+here: once a request is submitted, the worker process's in-flight engine
+(shared.inflight) looks at it, and calls the steps below (`collect_and_finish`,
+`look_failed`, `mark_deadline`, ...) only when something changed.
 
 Money (see shared.costs): a provider call that the provider bills is charged
 in the transaction that records its outcome. A job canceled while its call is
-out keeps following that call (polls go on, outputs are not kept) until it
+out keeps following that call (looks go on, outputs are not kept) until it
 settles, and is charged only if the call completed.
+
+(Longer than most modules: the attempt's steps and the steps after a look
+share one set of failure, retry and finishing rules, which belong together.)
 """
 
 from __future__ import annotations
