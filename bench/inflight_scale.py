@@ -8,7 +8,8 @@ simulator, the API and ONE worker process). Scenarios (`--scenarios`, comma-sepa
 - burst:   `--jobs` POSTs, `--submit-concurrency` in flight, latency `--latency`, in
            polling and in webhook mode;
 - api:     the same POSTs with no worker running: what accepting alone costs;
-- steady:  `--rate` jobs per second for `--duration` s at latency `--steady-latency`;
+- steady:  `--rate` jobs per second for `--duration` s at latency `--steady-latency`
+           (`steady-webhook`: the same in webhook mode);
 - scaling: bursts of each size in `--sizes`, latency long enough that all of them are
            in flight at once, for the worker's CPU per job as in-flight grows.
 
@@ -219,9 +220,9 @@ async def steady_arrivals(api_url: str, key: str, rate: float,
     return {"ids": ids, "rejected": rejected}
 
 
-def steady(args: argparse.Namespace) -> dict[str, Any]:
+def steady(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     latency = args.steady_latency
-    with Run(args, "polling", latency) as run:
+    with Run(args, mode, latency) as run:
         before = run.mark()
         first = time.time()
         sent = asyncio.run(steady_arrivals(run.api_url, run.key, args.rate, args.duration))
@@ -231,7 +232,7 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
         ok = max(1, result["succeeded"])
         assert run.worker is not None
         cpu = run.cpu_between(before, after)
-        result.update({"rate_per_s": args.rate, "duration_s": args.duration,
+        result.update({"mode": mode, "rate_per_s": args.rate, "duration_s": args.duration,
                        "latency_s": latency, "rejected": sent["rejected"],
                        "worker_cpu_ms_per_job": round(1000 * cpu.get("worker", 0.0) / ok, 1),
                        "cpu_seconds_during_run": cpu,
@@ -288,7 +289,9 @@ def main() -> int:
         elif scenario == "api":
             report["scenarios"]["api"] = api_only(args)
         elif scenario == "steady":
-            report["scenarios"]["steady"] = steady(args)
+            report["scenarios"]["steady"] = steady(args, "polling")
+        elif scenario == "steady-webhook":
+            report["scenarios"]["steady-webhook"] = steady(args, "webhook")
         elif scenario == "scaling":
             runs = {}
             for size in (int(x) for x in args.sizes.split(",")):

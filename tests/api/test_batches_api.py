@@ -31,7 +31,7 @@ from shared.pipeline import run_job
 from shared.storage import Storage, input_key
 from shared.tenants import create_api_key, get_or_create_tenant, set_limits
 from tests.api.test_jobs_api import assert_problem, auth
-from tests.conftest import make_settings
+from tests.conftest import make_settings, own_database
 from tests.helpers import b64, image_bytes
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,9 +43,21 @@ GRAY = {"image": IMAGE, "operation": "grayscale"}
 BLUE = {"image": IMAGE, "prompt": "make it blue"}  # qwen-edit, the default: 0.02 each
 
 
+@pytest.fixture(scope="module")
+def batches_database(database_url: str,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database of this module's own. The session's live stack (tests/cli,
+    tests/integration) runs beat, whose bulk feeder sends every batch's queued jobs to
+    its worker: on a shared database it would run, while a test here runs, the jobs the
+    test means to run itself (seen: a job "skipped" because that worker had taken it)."""
+    with own_database(database_url, tmp_path_factory.mktemp("batches-api-db")) as url:
+        yield url
+
+
 @pytest.fixture
-def settings(database_url: str, s3_url: str, bucket: str) -> Settings:
-    return make_settings(database_url=database_url, s3_endpoint_url=s3_url, s3_bucket=bucket,
+def settings(batches_database: str, s3_url: str, bucket: str) -> Settings:
+    return make_settings(database_url=batches_database, s3_endpoint_url=s3_url,
+                         s3_bucket=bucket,
                          wavespeed_api_key="unused", webhook_allowed_hosts="receiver.test",
                          batch_max_items=MAX_INLINE)
 
