@@ -16,6 +16,7 @@ transport-neutral.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +40,6 @@ class Answer:
         return self.content.decode(errors="replace")
 
     def json(self) -> Any:
-        import json
-
         return json.loads(self.content)
 
 

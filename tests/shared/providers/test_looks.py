@@ -12,7 +12,7 @@ import pytest
 
 from shared.errors import ProviderError
 from shared.images import sniff_content_type
-from shared.providers.catalog import get_catalog
+from shared.providers.catalog import ModelSpec, get_catalog
 from shared.providers.router import build_options
 from shared.providers.stability import StabilityEditProvider
 from shared.providers.stability_client import StabilityClient
@@ -71,24 +71,30 @@ def looks_until_done(provider: Any, request_id: str) -> tuple[int, Any]:
     return asyncio.run(run())
 
 
+def submit_edit(provider: WaveSpeedEditProvider, prompt: str) -> tuple[ModelSpec, str]:
+    """A qwen-edit task at the simulator; (its model, its request id)."""
+    spec = get_catalog().get("qwen-edit")
+    submitted = provider.submit(spec, build_options(images=[image_bytes()],
+                                                    operation="general_edit",
+                                                    model=spec.id, prompt=prompt))
+    assert submitted.request_id is not None
+    return spec, submitted.request_id
+
+
 def test_a_wavespeed_look_answers_none_while_running_then_what_collect_turns_into_outputs(
         wavespeed_sim: RunningServer) -> None:
     # given a task submitted to the simulator
     provider = wavespeed(wavespeed_sim.url)
-    spec = get_catalog().get("qwen-edit")
-    submitted = provider.submit(spec, build_options(images=[image_bytes()],
-                                                    operation="general_edit",
-                                                    model=spec.id, prompt="make it blue"))
-    assert submitted.request_id is not None
+    spec, request_id = submit_edit(provider, "make it blue")
     # when the engine's looker looks until it is done
-    looks, answer = looks_until_done(provider, submitted.request_id)
+    looks, answer = looks_until_done(provider, request_id)
     # then it saw it running first, and its answer collects into the task's output
     assert looks > 1 and answer["status"] == "completed"
-    result = provider.collect(spec, submitted.request_id, answer)
+    result = provider.collect(spec, request_id, answer)
     assert len(result.images) == 1
     assert sniff_content_type(result.images[0].data) in ("image/jpeg", "image/png")
     # and the blocking poll reads the same task the same way
-    polled = provider.poll(spec, submitted.request_id)
+    polled = provider.poll(spec, request_id)
     assert polled.done and polled.result is not None
     assert polled.result.images[0].data == result.images[0].data
 
@@ -96,12 +102,7 @@ def test_a_wavespeed_look_answers_none_while_running_then_what_collect_turns_int
 def test_a_failed_wavespeed_task_raises_the_same_error_from_a_look_as_from_a_poll(
         failing_sim: RunningServer) -> None:
     provider = wavespeed(failing_sim.url)
-    spec = get_catalog().get("qwen-edit")
-    submitted = provider.submit(spec, build_options(images=[image_bytes()],
-                                                    operation="general_edit",
-                                                    model=spec.id, prompt="fail"))
-    assert submitted.request_id is not None
-    request_id = submitted.request_id
+    spec, request_id = submit_edit(provider, "fail")
 
     def failed() -> ProviderError | None:
         try:
