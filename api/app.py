@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import problems
-from api.routes import batches, costs, jobs, meta, providers, quotes, webhooks
+from api.routes import batches, comparisons, costs, jobs, meta, providers, quotes, webhooks
 from shared.config import Settings, get_settings
 from shared.errors import StorageUnavailable
 from shared.inflight.wakeups import WakePublisher
@@ -49,4 +49,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(batches.router)
     app.include_router(costs.router)
+    app.include_router(comparisons.router)
     return app

@@ -141,6 +141,37 @@ async def _from_multipart(request: Request, max_bytes: int) -> EditRequest:
                        if (events := text("webhook_events")) is not None else None)
 
 
+async def read_comparison_request(request: Request,
+                                  settings: Settings) -> tuple[EditRequest, list[str]]:
+    """A comparison's body: an edit request without `model`, and `models` (2 to 6 ids):
+    a JSON array, or in a multipart form a comma-separated field."""
+    content_type = request.headers.get("content-type", "application/json")
+    if content_type.startswith("multipart/form-data"):
+        req = await read_edit_request(request, settings)
+        raw = (await request.form()).get("models")
+        models = ([m.strip() for m in raw.split(",") if m.strip()]
+                  if isinstance(raw, str) else [])
+    elif content_type.startswith("application/json"):
+        raw_body = await _read_capped(request, settings)
+        try:
+            data = json.loads(raw_body or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInput("the body is not valid JSON", field="body") from exc
+        if not isinstance(data, dict):
+            raise InvalidInput("the body must be a JSON object", field="body")
+        listed = data.pop("models", None)
+        if not isinstance(listed, list) or not all(isinstance(m, str) for m in listed):
+            raise InvalidInput("models must be a list of model ids", field="models")
+        models = listed
+        req = edit_request_from_dict(data, settings.max_image_bytes)
+    else:
+        raise UnsupportedMediaType("send application/json or multipart/form-data",
+                                   content_type=content_type)
+    if req.model is not None:
+        raise InvalidInput("a comparison names its models in `models`, not `model`",
+                           field="model")
+    return req, models
+
 
 async def read_edit_request(request: Request, settings: Settings) -> EditRequest:
     content_type = request.headers.get("content-type", "application/json")

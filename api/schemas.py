@@ -77,6 +77,8 @@ class JobOut(BaseModel):
         None, description="the model it was submitted with, if it fell back to another")
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
+    batch_id: str | None = Field(None, description="the batch that made it")
+    comparison_id: str | None = Field(None, description="the comparison that made it")
 
 
 class JobList(BaseModel):
@@ -131,3 +133,46 @@ class QuoteOut(BaseModel):
     currency: str
     pricing: PricingOut
     budget: BudgetOut
+
+
+class ComparisonOutput(BaseModel):
+    url: str
+    width: int
+    height: int
+    content_type: str
+
+
+class ComparisonResult(BaseModel):
+    model: str = Field(description="the model compared")
+    served_by: str = Field(description="the model that ran it (differs after a fallback)")
+    job_id: str
+    status: Status
+    outputs: list[ComparisonOutput]
+    cost: CostOut
+    queue_seconds: float | None = Field(description="accepted to started")
+    run_seconds: float | None = Field(description="started to finished")
+    error: ErrorOut | None
+
+
+class VoteOut(BaseModel):
+    model: str
+    at: str
+
+
+class ComparisonOut(BaseModel):
+    id: str
+    status: Literal["running", "completed"]
+    operation: str
+    prompt: str | None
+    models: list[str]
+    metadata: dict[str, Any]
+    created_at: str
+    vote: VoteOut | None
+    estimated_total: str
+    actual_total: str | None = Field(description="what the ledger charged, once all ended")
+    results: list[ComparisonResult]
+
+
+class ComparisonList(BaseModel):
+    data: list[ComparisonOut]
+    next_cursor: str | None

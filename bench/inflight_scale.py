@@ -11,7 +11,10 @@ simulator, the API and ONE worker process). Scenarios (`--scenarios`, comma-sepa
 - steady:  `--rate` jobs per second for `--duration` s at latency `--steady-latency`
            (`steady-webhook`: the same in webhook mode);
 - scaling: bursts of each size in `--sizes`, latency long enough that all of them are
-           in flight at once, for the worker's CPU per job as in-flight grows.
+           in flight at once, for the worker's CPU per job as in-flight grows;
+- ten-thousand: a 1,000-job burst at `--latency-10k` (60 s) and a 10,000-job one, whose
+           latency is at least that and long enough for all 10,000 to be at the provider
+           at once: none lost, and the worker's peak RSS at 10,000 against 1,000.
 
     .venv/bin/python bench/inflight_scale.py --scenarios burst,api,steady,scaling
     .venv/bin/python bench/inflight_scale.py --database-url postgresql://postgres@127.0.0.1:5432/test
@@ -252,6 +255,8 @@ def main() -> int:
     parser.add_argument("--steady-latency", type=float, default=5.0)
     parser.add_argument("--sizes", default="200,1000,5000",
                         help="burst sizes for the scaling scenario")
+    parser.add_argument("--latency-10k", type=float, default=60.0,
+                        help="the ten-thousand scenario's latency (at least)")
     parser.add_argument("--scaling-latency", type=float, default=None,
                         help="default: long enough for every job to be in flight at once")
     # WaveSpeed's Gold level by default (2,000 in flight, 3,000 submits a minute); the
@@ -303,6 +308,19 @@ def main() -> int:
                 "runs": runs, "worker_cpu_ms_per_job": cpu,
                 "spread": round(max(cpu) / max(0.001, min(cpu)) - 1, 2),
                 "peak_rss_mb": {k: r["worker_peak_rss_mb"] for k, r in runs.items()}}
+        elif scenario == "ten-thousand":
+            small = burst(args, "polling", 1000, args.latency_10k)
+            # accepting 10,000 POSTs takes minutes; the latency keeps every job in flight
+            big = burst(args, "polling", 10_000, max(args.latency_10k, 10_000 / 25.0 + 20.0))
+            report["scenarios"]["ten_thousand"] = {
+                "runs": {"1000": small, "10000": big},
+                "lost": 10_000 - big["succeeded"] - big["failed"],
+                "failed": big["failed"],
+                "peak_in_flight": big["peak_in_flight"],
+                "peak_rss_mb": {"1000": small["worker_peak_rss_mb"],
+                                "10000": big["worker_peak_rss_mb"]},
+                "rss_ratio": round(big["worker_peak_rss_mb"]
+                                   / max(0.001, small["worker_peak_rss_mb"]), 2)}
         else:
             raise SystemExit(f"unknown scenario {scenario!r}")
         save()

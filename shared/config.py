@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     default_plan: str = "unlimited"
     plan_period: Literal["day", "month"] = "month"
 
+    # Recommendations: the window of this deployment's own finished jobs they measure,
+    # and how many a model needs in it before a figure is shown instead of "too few".
+    recommendation_window_days: int = Field(7, ge=1, le=90)
+    recommendation_min_jobs: int = Field(5, ge=1, le=10_000)
+
     # The reaper: how often beat runs it, and how long past its due time a queued
     # job's message may be before it is presumed lost and sent again (a duplicate
     # message is harmless: the claim is conditional).

@@ -67,6 +67,14 @@ class UnsupportedOption(InvalidInput):
     title = "Option not supported by this model"
 
 
+class ModelsRefused(InvalidInput):
+    """A comparison some of whose models cannot take the request: `refusals` says why,
+    per model, with each model's own code."""
+
+    code = "models_refused"
+    title = "Some models cannot take this request"
+
+
 class IdempotencyConflict(EditqError):
     code = "idempotency_key_reused"
     status = 422

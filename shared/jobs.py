@@ -295,6 +295,10 @@ class JobFilter:
     model: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    batch_id: str | None = None
+    comparison_id: str | None = None
+    # (key, value) pairs a job's metadata must all hold, as strings.
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 def encode_cursor(seq: int) -> str:
@@ -323,6 +327,12 @@ def list_jobs(session: Session, tenant_id: str, filters: JobFilter, *, limit: in
         query = query.where(Job.created_at >= filters.created_after)
     if filters.created_before:
         query = query.where(Job.created_at < filters.created_before)
+    if filters.batch_id:
+        query = query.where(Job.batch_id == filters.batch_id)
+    if filters.comparison_id:
+        query = query.where(Job.comparison_id == filters.comparison_id)
+    for key, value in filters.metadata:
+        query = query.where(Job.metadata_[key].as_string() == value)
     if cursor:
         query = query.where(Job.seq < decode_cursor(cursor))
     rows = list(session.scalars(query.order_by(Job.seq.desc()).limit(limit + 1)))

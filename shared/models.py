@@ -90,6 +90,9 @@ class Job(Base):
         Index("ix_jobs_batch_status", "batch_id", "status"),
         # The bulk feeder: which bulk jobs are in flight, which wait to be sent.
         Index("ix_jobs_queue_status", "queue", "status"),
+        Index("ix_jobs_comparison", "comparison_id"),
+        # Recommendations read a window of finished jobs per model.
+        Index("ix_jobs_model_finished", "model", "finished_at"),
     )
 
     # `seq` orders jobs for cursor pagination; `id` is what clients see.
@@ -137,6 +140,10 @@ class Job(Base):
                                                  nullable=True)
     batch_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     parent_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The comparison that made this job, one job per model compared.
+    comparison_id: Mapped[str | None] = mapped_column(
+        ForeignKey("comparisons.id", ondelete="CASCADE", name="fk_jobs_comparison"),
+        nullable=True)
     queue: Mapped[str] = mapped_column(String(16), default="interactive",
                                        server_default="interactive")
     # Running (or a canceled call settling): until when its worker is presumed alive.
@@ -241,6 +248,33 @@ class Batch(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expanded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Comparison(Base):
+    """One input run on 2 to 6 models, side by side; each model's run is a normal job.
+
+    The vote says which output the user preferred; it may be changed, and the
+    recommendations count it as the tenant's pick.
+    """
+
+    __tablename__ = "comparisons"
+    __table_args__ = (Index("ix_comparisons_tenant_seq", "tenant_id", "seq"),
+                      UniqueConstraint("tenant_id", "idempotency_key",
+                                       name="uq_comparisons_tenant_idempotency"))
+
+    seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    operation: Mapped[str] = mapped_column(String(64))
+    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The model ids, in the order asked: the order the results are shown in.
+    models: Mapped[list[str]] = mapped_column(JSON, default=list)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    vote_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    voted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class WebhookDelivery(Base):

@@ -76,7 +76,8 @@ class EditRequest:
 MAX_DEADLINE_SECONDS = 7 * 24 * 3600
 
 
-def _check_sizes(req: EditRequest, settings: Settings) -> tuple[list[ImageInfo], ImageInfo | None]:
+def check_sizes(req: EditRequest, settings: Settings) -> tuple[list[ImageInfo], ImageInfo | None]:
+    """The checks that do not depend on the model, and the inspected images."""
     if req.deadline_seconds is not None and not (
             1 <= req.deadline_seconds <= MAX_DEADLINE_SECONDS):
         raise InvalidInput(f"deadline_seconds must be 1 to {MAX_DEADLINE_SECONDS}",
@@ -124,8 +125,14 @@ class Checked:
 
 
 def check_request(req: EditRequest, settings: Settings) -> Checked:
-    images, mask = _check_sizes(req, settings)
-    options = build_options(images=req.images, operation=req.operation, model=req.model,
+    images, mask = check_sizes(req, settings)
+    return check_for_model(req, settings, req.model, images, mask)
+
+
+def check_for_model(req: EditRequest, settings: Settings, model: str | None,
+                    images: list[ImageInfo], mask: ImageInfo | None) -> Checked:
+    """The model's own rules, on images already inspected (a comparison inspects once)."""
+    options = build_options(images=req.images, operation=req.operation, model=model,
                             prompt=req.prompt, mask=req.mask,
                             negative_prompt=req.negative_prompt, options=req.options)
     spec = validate_edit(options, settings=settings)
@@ -158,35 +165,15 @@ def submit_job(session: Session, storage: Storage, settings: Settings, principal
         return job, False
 
     checked = check_request(req, settings)
-    spec, price = checked.spec, checked.price
-    keys = []
-    for info in checked.images:
-        keys.append(input_key(info.sha256))
-        storage.put_if_absent(keys[-1], info.data, info.content_type)
-    mask_key = None
-    if checked.mask is not None:
-        mask_key = input_key(checked.mask.sha256)
-        storage.put_if_absent(mask_key, checked.mask.data, checked.mask.content_type)
-
-    budgets.admit(session, settings, principal.tenant_id, spec.id, price.amount)
-    job = Job(
-        id=new_job_id(), tenant_id=principal.tenant_id, status=QUEUED,
-        operation=req.operation, model=spec.id, provider=spec.provider, prompt=req.prompt,
-        negative_prompt=req.negative_prompt, options=checked.options.extra,
-        metadata_=req.metadata, input_keys=keys, mask_key=mask_key, outputs=[], attempts=0,
-        cost_estimated=price.amount, currency=price.currency,
-        idempotency_key=idempotency_key, request_hash=fingerprint,
-        lease_expires_at=utcnow(),  # its message is due now (see shared.recovery)
-        deadline_at=(utcnow() + timedelta(seconds=req.deadline_seconds)
-                     if req.deadline_seconds else None),
-        webhook_url=req.webhook_url, webhook_events=req.webhook_events,
-    )
+    keys, mask_key = store_inputs(storage, checked)
+    budgets.admit(session, settings, principal.tenant_id, checked.spec.id,
+                  checked.price.amount)
+    job = new_job(principal, req, checked, keys, mask_key, fingerprint, idempotency_key)
     try:
         with session.begin_nested():
             session.add(job)
             session.flush()
-            add_event(session, job.id, "created", to_status=QUEUED, model=spec.id,
-                      provider=spec.provider, estimated=money(price.amount))
+            add_created_event(session, job)
             session.flush()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.
@@ -195,3 +182,42 @@ def submit_job(session: Session, storage: Storage, settings: Settings, principal
             return winner, False
         raise
     return job, True
+
+
+def store_inputs(storage: Storage, checked: Checked) -> tuple[list[str], str | None]:
+    """Put the inputs to S3 under their content's hash: a retry re-uploads nothing."""
+    keys = []
+    for info in checked.images:
+        keys.append(input_key(info.sha256))
+        storage.put_if_absent(keys[-1], info.data, info.content_type)
+    mask_key = None
+    if checked.mask is not None:
+        mask_key = input_key(checked.mask.sha256)
+        storage.put_if_absent(mask_key, checked.mask.data, checked.mask.content_type)
+    return keys, mask_key
+
+
+def new_job(principal: Principal, req: EditRequest, checked: Checked, keys: list[str],
+            mask_key: str | None, fingerprint: str | None, idempotency_key: str | None,
+            comparison_id: str | None = None) -> Job:
+    """The queued job row for a checked request (not added to the session)."""
+    spec, price = checked.spec, checked.price
+    now = utcnow()
+    return Job(
+        id=new_job_id(), tenant_id=principal.tenant_id, status=QUEUED,
+        operation=req.operation, model=spec.id, provider=spec.provider, prompt=req.prompt,
+        negative_prompt=req.negative_prompt, options=checked.options.extra,
+        metadata_=req.metadata, input_keys=keys, mask_key=mask_key, outputs=[], attempts=0,
+        cost_estimated=price.amount, currency=price.currency,
+        idempotency_key=idempotency_key, request_hash=fingerprint,
+        lease_expires_at=now,  # its message is due now (see shared.recovery)
+        deadline_at=(now + timedelta(seconds=req.deadline_seconds)
+                     if req.deadline_seconds else None),
+        webhook_url=req.webhook_url, webhook_events=req.webhook_events,
+        comparison_id=comparison_id,
+    )
+
+
+def add_created_event(session: Session, job: Job) -> None:
+    add_event(session, job.id, "created", to_status=QUEUED, model=job.model,
+              provider=job.provider, estimated=money(job.cost_estimated))

@@ -64,6 +64,8 @@ def job_snapshot(job: Job) -> dict[str, Any]:
         "fallback_from": job.fallback_from,
         "webhook_url": job.webhook_url,
         "webhook_events": job.webhook_events,
+        "batch_id": job.batch_id,
+        "comparison_id": job.comparison_id,
     }
 
 

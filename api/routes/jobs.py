@@ -49,14 +49,14 @@ async def create_job(request: Request, response: Response, settings: SettingsDep
 
     view, created = await run_in_threadpool(submit)
     if created:
-        await run_in_threadpool(_enqueue, celery, settings, view["id"])
+        await run_in_threadpool(enqueue_job, celery, settings, view["id"])
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/jobs/{view['id']}"
     return view
 
 
-def _enqueue(celery: Any, settings: Settings, job_id: str) -> None:
+def enqueue_job(celery: Any, settings: Settings, job_id: str) -> None:
     """The job row is committed; if the broker is down the job stays queued for the reaper."""
     try:
         enqueue_run(celery, job_id)
@@ -70,10 +70,22 @@ def _enqueue(celery: Any, settings: Settings, job_id: str) -> None:
 def list_jobs(settings: SettingsDep, storage: StorageDep, principal: PrincipalDep,
               status: Status | None = None, model: str | None = None,
               created_after: datetime | None = None, created_before: datetime | None = None,
+              batch_id: Annotated[str | None, Query(max_length=32)] = None,
+              comparison_id: Annotated[str | None, Query(max_length=32)] = None,
+              metadata: Annotated[list[str] | None, Query(
+                  max_length=10, description="key:value; repeat for several, all must hold "
+                                             "(string values)")] = None,
               limit: Annotated[int, Query(ge=1, le=200)] = 50,
               cursor: str | None = None) -> dict[str, Any]:
+    pairs = []
+    for item in metadata or []:
+        key, sep, value = item.partition(":")
+        if not sep or not key or len(key) > 200:
+            raise InvalidInput("metadata filters are key:value", field="metadata")
+        pairs.append((key, value))
     filters = jobs.JobFilter(status=status, model=model, created_after=created_after,
-                             created_before=created_before)
+                             created_before=created_before, batch_id=batch_id,
+                             comparison_id=comparison_id, metadata=tuple(pairs))
     with session_scope(settings.database_url) as session:
         rows, next_cursor = jobs.list_jobs(session, principal.tenant_id, filters, limit=limit,
                                            cursor=cursor)

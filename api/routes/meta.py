@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api.deps import CeleryDep, SettingsDep, StorageDep
+from api.deps import CeleryDep, PrincipalDep, SettingsDep, StorageDep
 from api.problems import problem
 from shared.breaker import get_breaker
 from shared.db import session_scope
 from shared.providers.catalog import ModelSpec, get_catalog
+from shared.recommendations import recommend
 from shared.views import money
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,8 @@ router = APIRouter()
 def _model_out(spec: ModelSpec) -> dict[str, Any]:
     out = spec.model_dump(mode="json")
     out["price_usd"] = money(spec.estimate())
+    spread = spec.price_range()
+    out["price_range"] = {**spread, "min": money(spread["min"]), "max": money(spread["max"])}
     return out
 
 
@@ -50,6 +54,28 @@ def list_models(operation: str | None = None,
     return {"data": data,
             "excluded": [{"id": m.id, "reason": f"images over {m.max_resolution[0]}x"
                           f"{m.max_resolution[1]}"} for m in candidates if m not in fitting]}
+
+
+@router.get("/v1/recommendations", tags=["models"])
+def recommendations(settings: SettingsDep, principal: PrincipalDep,
+                    operation: Annotated[str, Query(min_length=1, max_length=64)],
+                    width: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+                    height: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+                    max_cost: Annotated[Decimal | None, Query(
+                        ge=0, le=1000, max_digits=12, decimal_places=6,
+                        description="USD per image")] = None,
+                    ) -> dict[str, Any]:
+    """The cheapest, the best tier within `max_cost`, the fastest and the most reliable
+    (from this deployment's own jobs), and your pick (from your comparison votes)."""
+
+    def breaker_open(provider: str) -> bool:
+        breaker = get_breaker(provider, settings)
+        return breaker is not None and breaker.state().get("state") == "open"
+
+    with session_scope(settings.database_url) as session:
+        return recommend(session, settings, get_catalog(), principal.tenant_id,
+                         operation=operation, width=width, height=height, max_cost=max_cost,
+                         breaker_open=breaker_open)
 
 
 @router.get("/healthz", tags=["health"])

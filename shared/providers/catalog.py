@@ -113,6 +113,9 @@ class ModelSpec(_Strict):
     mode: Literal["async", "sync"] = "async"
     tier: Tier
     description: str = ""
+    # An offline model for demos and tests: labelled as such, never recommended for an
+    # edit a prompt drives.
+    demo: bool = False
     operations: tuple[str, ...]
     prompt_required: tuple[str, ...] = ()
     takes_prompt: bool = True
@@ -151,6 +154,14 @@ class ModelSpec(_Strict):
 
     def price(self, options: dict[str, Any] | None = None, outputs: int = 1) -> Price:
         return self.pricing.price(options or {}, outputs)
+
+    def price_range(self) -> dict[str, Any]:
+        """What one image can cost across its options, in words as the console shows it."""
+        low, high, varies_by = self.pricing.spread()
+        words = ("free" if high == 0 else f"${low} per image" if low == high else
+                 f"${low} to ${high} by {(varies_by or 'options').replace('_', ' ')}")
+        return {"min": low, "max": high, "varies_by": varies_by if low != high else None,
+                "text": words}
 
     def normalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Map provider-neutral names onto this model's own: steps, width and height."""

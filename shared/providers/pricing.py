@@ -44,6 +44,11 @@ class _Rule(BaseModel):
     def per_image(self, options: dict[str, Any]) -> Decimal:
         raise NotImplementedError
 
+    def spread(self) -> tuple[Decimal, Decimal, str | None]:
+        """(lowest, highest) price per image, and the option(s) it varies by."""
+        low = self.per_image({})
+        return low, low, None
+
     def price(self, options: dict[str, Any], outputs: int = 1) -> Price:
         """What `outputs` images cost with these options, itemized."""
         rule = getattr(self, "rule", "")
@@ -78,6 +83,9 @@ class ByParam(_Rule):
     def per_image(self, options: dict[str, Any]) -> Decimal:
         return self.usd[str(options.get(self.param, self.default))]
 
+    def spread(self) -> tuple[Decimal, Decimal, str | None]:
+        return min(self.usd.values()), max(self.usd.values()), self.param
+
 
 class QualitySize(_Rule):
     """Priced by quality, and by whether the output is square or rectangular."""
@@ -93,6 +101,10 @@ class QualitySize(_Rule):
         width, _, height = size.partition("*")
         table = self.rectangular if height and width != height else self.square
         return table[quality]
+
+    def spread(self) -> tuple[Decimal, Decimal, str | None]:
+        prices = [*self.square.values(), *self.rectangular.values()]
+        return min(prices), max(prices), "quality and size"
 
 
 class Credits(_Rule):
