@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.routes import batches, comparisons, costs, jobs, meta, providers, quotes, webhooks
@@ -18,6 +21,7 @@ from shared.queue import make_celery
 from shared.storage import Storage
 
 log = logging.getLogger(__name__)
+CONSOLE_DIR = Path(__file__).with_name("console")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,4 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(batches.router)
     app.include_router(costs.router)
     app.include_router(comparisons.router)
+
+    @app.get("/console", include_in_schema=False)
+    def console() -> RedirectResponse:
+        # The page's assets are relative to /console/.
+        return RedirectResponse("/console/")
+
+    # The console: static files shipped in the package, talking only to /v1.
+    app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True), name="console")
     return app

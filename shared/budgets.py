@@ -228,3 +228,13 @@ def admit(session: Session, settings: Settings, tenant_id: str, model: str,
             f"({money(over.spent)} spent + {money(over.in_flight)} in flight) over its "
             f"budget of {money(over.budget)} USD",
             **over.as_dict(), currency="USD", month=now.strftime("%Y-%m"))
+
+
+def standing(session: Session, settings: Settings, tenant_id: str) -> Verdict:
+    """Where the tenant stands now with nothing asked: its plan, its tenant budget and
+    each model budget, what is spent, in flight and left (GET /v1/budget)."""
+    models = list(session.scalars(select(ModelBudget.model)
+                                  .where(ModelBudget.tenant_id == tenant_id)
+                                  .order_by(ModelBudget.model)))
+    return evaluate(session, settings, tenant_id, models[0] if models else "", Decimal(0), 0,
+                    per_model={m: Decimal(0) for m in models} or None)

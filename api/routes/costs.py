@@ -19,6 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from api.deps import PrincipalDep, SettingsDep
+from api.schemas import BudgetOut
+from shared import budgets
 from shared.db import session_scope
 from shared.errors import Forbidden
 from shared.reports import (
@@ -95,6 +97,13 @@ def get_costs(
     if _wants_csv(accept):
         return Response(to_csv(report), media_type="text/csv")
     return report_view(report)
+
+
+@router.get("/v1/budget", tags=["costs"], response_model=BudgetOut)
+def get_budget(settings: SettingsDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The caller's plan and budgets this month: spent, in flight and what remains."""
+    with session_scope(settings.database_url) as session:
+        return budgets.standing(session, settings, principal.tenant_id).as_dict()
 
 
 class LedgerCollector:

@@ -1,0 +1,133 @@
+// The console's only way to the service: the public /v1 API, with the key from this
+// tab's session storage in the Authorization header (never in a URL, never logged).
+
+const KEY = "editq.apiKey";
+
+export const session = {
+  key: () => sessionStorage.getItem(KEY),
+  signIn: (key) => sessionStorage.setItem(KEY, key),
+  signOut: () => sessionStorage.removeItem(KEY),
+};
+
+export class ApiError extends Error {
+  constructor(status, problem, retryAfter) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+    this.retryAfter = retryAfter;
+  }
+}
+
+export async function api(path, { method = "GET", json, form, query } = {}) {
+  const headers = {};
+  const key = session.key();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  let body;
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(json);
+  } else if (form !== undefined) {
+    body = form; // the browser sets multipart/form-data with its boundary
+  }
+  let url = path;
+  if (query) {
+    const params = new URLSearchParams();
+    for (const [name, value] of Object.entries(query)) {
+      for (const v of [].concat(value)) {
+        if (v !== undefined && v !== null && v !== "") params.append(name, v);
+      }
+    }
+    if ([...params].length) url += `?${params}`;
+  }
+  const response = await fetch(url, { method, headers, body });
+  const type = response.headers.get("content-type") || "";
+  const data = type.includes("json") ? await response.json() : await response.text();
+  if (!response.ok) {
+    const problem = typeof data === "object" ? data : { detail: String(data) };
+    throw new ApiError(response.status, problem, response.headers.get("Retry-After"));
+  }
+  return data;
+}
+
+// Every problem the API answers, in words a person can act on.
+export function describe(error) {
+  if (!(error instanceof ApiError)) return `Could not reach the API: ${error.message}`;
+  const p = error.problem;
+  switch (error.status) {
+    case 401: return "The API key was refused. Sign out and paste a valid key.";
+    case 402: return `Over budget: ${p.detail}`;
+    case 403: return `Not allowed: ${p.detail}`;
+    case 404: return `Not found: ${p.detail}`;
+    case 409: return `Conflict: ${p.detail}`;
+    case 413: return `Too large: ${p.detail}`;
+    case 415: return `Unsupported content type: ${p.detail}`;
+    case 422: {
+      if (p.refusals) {
+        return "Some models cannot take this request: " +
+          p.refusals.map((r) => `${r.model}: ${r.detail}`).join("; ");
+      }
+      const field = p.field || (p.errors && p.errors[0] && p.errors[0].loc);
+      return field ? `Check ${field}: ${p.detail}` : `Invalid request: ${p.detail}`;
+    }
+    case 429: {
+      const wait = error.retryAfter ? ` Try again in ${error.retryAfter} s.` : "";
+      return `Too many requests: ${p.detail}.${wait}`;
+    }
+    case 503: return `The service is unavailable right now: ${p.detail}. Retry shortly.`;
+    default: return `Error ${error.status}: ${p.detail || p.title}`;
+  }
+}
+
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name === "className") node.className = value;
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export function showMessage(text, kind = "error") {
+  const box = document.getElementById("message");
+  box.textContent = text;
+  box.className = kind === "error" ? "" : kind;
+  box.hidden = !text;
+}
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+
+export function usd(text) {
+  return text === null || text === undefined ? "-" : `$${text}`;
+}
+
+// The catalog, fetched once per page load: it changes only with a deploy.
+let catalog;
+export async function models() {
+  catalog = catalog || (await api("/v1/models")).data;
+  return catalog;
+}
+
+export function operationsOf(list) {
+  return [...new Set(list.flatMap((m) => m.operations))].sort();
+}
+
+// An image's size, read in the browser, for recommendations that depend on it.
+export function imageSize(file) {
+  return new Promise((resolve) => {
+    const url = URL.createObjectURL(file);
+    const img = new Image();
+    img.onload = () => { resolve({ width: img.naturalWidth, height: img.naturalHeight });
+                         URL.revokeObjectURL(url); };
+    img.onerror = () => { resolve(null); URL.revokeObjectURL(url); };
+    img.src = url;
+  });
+}

@@ -1,0 +1,213 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright, against the
+live stack (uvicorn, a Celery worker, beat, the WaveSpeed and Stability simulators).
+
+Each step is a screenshot at 1280 and at 390 px wide, under test-output/console/
+(EDITQ_TEST_OUTPUT moves it). Without a Chromium these tests are skipped with the
+line that enables them; .ci/run installs it, so in CI they always run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cli.client import ApiClient
+from shared.db import session_scope
+from shared.tenants import create_api_key, get_or_create_tenant, set_limits
+from tests.conftest import Live
+from tests.helpers import b64, image_bytes
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+CHROMIUM = next((p for p in (os.environ.get("EDITQ_CHROMIUM"), shutil.which("chromium"),
+                             "/usr/bin/chromium") if p and Path(p).exists()), None)
+SKIP = "no Chromium: `apt-get install -y chromium` to run the console's browser tests"
+OUT = Path(os.environ.get("EDITQ_TEST_OUTPUT", Path(__file__).parents[2] / "test-output"))
+WAIT = 60_000  # ms: a step waits on a condition, never a fixed sleep
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip(SKIP)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        # As root (CI), Chromium's sandbox cannot start.
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def key_for(live: Live, name: str, budget: Decimal | None = None) -> str:
+    with session_scope(live.settings.database_url) as session:
+        tenant = get_or_create_tenant(session, name)
+        if budget is not None:
+            set_limits(session, tenant, monthly_budget=budget)
+        return create_api_key(session, name)
+
+
+class Steps:
+    """One browser page at one width, and a numbered screenshot per step."""
+
+    def __init__(self, page: Any, live: Live, width: int) -> None:
+        self.page, self.live, self.width = page, live, width
+        self.folder = OUT / "console" / f"{width}px"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+
+    def shot(self, name: str) -> None:
+        self.count += 1
+        self.page.screenshot(path=str(self.folder / f"{self.count:02d}-{name}.png"),
+                             full_page=True)
+
+    def open(self, view: str) -> None:
+        self.page.evaluate(f"location.hash = '#{view}'")
+        self.page.wait_for_selector(f"#view[data-ready='{view}']", timeout=WAIT)
+
+    def sign_in(self, key: str) -> None:
+        self.page.goto(f"{self.live.api_url}/console/")
+        self.page.fill("#api-key", key)
+        self.page.click("#sign-in-form button[type=submit]")
+        self.page.wait_for_selector("#view[data-ready='models']", timeout=WAIT)
+
+    def upload(self, selector: str, size: tuple[int, int] = (160, 120)) -> None:
+        self.page.set_input_files(selector, {"name": "photo.png", "mimeType": "image/png",
+                                             "buffer": image_bytes(size)})
+
+
+@pytest.fixture(params=[1280, 390], ids=["1280px", "390px"])
+def steps(request: pytest.FixtureRequest, browser: Any, live: Live) -> Iterator[Steps]:
+    width: int = request.param
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield Steps(page, live, width)
+    context.close()
+    assert errors == [], f"the page raised: {errors}"
+
+
+def test_the_console_end_to_end(steps: Steps, live: Live) -> None:
+    page = steps.page
+    tenant = f"console-{steps.width}-{uuid.uuid4().hex[:6]}"
+    key = key_for(live, tenant)
+    api = ApiClient(live.api_url, key)
+
+    # given the sign-in page, when a key is pasted, then the model picker shows
+    page.goto(f"{live.api_url}/console/")
+    page.wait_for_selector("#api-key")
+    steps.shot("sign-in")
+    steps.sign_in(key)
+    assert page.evaluate("sessionStorage.getItem('editq.apiKey')") == key
+    assert key not in page.url
+    # every model, grouped by tier
+    tiers = page.eval_on_selector_all("section.tier", "els => els.map(e => e.dataset.tier)")
+    assert tiers == ["budget", "mid", "premium", "variable", "specialized"]
+    assert page.locator("article.model-card").count() == 25
+    steps.shot("models")
+
+    # when a premium model is picked, its price range and a live quote show
+    page.click("section[data-tier=premium] article[data-model='ideogram-character']")
+    page.wait_for_selector("#model-quote:has-text('Quote: $0.15')", timeout=WAIT)
+    assert page.inner_text("#model-price") == "Price: $0.10 to $0.20 by rendering speed"
+    # and choosing another option re-quotes
+    page.select_option("#detail-options select[name=rendering_speed]", "Quality")
+    page.wait_for_selector("#model-quote:has-text('Quote: $0.2')", timeout=WAIT)
+    steps.shot("model-quote")
+
+    # when the operation changes in the edit form, the recommendations change with it
+    steps.open("edit")
+    page.select_option("#operation", "general_edit")
+    page.wait_for_selector("#recs-for:has-text('general_edit')", timeout=WAIT)
+    cheapest = page.inner_text("#recommendations li[data-pick=cheapest]")
+    assert "local-pillow" not in cheapest and "qwen-edit" in cheapest
+    page.select_option("#operation", "grayscale")
+    page.wait_for_selector("#recs-for:has-text('grayscale')", timeout=WAIT)
+    assert "local-pillow" in page.inner_text("#recommendations li[data-pick=cheapest]")
+    steps.shot("recommendations")
+
+    # when an edit is submitted, its output image appears in the page
+    page.select_option("#operation", "general_edit")
+    page.select_option("#model", "qwen-edit")
+    steps.upload("#image")
+    page.fill("#prompt", "replace the sky with a sunset")
+    page.wait_for_selector("#edit-quote:has-text('Quote: $0.02')", timeout=WAIT)
+    page.click("#submit-edit")
+    page.wait_for_selector("#job-result[data-status=succeeded] img.output", timeout=WAIT)
+    assert page.eval_on_selector("#job-result img.output",
+                                 "img => img.complete && img.naturalWidth > 0")
+    steps.shot("edit-output")
+
+    # when three models are compared, the grid fills in, and a vote is recorded
+    steps.open("compare")
+    page.select_option("#cmp-operation", "general_edit")
+    steps.upload("#cmp-image")
+    page.fill("#cmp-prompt", "make it a watercolour")
+    for model in ("qwen-edit", "seededit-v3", "flux-kontext-pro"):
+        page.check(f"#cmp-models input[value='{model}']")
+    page.click("#run-compare")
+    page.wait_for_selector("#comparison[data-status=completed]", timeout=WAIT)
+    assert page.locator("#comparison article[data-status=succeeded] img.output").count() == 3
+    page.click("#comparison article[data-model='seededit-v3'] button")
+    page.wait_for_selector("#comparison article[data-model='seededit-v3'].selected",
+                           timeout=WAIT)
+    comparison_id = page.get_attribute("#comparison", "data-id")
+    voted = api.http.get(f"/v1/comparisons/{comparison_id}").json()
+    assert voted["vote"]["model"] == "seededit-v3"
+    steps.shot("compare")
+
+    # when the costs view opens, the chart shows the charges just made
+    steps.open("costs")
+    report = api.http.get("/v1/costs", params={"group_by": "model"}).json()
+    charged = {r["model"]: r["amount"] for r in report["rows"]}
+    assert set(charged) == {"qwen-edit", "seededit-v3", "flux-kontext-pro"}
+    drawn = page.eval_on_selector_all(
+        "#chart-models rect.bar-rect", "els => els.map(e => [e.dataset.key, e.dataset.amount])")
+    assert dict(drawn) == charged
+    assert page.locator("#chart-days rect.bar-rect").count() == 1
+    steps.shot("costs")
+
+    # the jobs view lists them, filters by model, and shows a job's timeline
+    steps.open("jobs")
+    page.select_option("#f-model", "seededit-v3")
+    page.click("#job-filters button[type=submit]")
+    page.wait_for_function(
+        "document.querySelectorAll('#jobs-table tbody tr').length === 1", timeout=WAIT)
+    page.click("#jobs-table tbody tr")
+    page.wait_for_selector("#job-detail .timeline li", timeout=WAIT)
+    assert "succeeded" in page.inner_text("#job-detail .timeline")
+    steps.shot("jobs")
+
+    # the batches view shows a batch's progress
+    made = api.create_batch({"items": [{"image": b64(image_bytes()), "operation": "grayscale"},
+                                       {"image": b64(image_bytes()), "operation": "flip"}]})
+    steps.open("batches")
+    page.wait_for_selector(f"article[data-batch='{made['id']}']", timeout=WAIT)
+    steps.shot("batches")
+
+    # and a tenant over its budget is refused in words
+    poor = key_for(live, f"{tenant}-poor", budget=Decimal("0.01"))
+    page.click("#sign-out")
+    page.wait_for_selector("#api-key")
+    steps.sign_in(poor)
+    steps.open("edit")
+    page.select_option("#operation", "general_edit")
+    page.select_option("#model", "flux-kontext-max")
+    steps.upload("#image")
+    page.fill("#prompt", "make it night")
+    page.click("#submit-edit")
+    page.wait_for_selector("#message:has-text('Over budget')", timeout=WAIT)
+    assert "budget of 0.01 USD" in page.inner_text("#message")
+    steps.shot("over-budget")
+    assert httpx.get(f"{live.api_url}/console/js/app.js").status_code == 200
+
