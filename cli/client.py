@@ -70,6 +70,27 @@ class ApiClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._check(self.http.post("/v1/jobs", json=body, headers=headers))
 
+    # Comparisons
+
+    def compare(self, image: bytes, models: list[str], *, prompt: str | None = None,
+                operation: str = "general_edit", options: dict[str, Any] | None = None,
+                metadata: dict[str, Any] | None = None,
+                idempotency_key: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"image": base64.b64encode(image).decode(), "models": models,
+                                "operation": operation, "options": options or {},
+                                "metadata": metadata or {}}
+        if prompt is not None:
+            body["prompt"] = prompt
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._check(self.http.post("/v1/comparisons", json=body, headers=headers))
+
+    def get_comparison(self, comparison_id: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/comparisons/{comparison_id}"))
+
+    def vote(self, comparison_id: str, model: str) -> dict[str, Any]:
+        return self._check(self.http.post(f"/v1/comparisons/{comparison_id}/vote",
+                                          json={"model": model}))
+
     def get(self, job_id: str, wait: int = 0) -> dict[str, Any]:
         return self._check(self.http.get(f"/v1/jobs/{job_id}", params={"wait": wait}))
 

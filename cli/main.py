@@ -218,6 +218,43 @@ def submit(image: Path, prompt: str | None, operation: str, model: str | None,
         click.echo(f"saved {path}")
 
 
+@main.command()
+@click.argument("photo", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--models", required=True, help="2 to 6 model ids, comma-separated")
+@click.option("--prompt", default=None)
+@click.option("--operation", default="general_edit", show_default=True)
+@click.option("--option", "options", multiple=True, help="NAME=VALUE, repeatable")
+@click.option("--out", "out_dir", default="compare-output", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+@click.option("--timeout", type=float, default=600, show_default=True, metavar="SECONDS")
+@click.option("--api-url", envvar="EDITQ_API_URL", default="http://127.0.0.1:8000",
+              show_default=True)
+@click.option("--api-key", envvar="EDITQ_API_KEY", required=True)
+def compare(photo: Path, models: str, prompt: str | None, operation: str,
+            options: tuple[str, ...], out_dir: Path, timeout: float, api_url: str,
+            api_key: str) -> None:
+    """Run PHOTO on several models side by side; save each output and a contact sheet.
+
+    Exits 0 when every model succeeded, 1 otherwise."""
+    from rich.console import Console
+
+    from cli.client import ApiClient, ApiError
+    from cli.compare import run_compare
+
+    try:
+        code = run_compare(ApiClient(api_url, api_key), photo,
+                           [m.strip() for m in models.split(",") if m.strip()], prompt=prompt,
+                           operation=operation, options=_parse_options(options),
+                           out_dir=out_dir, timeout=timeout,
+                           # outside a terminal rich would squeeze the table into 80 columns
+                           console=Console(width=None if sys.stdout.isatty() else 200))
+    except ApiError as exc:
+        refusals = exc.problem.get("refusals") or []
+        detail = "".join(f"\n  {r['model']}: {r['detail']}" for r in refusals)
+        raise click.ClickException(f"{exc}{detail}") from exc
+    sys.exit(code)
+
+
 def _api_options(command: Any) -> Any:
     """--api-url and --api-key, from EDITQ_API_URL and EDITQ_API_KEY like `editq submit`."""
     command = click.option("--api-key", envvar="EDITQ_API_KEY", required=True)(command)
