@@ -312,7 +312,7 @@ def main() -> int:
             small = burst(args, "polling", 1000, args.latency_10k)
             # accepting 10,000 POSTs takes minutes; the latency keeps every job in flight
             big = burst(args, "polling", 10_000, max(args.latency_10k, 10_000 / 25.0 + 20.0))
-            report["scenarios"]["ten_thousand"] = {
+            report["scenarios"]["ten-thousand"] = {
                 "runs": {"1000": small, "10000": big},
                 "lost": 10_000 - big["succeeded"] - big["failed"],
                 "failed": big["failed"],

@@ -45,10 +45,10 @@ def contact_sheet(results: list[dict[str, Any]], images: dict[str, bytes]) -> by
         left = GAP + n * (TILE + GAP)
         data = images.get(result["model"])
         if data is not None:
-            with Image.open(io.BytesIO(data)) as img:
-                img = img.convert("RGB")
-                img.thumbnail((TILE, TILE))
-                sheet.paste(img, (left + (TILE - img.width) // 2, GAP + (TILE - img.height) // 2))
+            with Image.open(io.BytesIO(data)) as opened:
+                img = opened.convert("RGB")
+            img.thumbnail((TILE, TILE))
+            sheet.paste(img, (left + (TILE - img.width) // 2, GAP + (TILE - img.height) // 2))
         else:
             draw.rectangle([left, GAP, left + TILE - 1, GAP + TILE - 1], outline=(180, 30, 30))
         labels = _tile_labels(result)
