@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import io
 import signal
 import sys
@@ -19,6 +21,7 @@ from rich.table import Table
 
 from cli.client import TERMINAL, ApiClient
 from cli.stack import embedded_stack
+from cli.webhook_receiver import WebhookReceiver
 
 # Outside a terminal (CI logs) rich would squeeze the table into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -53,7 +56,12 @@ SAMPLES = [
                model="gpt-image-1-edit", options={"quality": "high", "size": "1024*1536"}),
     SampleEdit("zoom-out", "outpaint", model="image-zoom-out",
                options={"width": 640, "height": 480}),
+    # Stability models, served by the project's simulator of Stability's v2beta API.
+    SampleEdit("cutout", "remove_background", model="stability-remove-background"),
+    SampleEdit("upscale", "upscale_fast", model="stability-upscale-fast"),
 ]
+# Run side by side on one sample in the demo's comparison.
+COMPARED = ["qwen-edit", "seededit-v3", "flux-kontext-pro"]
 
 
 def sample_image(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
@@ -96,29 +104,43 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with embedded_stack(workdir.resolve() if workdir else None) as stack:
+    with contextlib.ExitStack() as exits:
+        stack = exits.enter_context(embedded_stack(workdir.resolve() if workdir else None))
+        receiver = exits.enter_context(WebhookReceiver())
         with console.status("starting redis-server, the S3 server, SQLite and the "
-                            "WaveSpeed simulator..."):
+                            "WaveSpeed and Stability simulators..."):
             redis_url = stack.start_redis()
             s3_url = stack.start_s3()
             sim_url = stack.start_wavespeed_sim(latency="1-2.5", extra=["--api-key", "demo"])
+            stability_url = stack.start_sim("stability", latency="1-2",
+                                            extra=["--api-key", "demo"])
             stack.env.update({
                 "EDITQ_DATABASE_URL": f"sqlite:///{stack.workdir / 'editq.db'}",
                 "EDITQ_BROKER_URL": redis_url, "EDITQ_REDIS_URL": redis_url,
                 "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": "editq-demo",
                 "EDITQ_S3_ACCESS_KEY_ID": "demo", "EDITQ_S3_SECRET_ACCESS_KEY": "demo-secret",
                 "EDITQ_WAVESPEED_BASE_URL": sim_url, "EDITQ_WAVESPEED_API_KEY": "demo",
+                "EDITQ_STABILITY_BASE_URL": stability_url, "EDITQ_STABILITY_API_KEY": "demo",
+                "EDITQ_STABILITY_POLL_INTERVAL": "0.5",
                 "EDITQ_POLL_INITIAL_SECONDS": "0.5",
+                # The demo's own webhook receiver listens on loopback, which the address
+                # guard refuses unless allowed by name.
+                "EDITQ_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+                "EDITQ_WEBHOOK_DISPATCH_INTERVAL_SECONDS": "0.5",
+                "EDITQ_BULK_FEED_INTERVAL_SECONDS": "0.25",
             })
             settings = Settings.model_validate({k[6:].lower(): v for k, v in stack.env.items()})
             upgrade(settings.database_url)
             with session_scope(settings.database_url) as session:
                 key = create_api_key(session, "demo")
-        with console.status("starting the API and a worker..."):
+        with console.status("starting the API, a worker and beat..."):
             stack.start_worker(concurrency=4)
+            stack.spawn("beat", [sys.executable, "-m", "cli.main", "beat",
+                                 "--loglevel", "WARNING"])
             _, api_url = stack.start_api()
         console.print(f"[green]up[/]: API {api_url}, redis {redis_url}, S3 {s3_url}, "
-                      f"WaveSpeed simulator {sim_url}")
+                      f"WaveSpeed simulator {sim_url}, Stability simulator {stability_url}, "
+                      f"webhook receiver {receiver.url}")
 
         client = ApiClient(api_url, key)
         started: dict[str, float] = {}
@@ -126,8 +148,9 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
         for n, sample in enumerate(SAMPLES):
             job = client.submit(sample_image(n), prompt=sample.prompt,
                                 operation=sample.operation, options=sample.options,
-                                model=sample.model,
-                                metadata={"demo": sample.label})
+                                model=sample.model, metadata={"demo": sample.label},
+                                # one job tells the demo's receiver when it is done
+                                webhook_url=receiver.url if sample.label == "qwen" else None)
             started[job["id"]] = time.monotonic()
             labels[job["id"]] = sample.label
 
@@ -152,15 +175,70 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
         console.print(table)
         _print_costs(rows)
         failed = [job for job, _, _ in rows if job["status"] != "succeeded"]
+        extras_ok = all([
+            _comparison(client, out_dir),
+            _batch(client),
+            _webhook(client, receiver),
+        ])
 
         if keep:
-            console.print(f"\nAPI: {api_url}   docs: {api_url}/docs\nAPI key: {key}\n"
-                          "Ctrl-C stops everything.", soft_wrap=True)
+            console.print(f"\nConsole: {api_url}/console/   API: {api_url}   docs: "
+                          f"{api_url}/docs\nAPI key: {key}\n"
+                          "Paste the key into the console to sign in. Ctrl-C stops everything.",
+                          soft_wrap=True)
             while all(child.alive() for child in stack.children):
                 time.sleep(0.5)
             console.print("[red]a piece of the stack exited[/]")
             return 1
-    return 1 if failed else 0
+    return 1 if failed or not extras_ok else 0
+
+
+def _comparison(client: ApiClient, out_dir: Path) -> bool:
+    """Three models side by side on one sample, the outputs and a contact sheet saved."""
+    from cli.compare import run_compare
+
+    photo = out_dir.parent / f".{out_dir.name}-compare-input.png"
+    photo.write_bytes(sample_image(99))
+    try:
+        code = run_compare(client, photo, COMPARED, prompt="turn it into a watercolour",
+                           operation="general_edit", options={},
+                           out_dir=out_dir / "comparison", timeout=60, console=console)
+    finally:
+        photo.unlink(missing_ok=True)
+    return code == 0
+
+
+def _batch(client: ApiClient) -> bool:
+    """A batch of three edits, fed by beat on the bulk queue, followed to its end."""
+    batch = client.create_batch({"items": [
+        {"image": base64.b64encode(sample_image(20 + n)).decode(), "operation": op}
+        for n, op in enumerate(("grayscale", "flip", "blur"))], "metadata": {"demo": "batch"}})
+    deadline = time.monotonic() + 60
+    while batch["status"] not in ("completed", "canceled") and time.monotonic() < deadline:
+        time.sleep(0.25)
+        batch = client.get_batch(batch["id"])
+    done = int(batch["counts"]["succeeded"])
+    console.print(f"batch {batch['id']}: {batch['status']}, {done} of {batch['total']} "
+                  f"succeeded, {batch['cost']['so_far']} USD")
+    return bool(batch["status"] == "completed" and done == batch["total"])
+
+
+def _webhook(client: ApiClient, receiver: WebhookReceiver) -> bool:
+    """The qwen sample's job.succeeded, delivered to the receiver and signed."""
+    deadline = time.monotonic() + 30
+    delivered: list[dict[str, Any]] = []
+    while not delivered and time.monotonic() < deadline:
+        time.sleep(0.25)
+        answer = client.http.get("/v1/webhook-deliveries").raise_for_status().json()
+        delivered = [d for d in answer["data"] if d["status"] == "delivered"]
+    secret = client.http.get("/v1/webhook-secret").raise_for_status().json()["secret"]
+    verified = [m for m in receiver.received if m.verified(secret)]
+    if delivered and verified:
+        console.print(f"webhook: {delivered[0]['event_type']} delivered to {receiver.url}, "
+                      f"signature verified ({len(verified)} received)")
+        return True
+    console.print(f"[red]webhook: nothing delivered to {receiver.url}[/]")
+    return False
 
 
 def _print_costs(rows: list[tuple[dict[str, Any], float, list[Path]]]) -> None:

@@ -3,7 +3,8 @@ live stack (uvicorn, a Celery worker, beat, the WaveSpeed and Stability simulato
 
 Each step is a screenshot at 1280 and at 390 px wide, under test-output/console/
 (EDITQ_TEST_OUTPUT moves it). Without a Chromium these tests are skipped with the
-line that enables them; .ci/run installs it, so in CI they always run.
+line that enables them; .ci/run installs it and sets EDITQ_REQUIRE_BROWSER, so in CI
+they always run (and fail if they cannot).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ WAIT = 60_000  # ms: a step waits on a condition, never a fixed sleep
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if CHROMIUM is None:
+        if os.environ.get("EDITQ_REQUIRE_BROWSER"):  # .ci/run: they must run there
+            pytest.fail(SKIP)
         pytest.skip(SKIP)
     from playwright.sync_api import sync_playwright
 

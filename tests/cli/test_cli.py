@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 from sqlalchemy import create_engine, inspect, select
@@ -169,15 +171,25 @@ def leftover_processes(marker: Path) -> list[str]:
 def test_demo_runs_every_sample_and_leaves_no_process(tmp_path: Path) -> None:
     # given nothing running but what the demo starts
     workdir, out = tmp_path / "work", tmp_path / "out"
-    # when the demo runs (on this machine it takes about 15 s; 80 s is a generous bound)
-    result = run(["demo", "--workdir", str(workdir), "--out", str(out)], timeout=80)
-    # then it finished, with every sample edited and saved
+    # when the demo runs (on this machine it takes about 17 s; 100 s is a generous bound)
+    result = run(["demo", "--workdir", str(workdir), "--out", str(out)], timeout=100)
+    # then it finished, with every sample edited and saved, Stability's among them
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("succeeded") == 11
-    saved = sorted(out.iterdir())
-    assert len(saved) == 11
+    rows = [line.split() for line in result.stdout.splitlines() if "job_" in line]
+    assert len(rows) == 13 and all("succeeded" in row for row in rows), result.stdout
+    assert {"stability-remove-background", "stability-upscale-fast"} <= {
+        word for row in rows for word in row}
+    saved = sorted(p for p in out.iterdir() if p.is_file())
+    assert len(saved) == 13
     for path in saved:
         Image.open(path).verify()
+    # and a comparison among its results, with its contact sheet
+    compared = sorted(p.name for p in (out / "comparison").iterdir())
+    assert "contact-sheet.png" in compared and len(compared) == 4
+    # and a finished batch and a delivered, signed webhook
+    assert re.search(r"batch bat_\w+: completed, 3 of 3 succeeded", result.stdout)
+    assert re.search(r"webhook: job.succeeded delivered to \S+, signature verified",
+                     result.stdout)
     # and nothing it started is still alive
     assert leftover_processes(workdir) == []
 
@@ -197,6 +209,8 @@ def test_demo_keep_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
             if line.startswith("API key:"):
                 break
         assert lines and lines[-1].startswith("API key: eq_"), "".join(lines)[-3000:]
+        console = next(line for line in lines if line.startswith("Console: "))
+        assert httpx.get(console.split()[1], timeout=10).status_code == 200
         assert leftover_processes(workdir)  # the stack is up
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 130
