@@ -23,7 +23,7 @@ from tests.api.test_quotes_api import key_for
 from tests.conftest import make_settings
 from tests.helpers import b64, image_bytes
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.every_database]
 
 IMAGE = b64(image_bytes((96, 64)))
 EDIT = {"image": IMAGE, "prompt": "make the sky purple", "operation": "general_edit"}

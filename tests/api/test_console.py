@@ -214,3 +214,29 @@ def test_the_console_end_to_end(steps: Steps, live: Live) -> None:
     steps.shot("over-budget")
     assert httpx.get(f"{live.api_url}/console/js/app.js").status_code == 200
 
+
+
+def test_every_problem_is_shown_in_words(browser: Any, live: Live) -> None:
+    # given the console's own error wording, loaded in the browser as the page loads it
+    page = browser.new_page()
+    page.goto(f"{live.api_url}/console/")
+    shown = page.evaluate("""async () => {
+        const { ApiError, describe } = await import('./js/api.js');
+        const say = (status, problem, retry) => describe(new ApiError(status, problem, retry));
+        return {
+          402: say(402, {detail: "the estimate of 0.08 USD would take ... over 0.01 USD"}),
+          413: say(413, {detail: "the request body is over 100 bytes"}),
+          422: say(422, {detail: "prompt is longer than 10000 characters", field: "prompt"}),
+          refused: say(422, {detail: "1 of 2", refusals: [{model: "m", detail: "no mask"}]}),
+          429: say(429, {detail: "plan 'free' allows 5 edits per month"}, "30"),
+          down: describe(new TypeError("Failed to fetch")),
+        };
+    }""")
+    page.close()
+    # then each says what happened and what to do, with the field or the wait
+    assert shown["402"].startswith("Over budget: the estimate of 0.08 USD")
+    assert shown["413"] == "Too large: the request body is over 100 bytes"
+    assert shown["422"] == "Check prompt: prompt is longer than 10000 characters"
+    assert shown["refused"] == "Some models cannot take this request: m: no mask"
+    assert shown["429"].endswith("Try again in 30 s.")
+    assert shown["down"] == "Could not reach the API: Failed to fetch"

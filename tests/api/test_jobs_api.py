@@ -272,6 +272,30 @@ class TestReadAndList:
         none = client.get("/v1/jobs?model=other", headers=auth(tenant_key)).json()["data"]
         assert none == []
 
+    @pytest.mark.every_database
+    def test_list_filters_by_metadata_and_batch(self, client: TestClient,
+                                                tenant_key: str) -> None:
+        # given jobs told apart by their metadata
+        red = post_job(client, tenant_key, metadata={"shoot": "red", "n": "1"}).json()["id"]
+        post_job(client, tenant_key, metadata={"shoot": "blue", "n": "1"})
+        post_job(client, tenant_key)
+
+        def listed(params: dict[str, Any]) -> list[str]:
+            answer = client.get("/v1/jobs", params=params, headers=auth(tenant_key))
+            assert answer.status_code == 200, answer.text
+            return [j["id"] for j in answer.json()["data"]]
+
+        # when the list is filtered by metadata, every pair given must hold
+        assert listed({"metadata": "shoot:red"}) == [red]
+        assert listed({"metadata": ["shoot:red", "n:1"]}) == [red]
+        assert listed({"metadata": ["shoot:red", "n:2"]}) == []
+        assert len(listed({"metadata": "n:1"})) == 2
+        # and by batch: none of these jobs came from one
+        assert listed({"batch_id": "bat_none"}) == []
+        # and a filter that is not key:value is refused, not ignored
+        bad = client.get("/v1/jobs", params={"metadata": "shoot"}, headers=auth(tenant_key))
+        assert assert_problem(bad, 422, "invalid_input")["field"] == "metadata"
+
 
 class TestMeta:
     def test_models_lists_the_catalog_with_prices(self, client: TestClient) -> None:

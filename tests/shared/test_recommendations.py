@@ -23,7 +23,7 @@ from shared.providers.catalog import get_catalog
 from shared.recommendations import recommend
 from shared.tenants import get_or_create_tenant
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.every_database]
 _windows = itertools.count()
 
 
