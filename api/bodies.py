@@ -103,9 +103,11 @@ def _json_field(form: Any, name: str) -> dict[str, Any]:
     raw = form.get(name)
     if raw in (None, ""):
         return {}
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{name} must be a JSON object as text, not a file", field=name)
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidInput(f"{name} must be a JSON object", field=name) from exc
     if not isinstance(value, dict):
         raise InvalidInput(f"{name} must be a JSON object", field=name)
@@ -155,7 +157,7 @@ async def read_comparison_request(request: Request,
         raw_body = await _read_capped(request, settings)
         try:
             data = json.loads(raw_body or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # (too deeply nested: RecursionError)
             raise InvalidInput("the body is not valid JSON", field="body") from exc
         if not isinstance(data, dict):
             raise InvalidInput("the body must be a JSON object", field="body")

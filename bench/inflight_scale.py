@@ -323,6 +323,8 @@ def main() -> int:
                                    / max(0.001, small["worker_peak_rss_mb"]), 2)}
         else:
             raise SystemExit(f"unknown scenario {scenario!r}")
+        # Scenarios run separately share the file: each keeps the parameters it ran with.
+        report["scenarios"][scenario]["params"] = report["params"]
         save()
         print(json.dumps(report["scenarios"][scenario], indent=1)[:3000], flush=True)
     print(f"written to {out}")

@@ -236,5 +236,6 @@ def standing(session: Session, settings: Settings, tenant_id: str) -> Verdict:
     models = list(session.scalars(select(ModelBudget.model)
                                   .where(ModelBudget.tenant_id == tenant_id)
                                   .order_by(ModelBudget.model)))
-    return evaluate(session, settings, tenant_id, models[0] if models else "", Decimal(0), 0,
+    # `ok` then says whether one more job (of no cost) would be admitted.
+    return evaluate(session, settings, tenant_id, models[0] if models else "", Decimal(0), 1,
                     per_model={m: Decimal(0) for m in models} or None)

@@ -11,6 +11,7 @@ the shared input, and the vote that feeds the tenant's pick in
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from dataclasses import replace
 from datetime import datetime
@@ -24,8 +25,15 @@ from sqlalchemy.orm import Session
 from shared import budgets
 from shared.config import Settings
 from shared.db import utcnow
-from shared.errors import EditqError, IdempotencyConflict, InvalidInput, ModelsRefused, NotFound
-from shared.jobs import TERMINAL, decode_cursor, encode_cursor
+from shared.errors import (
+    Conflict,
+    EditqError,
+    IdempotencyConflict,
+    InvalidInput,
+    ModelsRefused,
+    NotFound,
+)
+from shared.jobs import SUCCEEDED, TERMINAL, decode_cursor, encode_cursor
 from shared.models import Comparison, Job
 from shared.storage import Storage
 from shared.submission import (
@@ -48,13 +56,16 @@ def new_comparison_id() -> str:
 
 
 def _fingerprint(req: EditRequest, models: list[str]) -> str:
-    return hashlib.sha256(f"{req.fingerprint()}|{','.join(models)}".encode()).hexdigest()
+    return hashlib.sha256(f"{req.fingerprint()}|{json.dumps(models)}".encode()).hexdigest()
 
 
 def _check_models(models: list[str]) -> None:
     if not MIN_MODELS <= len(models) <= MAX_MODELS:
         raise InvalidInput(f"compare {MIN_MODELS} to {MAX_MODELS} models, got {len(models)}",
                            field="models")
+    if any(not m.strip() for m in models):
+        # A blank id would resolve to the operation's default model.
+        raise InvalidInput("every model must be named by its id", field="models")
     if len(set(models)) != len(models):
         raise InvalidInput("each model may be named once", field="models")
 
@@ -75,6 +86,9 @@ def check_all(req: EditRequest, settings: Settings, models: list[str]) -> list[C
         names = ", ".join(r["model"] for r in refusals)
         raise ModelsRefused(f"{len(refusals)} of {len(models)} models cannot take this "
                             f"request: {names}", field="models", refusals=refusals)
+    served = [c.spec.id for c in checked]
+    if len(set(served)) != len(served):  # (aliases would land on one model twice)
+        raise InvalidInput("each model may be named once", field="models")
     return checked
 
 
@@ -103,7 +117,7 @@ def create(session: Session, storage: Storage, settings: Settings, principal: Pr
     checked = check_all(req, settings, models)
     keys, mask_key = store_inputs(storage, checked[0])
     per_model = {c.spec.id: c.price.amount for c in checked}
-    total = sum(per_model.values(), Decimal(0))
+    total = sum((c.price.amount for c in checked), Decimal(0))
     budgets.admit(session, settings, principal.tenant_id, checked[0].spec.id, total,
                   count=len(checked), per_model=per_model)
     comparison = Comparison(
@@ -156,11 +170,15 @@ def list_recent(session: Session, tenant_id: str, *, limit: int,
 
 
 def vote(session: Session, tenant_id: str, comparison_id: str, model: str) -> Comparison:
-    """One vote per comparison; voting again moves it."""
+    """One vote per comparison, for an output that exists; voting again moves it."""
     comparison = get(session, tenant_id, comparison_id)
     if model not in comparison.models:
         raise InvalidInput(f"model {model!r} is not in this comparison; it compares "
                            f"{', '.join(comparison.models)}", field="model")
+    job = next(j for j in jobs_of(session, comparison) if (j.fallback_from or j.model) == model)
+    if job.status != SUCCEEDED:
+        raise Conflict(f"model {model!r}'s job is {job.status}: vote for an output that "
+                       "succeeded", model=model, status=job.status)
     comparison.vote_model = model
     comparison.voted_at = utcnow()
     session.flush()

@@ -145,11 +145,13 @@ def recommend(session: Session, settings: Settings, catalog: Catalog, tenant_id:
                                              f"{money(max_cost or Decimal(0))} USD", {})
         picks["fastest"] = _measured_pick(
             usable, measured, least, window, figures,
+            enough=lambda s: measured[s.id].succeeded >= least, counted="succeeded",
             key=lambda s: measured[s.id].p50_run_seconds or 0.0,
             say=lambda s: f"the shortest median run: {measured[s.id].p50_run_seconds} s over "
                           f"{measured[s.id].succeeded} succeeded jobs in {window} days")
         picks["most_reliable"] = _measured_pick(
             usable, measured, least, window, figures,
+            enough=lambda s: measured[s.id].finished >= least, counted="finished",
             key=lambda s: -(measured[s.id].success_rate or 0.0),
             say=lambda s: f"the highest share succeeded: {measured[s.id].succeeded} of "
                           f"{measured[s.id].finished} finished jobs in {window} days")
@@ -177,13 +179,15 @@ def _figures(stats: Measured, least: int) -> dict[str, Any]:
 
 
 def _measured_pick(usable: list[ModelSpec], measured: dict[str, Measured], least: int,
-                   window: int, figures: Callable[[ModelSpec], dict[str, Any]],
+                   window: int, figures: Callable[[ModelSpec], dict[str, Any]], *,
+                   enough: Callable[[ModelSpec], bool], counted: str,
                    key: Callable[[ModelSpec], float],
                    say: Callable[[ModelSpec], str]) -> dict[str, Any]:
-    known = [s for s in usable if measured[s.id].succeeded >= least]
+    """The best by `key` among the models measured well enough to be compared."""
+    known = [s for s in usable if enough(s)]
     if not known:
-        counts = ", ".join(f"{s.id} {measured[s.id].succeeded}" for s in usable[:6])
-        return _pick(None, f"too few jobs to measure: a model needs {least} succeeded jobs "
+        counts = ", ".join(f"{s.id} {getattr(measured[s.id], counted)}" for s in usable[:6])
+        return _pick(None, f"too few jobs to measure: a model needs {least} {counted} jobs "
                            f"in {window} days (have: {counts})", {})
     best = min(known, key=lambda s: (key(s), s.estimate(), s.id))
     return _pick(best, say(best), figures(best))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from datetime import datetime
 from typing import Annotated, Any
@@ -28,6 +29,8 @@ from shared.submission import submit_job
 from shared.views import event_view, job_view
 
 log = logging.getLogger(__name__)
+# Keys a metadata filter may name: plain ones, so every database reads the same path.
+METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
@@ -80,8 +83,9 @@ def list_jobs(settings: SettingsDep, storage: StorageDep, principal: PrincipalDe
     pairs = []
     for item in metadata or []:
         key, sep, value = item.partition(":")
-        if not sep or not key or len(key) > 200:
-            raise InvalidInput("metadata filters are key:value", field="metadata")
+        if not sep or not METADATA_KEY.fullmatch(key):
+            raise InvalidInput("metadata filters are key:value, the key made of letters, "
+                               "digits, '_', '.' or '-' (at most 64)", field="metadata")
         pairs.append((key, value))
     filters = jobs.JobFilter(status=status, model=model, created_after=created_after,
                              created_before=created_before, batch_id=batch_id,

@@ -7,12 +7,13 @@ the live stack is in tests/integration/test_comparisons.py.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from api.app import create_app
 from shared.config import Settings
@@ -97,10 +98,11 @@ def test_each_model_that_cannot_take_the_request_is_refused_with_its_own_reason(
 
 @pytest.mark.parametrize("models,why", [(["qwen-edit"], "2 to 6"),
                                         (["qwen-edit", "qwen-edit"], "once"),
+                                        (["", "qwen-edit"], "by its id"),
                                         ([f"m{n}" for n in range(7)], "2 to 6")])
 def test_two_to_six_distinct_models(client: TestClient, settings: Settings,
                                     models: list[str], why: str) -> None:
-    key = key_for(settings, f"cmp-count-{len(models)}-{len(set(models))}")
+    key = key_for(settings, f"cmp-count-{uuid.uuid4().hex[:8]}")
     answer = client.post("/v1/comparisons", json={**EDIT, "models": models}, headers=auth(key))
     problem = assert_problem(answer, 422, "invalid_input")
     assert why in problem["detail"] and problem["field"] == "models"
@@ -147,6 +149,13 @@ def test_votes_are_one_per_comparison_and_can_change(
     made = client.post("/v1/comparisons", json={**EDIT, "models": ["qwen-edit", "seededit-v3"]},
                        headers=auth(key)).json()
     url = f"/v1/comparisons/{made['id']}/vote"
+    # given its jobs still queued, there is no output to prefer yet
+    assert_problem(client.post(url, json={"model": "qwen-edit"}, headers=auth(key)),
+                   409, "conflict")
+    with session_scope(settings.database_url) as session:
+        session.execute(update(Job).where(Job.comparison_id == made["id"])
+                        .values(status="succeeded"))
+        session.commit()
     # when the user votes for one model, then for the other
     first = client.post(url, json={"model": "qwen-edit"}, headers=auth(key))
     assert first.status_code == 200, first.text

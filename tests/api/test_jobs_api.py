@@ -293,8 +293,10 @@ class TestReadAndList:
         # and by batch: none of these jobs came from one
         assert listed({"batch_id": "bat_none"}) == []
         # and a filter that is not key:value is refused, not ignored
-        bad = client.get("/v1/jobs", params={"metadata": "shoot"}, headers=auth(tenant_key))
-        assert assert_problem(bad, 422, "invalid_input")["field"] == "metadata"
+        for bad_filter in ("shoot", 'a"b:1', "$.x:1"):
+            bad = client.get("/v1/jobs", params={"metadata": bad_filter},
+                             headers=auth(tenant_key))
+            assert assert_problem(bad, 422, "invalid_input")["field"] == "metadata"
 
 
 class TestMeta:

@@ -93,6 +93,22 @@ def test_fastest_and_most_reliable_come_from_the_window_of_finished_jobs(
     assert qwen["measured"]["p50_run_seconds"] is None
 
 
+def test_reliability_compares_every_model_with_enough_finished_jobs(
+        settings: Settings) -> None:
+    now = fresh_now()
+    with session_scope(settings.database_url) as session:
+        owner = tenant(session)
+        # given one model that succeeded 4 of 5 times and one that succeeded 5 of 25
+        seed(session, owner, "step1x-edit", now, run_seconds=1.0, succeeded=4, failed=1)
+        seed(session, owner, "hidream-e1-full", now, run_seconds=1.0, succeeded=5, failed=20)
+        answer = ask(session, settings, owner, now)
+    # then the more reliable one wins, though it has fewer than 5 successes
+    assert answer["picks"]["most_reliable"]["model"] == "step1x-edit"
+    assert answer["picks"]["most_reliable"]["figures"]["success_rate"] == 0.8
+    # but its median run time needs 5 successes to be shown
+    assert answer["picks"]["fastest"]["model"] == "hidream-e1-full"
+
+
 def test_models_with_too_few_jobs_say_so_instead_of_a_figure(settings: Settings) -> None:
     now = fresh_now()
     with session_scope(settings.database_url) as session:
