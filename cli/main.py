@@ -33,6 +33,12 @@ def main() -> None:
     """editq: asynchronous image-edit jobs."""
 
 
+# An idle connection is kept longer than clients keep theirs (httpx, requests and
+# browsers: 5 s or less), so the client closes first. With equal timeouts a request sent
+# as the server closes the connection is lost (the keep-alive race seen in bench/).
+KEEP_ALIVE_SECONDS = 65
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -41,7 +47,8 @@ def api(host: str, port: int) -> None:
     import uvicorn
 
     load_settings()
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port)
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port,
+                timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
 @main.command()

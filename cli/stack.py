@@ -175,7 +175,9 @@ class Stack:
         port = port or free_port()
         child = self.spawn("api", [sys.executable, "-m", "uvicorn", "--factory",
                                    "api.app:create_app", "--host", "127.0.0.1",
-                                   "--port", str(port), "--log-level", "warning"])
+                                   "--port", str(port), "--log-level", "warning",
+                                   # as `editq api`: longer than clients keep idle connections
+                                   "--timeout-keep-alive", "65"])
         url = f"http://127.0.0.1:{port}"
 
         def up() -> bool:
