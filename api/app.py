@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import problems
+from api.body_caps import BodyCapMiddleware
 from api.routes import batches, comparisons, costs, jobs, meta, providers, quotes, webhooks
 from shared.config import Settings, get_settings
 from shared.errors import StorageUnavailable
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings, name="editq-api")
     app.state.wakeups = WakePublisher(settings.redis_url)
     problems.install(app)
+    app.add_middleware(BodyCapMiddleware, settings=settings)
     app.include_router(jobs.router)
     app.include_router(meta.router)
     app.include_router(providers.router)

@@ -13,8 +13,9 @@ from fastapi import Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from api.body_caps import edit_body_limit
 from api.schemas import JobCreate
-from shared.config import MiB, Settings
+from shared.config import Settings
 from shared.errors import InvalidInput, RequestTooLarge, UnsupportedMediaType
 from shared.images import decode_base64_image
 from shared.submission import EditRequest
@@ -81,8 +82,7 @@ def _request_of(body: JobCreate, max_bytes: int) -> EditRequest:
 
 
 def _body_limit(settings: Settings) -> int:
-    """Room for every image as base64 (4/3 of its bytes), a mask, and 1 MiB of the rest."""
-    return (settings.max_image_bytes * 4 // 3 + 4) * (settings.max_images_per_job + 1) + MiB
+    return edit_body_limit(settings)
 
 
 async def _read_capped(request: Request, settings: Settings) -> bytes:

@@ -31,6 +31,7 @@ from shared.jobs import CANCELED, QUEUED, STATUSES, TERMINAL
 from shared.models import Batch, Job, JobEvent
 from shared.providers.catalog import get_catalog
 from shared.providers.pricing import Price
+from shared.reports import parse_instant
 from shared.storage import Storage, input_key
 from shared.submission import EditRequest, check_request
 from shared.tenants import Principal
@@ -137,13 +138,7 @@ def parents_query(tenant_id: str, filters: dict[str, Any], before: datetime,
         query = query.where(Job.id.in_(ids))
     for name, op in (("created_after", "__ge__"), ("created_before", "__lt__")):
         if filters.get(name):
-            try:
-                when = datetime.fromisoformat(str(filters[name]).replace("Z", "+00:00"))
-            except ValueError as exc:
-                raise InvalidInput(f"filter.{name} must be an ISO date or date-time",
-                                   field="filter") from exc
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=utcnow().tzinfo)
+            when = parse_instant(str(filters[name]), field=f"filter.{name}")
             query = query.where(getattr(Job.created_at, op)(when))
     metadata = filters.get("metadata") or {}
     if not isinstance(metadata, dict):

@@ -34,7 +34,7 @@ from shared.config import Settings
 from shared.db import session_scope, utcnow
 from shared.errors import EditqError, ProviderError, ProviderOutcomeUnknown, StorageUnavailable
 from shared.fallback import find_fallback
-from shared.images import inspect_image
+from shared.images import inspect_image, upright
 from shared.jobs import (
     CANCELED,
     DEADLINE_EXCEEDED,
@@ -111,8 +111,10 @@ def webhook_url(settings: Settings, provider: str) -> str | None:
 
 
 def _load_inputs(storage: Storage, job: Job) -> tuple[list[bytes], bytes | None]:
-    images = [storage.get(key) for key in job.input_keys]
-    mask = storage.get(job.mask_key) if job.mask_key else None
+    """The stored inputs, each turned upright as its EXIF orientation says (the API
+    checked them as displayed; a provider may ignore the tag)."""
+    images = [upright(storage.get(key)) for key in job.input_keys]
+    mask = upright(storage.get(job.mask_key)) if job.mask_key else None
     return images, mask
 
 

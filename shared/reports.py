@@ -65,13 +65,19 @@ def as_utc(value: datetime) -> datetime:
 
 
 def parse_instant(text: str, *, field: str) -> datetime:
-    """An ISO 8601 date (its first instant) or date-time; UTC when no offset is given."""
+    """An ISO 8601 date (its first instant) or date-time; UTC when no offset is given.
+
+    This is what every date a client sends means (job lists, cost reports, batch
+    filters); one that cannot be expressed in UTC (year 9999 with a negative offset,
+    year 1 with a positive one) is refused, never a 500."""
     try:
-        value = datetime.fromisoformat(text.strip())
+        return as_utc(datetime.fromisoformat(text.strip()))
     except ValueError:
         raise InvalidInput(f"{field} must be an ISO date or date-time, like 2024-05-01 or "
-                           f"2024-05-01T12:00:00Z; got {text!r}", field=field) from None
-    return as_utc(value)
+                           f"2024-05-01T12:00:00Z; got {text[:64]!r}", field=field) from None
+    except OverflowError:
+        raise InvalidInput(f"{field} is outside the dates UTC can express: {text[:64]!r}",
+                           field=field) from None
 
 
 def month_start(now: datetime) -> datetime:

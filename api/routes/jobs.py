@@ -11,7 +11,6 @@ import asyncio
 import logging
 import re
 import time
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -25,11 +24,15 @@ from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import InvalidInput
 from shared.queue import enqueue_run
+from shared.reports import parse_instant
 from shared.submission import submit_job
 from shared.views import event_view, job_view
 
 log = logging.getLogger(__name__)
 # Keys a metadata filter may name: plain ones, so every database reads the same path.
+DateQuery = Annotated[str | None, Query(
+    max_length=64, description="ISO 8601 date (its first instant) or date-time; UTC when "
+                               "it has no offset")]
 METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -72,7 +75,7 @@ def enqueue_job(celery: Any, settings: Settings, job_id: str) -> None:
 @router.get("", response_model=JobList)
 def list_jobs(settings: SettingsDep, storage: StorageDep, principal: PrincipalDep,
               status: Status | None = None, model: str | None = None,
-              created_after: datetime | None = None, created_before: datetime | None = None,
+              created_after: DateQuery = None, created_before: DateQuery = None,
               batch_id: Annotated[str | None, Query(max_length=32)] = None,
               comparison_id: Annotated[str | None, Query(max_length=32)] = None,
               metadata: Annotated[list[str] | None, Query(
@@ -87,9 +90,13 @@ def list_jobs(settings: SettingsDep, storage: StorageDep, principal: PrincipalDe
             raise InvalidInput("metadata filters are key:value, the key made of letters, "
                                "digits, '_', '.' or '-' (at most 64)", field="metadata")
         pairs.append((key, value))
-    filters = jobs.JobFilter(status=status, model=model, created_after=created_after,
-                             created_before=created_before, batch_id=batch_id,
-                             comparison_id=comparison_id, metadata=tuple(pairs))
+    filters = jobs.JobFilter(
+        status=status, model=model, batch_id=batch_id,
+        created_after=parse_instant(created_after, field="created_after")
+        if created_after else None,
+        created_before=parse_instant(created_before, field="created_before")
+        if created_before else None,
+        comparison_id=comparison_id, metadata=tuple(pairs))
     with session_scope(settings.database_url) as session:
         rows, next_cursor = jobs.list_jobs(session, principal.tenant_id, filters, limit=limit,
                                            cursor=cursor)

@@ -190,6 +190,80 @@ class TestInspect:
         assert info.value.extra["pixels"] == 100_000_000
 
 
+class TestStructure:
+    """Truncation and corruption found without decoding the pixels in full."""
+
+    def test_a_truncated_jpeg_that_declares_a_large_size_is_invalid(self) -> None:
+        # given a 2000x1500 JPEG cut in half (its header still declares 2000x1500)
+        noisy = Image.effect_noise((2000, 1500), 60).convert("RGB")
+        buf = io.BytesIO()
+        noisy.save(buf, "JPEG")
+        data = buf.getvalue()
+        # when it is inspected, then it is refused as invalid, not accepted
+        with pytest.raises(InvalidImage):
+            inspect(data[: len(data) // 2], max_bytes=len(data), max_pixels=4_000_000)
+        # and whole, the same image is accepted
+        assert inspect(data, max_bytes=len(data), max_pixels=4_000_000).width == 2000
+
+    def test_a_png_chunk_with_a_wrong_crc_is_invalid(self) -> None:
+        data = bytearray(image_bytes((64, 64)))
+        idat = data.find(b"IDAT")
+        data[idat + 6] ^= 0xFF  # one flipped byte of image data
+        with pytest.raises(InvalidImage):
+            inspect(bytes(data))
+
+    def test_a_png_without_its_end_is_invalid(self) -> None:
+        data = image_bytes((64, 64))
+        with pytest.raises(InvalidImage):
+            inspect(data[:-12])  # IEND dropped
+
+    def test_a_webp_cut_short_is_invalid(self) -> None:
+        data = image_bytes((64, 64), fmt="WEBP")
+        with pytest.raises(InvalidImage):
+            inspect(data[:-10])
+
+    def test_an_animated_image_is_refused(self) -> None:
+        buf = io.BytesIO()
+        frames = [Image.new("RGB", (32, 32), c) for c in ("red", "blue")]
+        frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:])
+        with pytest.raises(InvalidImage) as info:
+            inspect(buf.getvalue())
+        assert "animated" in info.value.message
+
+
+class TestOrientation:
+    @staticmethod
+    def portrait_photo() -> bytes:
+        """A 120x80 landscape JPEG whose EXIF says: turn it a quarter (orientation 6),
+        as a phone stores a portrait photo."""
+        img = Image.new("RGB", (120, 80), (200, 30, 30))
+        img.paste((20, 20, 220), (0, 0, 30, 20))  # a blue corner at the top left
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", exif=exif.tobytes(), quality=95)
+        return buf.getvalue()
+
+    def test_the_size_checked_is_the_size_shown(self) -> None:
+        info = inspect(self.portrait_photo())
+        assert (info.orientation, info.width, info.height) == (6, 80, 120)
+
+    def test_upright_turns_it_and_drops_the_turn(self) -> None:
+        from shared.images import upright
+
+        turned = Image.open(io.BytesIO(upright(self.portrait_photo())))
+        assert turned.size == (80, 120)
+        assert turned.getexif().get(0x0112, 1) == 1
+        # orientation 6 turns it clockwise: the top-left corner goes to the top right
+        assert turned.getpixel((75, 5))[2] > 150
+
+    def test_an_upright_image_is_left_as_it_is(self) -> None:
+        from shared.images import upright
+
+        data = image_bytes((50, 40), fmt="JPEG")
+        assert upright(data) is data
+
+
 class TestEncode:
     def test_rgba_to_jpeg_is_converted(self) -> None:
         # given an RGBA image, which JPEG cannot hold
