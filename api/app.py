@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.body_caps import BodyCapMiddleware
+from api.deps import refuse_unknown_query
 from api.routes import batches, comparisons, costs, jobs, meta, providers, quotes, webhooks
 from shared.config import Settings, get_settings
 from shared.errors import StorageUnavailable
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.wakeups.close()
 
     app = FastAPI(title="editq", version="0.1.0", lifespan=lifespan,
+                  dependencies=[Depends(refuse_unknown_query)],
                   description="Asynchronous image-edit jobs over WaveSpeed, Stability "
                               "and a local Pillow provider.")
     app.state.settings = settings

@@ -130,7 +130,10 @@ async def _from_multipart(request: Request, max_bytes: int) -> EditRequest:
         return value if isinstance(value, str) and value != "" else None
 
     deadline = text("deadline_seconds")
-    if deadline is not None and not deadline.isdigit():
+    # str.isdigit() is true of superscripts and other scripts' digits: ASCII only, and
+    # not thousands of them.
+    if deadline is not None and not (deadline.isascii() and deadline.isdigit()
+                                     and len(deadline) <= 9):
         raise InvalidInput("deadline_seconds must be a whole number of seconds",
                            field="deadline_seconds")
     return EditRequest(images=images, mask=mask, prompt=text("prompt"),
@@ -143,17 +146,23 @@ async def _from_multipart(request: Request, max_bytes: int) -> EditRequest:
                        if (events := text("webhook_events")) is not None else None)
 
 
+def media_type(request: Request) -> str:
+    """The body's media type without parameters: `application/jsonfoo` is not JSON."""
+    value = request.headers.get("content-type", "application/json")
+    return value.split(";", 1)[0].strip().lower()
+
+
 async def read_comparison_request(request: Request,
                                   settings: Settings) -> tuple[EditRequest, list[str]]:
     """A comparison's body: an edit request without `model`, and `models` (2 to 6 ids):
     a JSON array, or in a multipart form a comma-separated field."""
-    content_type = request.headers.get("content-type", "application/json")
-    if content_type.startswith("multipart/form-data"):
+    content_type = media_type(request)
+    if content_type == "multipart/form-data":
         req = await read_edit_request(request, settings)
         raw = (await request.form()).get("models")
         models = ([m.strip() for m in raw.split(",") if m.strip()]
                   if isinstance(raw, str) else [])
-    elif content_type.startswith("application/json"):
+    elif content_type == "application/json":
         raw_body = await _read_capped(request, settings)
         try:
             data = json.loads(raw_body or b"{}")
@@ -168,7 +177,7 @@ async def read_comparison_request(request: Request,
         req = edit_request_from_dict(data, settings.max_image_bytes)
     else:
         raise UnsupportedMediaType("send application/json or multipart/form-data",
-                                   content_type=content_type)
+                                   content_type=content_type[:100])
     if req.model is not None:
         raise InvalidInput("a comparison names its models in `models`, not `model`",
                            field="model")
@@ -176,13 +185,13 @@ async def read_comparison_request(request: Request,
 
 
 async def read_edit_request(request: Request, settings: Settings) -> EditRequest:
-    content_type = request.headers.get("content-type", "application/json")
-    if content_type.startswith("multipart/form-data"):
+    content_type = media_type(request)
+    if content_type == "multipart/form-data":
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > _body_limit(settings):
             raise RequestTooLarge(f"the request body is over {_body_limit(settings)} bytes")
         return await _from_multipart(request, settings.max_image_bytes)
-    if content_type.startswith("application/json"):
+    if content_type == "application/json":
         return _from_json(await _read_capped(request, settings), settings.max_image_bytes)
     raise UnsupportedMediaType("send application/json or multipart/form-data",
-                               content_type=content_type)
+                               content_type=content_type[:100])

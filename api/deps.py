@@ -10,12 +10,15 @@ from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Header, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from shared.config import Settings
 from shared.db import session_scope
+from shared.errors import UnknownQueryParameter
 from shared.inflight.wakeups import WakePublisher
 from shared.storage import Storage
-from shared.tenants import Principal, authenticate
+from shared.tenants import Principal, authenticate, note_use
 
 
 def get_settings(request: Request) -> Settings:
@@ -55,7 +58,37 @@ def get_principal(settings: SettingsDep,
     """Its own short session: a long-poll must not hold a connection for its whole wait."""
     scheme, _, key = (authorization or "").partition(" ")
     with session_scope(settings.database_url) as session:
-        return authenticate(session, key.strip() if scheme.lower() == "bearer" else None)
+        principal = authenticate(session, key.strip() if scheme.lower() == "bearer" else None)
+        if note_use(session, principal):
+            session.commit()
+        return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """A query parameter the route does not take is refused with its name, not ignored:
+    a mistyped filter (`?batch=` for `?batch_id=`) would otherwise list everything.
+
+    Provider callbacks are exempt: the provider, not a user, writes their URL."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or route.path.startswith("/v1/providers/"):
+        return
+    accepted: frozenset[str] | None = getattr(route, "editq_query_names", None)
+    if accepted is None:  # computed once per route, kept on the route
+        accepted = frozenset(_query_names(route.dependant))
+        route.editq_query_names = accepted  # type: ignore[attr-defined]
+    unknown = sorted(set(request.query_params) - accepted)
+    if unknown:
+        raise UnknownQueryParameter(
+            f"unknown query parameter(s): {', '.join(unknown)[:300]}; this call takes: "
+            f"{', '.join(sorted(accepted)) or 'none'}", field=unknown[0][:64],
+            unknown=unknown[:20])

@@ -12,20 +12,8 @@ from typing import Any
 
 import click
 import httpx
-from pydantic import ValidationError
 
-from shared.config import Settings
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment; a bad value ends the command with a readable reason."""
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        reasons = "\n".join(f"  - {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-                            for e in exc.errors())
-        raise click.ClickException(
-            f"refusing to start, the settings are not safe:\n{reasons}") from None
+from cli.database import load_settings, require_database
 
 
 @click.group()
@@ -117,66 +105,6 @@ def db_upgrade(revision: str) -> None:
     settings = load_settings()
     upgrade(settings.database_url, revision)
     click.echo(f"database at revision {revision}")
-
-
-@main.group()
-def keys() -> None:
-    """API keys."""
-
-
-@keys.command("create")
-@click.option("--tenant", required=True, help="tenant name; created if new")
-@click.option("--admin", is_flag=True, help="the key may see every tenant")
-@click.option("--monthly-budget", "budget", metavar="USD",
-              help="the tenant's monthly budget (\"none\" removes it)")
-@click.option("--model-budget", "model_budgets", multiple=True, metavar="MODEL=USD",
-              help="a monthly budget for one model, repeatable")
-@click.option("--plan", default=None, help="the tenant's plan (a name in EDITQ_PLAN_LIMITS)")
-@click.option("--webhook-url", default=None,
-              help="where the tenant's job events go by default (\"none\" removes it)")
-def keys_create(tenant: str, admin: bool, budget: str | None, model_budgets: tuple[str, ...],
-                plan: str | None, webhook_url: str | None) -> None:
-    """Create an API key, and set the tenant's limits. The key is shown once, as the last
-    word of the output."""
-    from shared.db import session_scope
-    from shared.errors import EditqError
-    from shared.providers.catalog import get_catalog
-    from shared.tenants import create_api_key, get_or_create_tenant, parse_usd, set_limits
-
-    settings = load_settings()
-    if plan is not None and plan not in settings.plan_limits:
-        raise click.BadParameter(f"{plan!r} is not one of {', '.join(settings.plan_limits)}",
-                                 param_hint="--plan")
-    try:
-        clear = budget is not None and budget.strip().lower() == "none"
-        monthly = parse_usd(budget, "--monthly-budget") if budget and not clear else None
-        per_model = {}
-        for pair in model_budgets:
-            model, sep, amount = pair.partition("=")
-            if not sep:
-                raise click.BadParameter(f"{pair!r} is not MODEL=USD", param_hint="--model-budget")
-            per_model[get_catalog().get(model.strip()).id] = parse_usd(amount, f"budget of {model}")
-        if webhook_url and webhook_url.lower() != "none":
-            from shared.webhooks_ssrf import check_webhook_url
-
-            check_webhook_url(webhook_url, settings.webhook_allowed_host_set)
-    except EditqError as exc:
-        raise click.BadParameter(exc.message) from None
-    with session_scope(settings.database_url) as session:
-        row = get_or_create_tenant(session, tenant)
-        set_limits(session, row, monthly_budget=monthly, clear_budget=clear,
-                   model_budgets=per_model, plan=plan)
-        if webhook_url is not None:
-            row.webhook_url = None if webhook_url.lower() == "none" else webhook_url
-        key = create_api_key(session, tenant, admin=admin)
-        limits = [f"plan {row.plan or settings.default_plan}"]
-        if row.monthly_budget is not None:
-            limits.append(f"monthly budget {row.monthly_budget.normalize():f} USD")
-        limits += [f"{m} {v.normalize():f} USD/month" for m, v in per_model.items()]
-        if row.webhook_url:
-            limits.append(f"webhooks to {row.webhook_url.split('?')[0]}")
-    click.echo(f"tenant {tenant}: {', '.join(limits)}")
-    click.echo(f"API key for tenant {tenant} (shown once, store it now): {key}")
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -377,6 +305,7 @@ def costs(group_by: str, start: str | None, end: str | None, tenant: str | None,
     from shared.views import money
 
     settings = load_settings()
+    require_database(settings)
     try:
         first, last = report_range(start, end)
         with session_scope(settings.database_url) as session:
@@ -416,6 +345,12 @@ def health(api_url: str) -> None:
     sys.exit(0 if answer.status_code == 200 else 1)
 
 
+def _register_keys() -> None:
+    from cli.keys import keys
+
+    main.add_command(keys)
+
+
 def _register_simulators() -> None:
     from cli.sim import sim
 
@@ -428,6 +363,7 @@ def _register_chaos() -> None:
     main.add_command(chaos)
 
 
+_register_keys()
 _register_simulators()
 _register_chaos()
 

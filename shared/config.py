@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     # secret still signs; how often due deliveries are dispatched.
     webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,50400,72000,86400"
     webhook_allowed_hosts: str = ""
+    # Provider output URLs go through the same address guard; the provider's own host
+    # (its base URL) is trusted, and so are these (comma-separated; development only).
+    output_allowed_hosts: str = ""
     webhook_timeout_seconds: float = Field(15.0, gt=0, le=60)
     webhook_secret_overlap_seconds: int = Field(24 * 3600, ge=0, le=30 * 24 * 3600)
     webhook_dispatch_interval_seconds: float = Field(1.0, ge=0.1, le=300)
@@ -194,6 +197,11 @@ class Settings(BaseSettings):
     def webhook_retry_delays(self) -> tuple[float, ...]:
         return tuple(float(part) for part in self.webhook_retry_schedule.split(",")
                      if part.strip())
+
+    @property
+    def output_allowed_host_set(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.output_allowed_hosts.split(",")
+                         if h.strip())
 
     @property
     def webhook_allowed_host_set(self) -> frozenset[str]:
@@ -267,6 +275,10 @@ class Settings(BaseSettings):
         if self.environment == "production" and self.webhook_allowed_hosts:
             raise ValueError("EDITQ_WEBHOOK_ALLOWED_HOSTS is for development and tests: it "
                              "lets webhooks reach private addresses; unset it in production")
+        if self.environment == "production" and self.output_allowed_hosts:
+            raise ValueError("EDITQ_OUTPUT_ALLOWED_HOSTS is for development and tests: it "
+                             "lets output downloads reach private addresses; unset it in "
+                             "production")
         if self.environment == "production":
             if self.database_url.startswith("sqlite"):
                 raise ValueError("production needs PostgreSQL, not SQLite (EDITQ_DATABASE_URL)")

@@ -31,6 +31,11 @@ class InvalidInput(EditqError):
     title = "Invalid input"
 
 
+class UnknownQueryParameter(InvalidInput):
+    code = "unknown_query_parameter"
+    title = "Unknown query parameter"
+
+
 class InvalidImage(InvalidInput):
     code = "invalid_image"
     title = "The image could not be decoded"

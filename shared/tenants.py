@@ -10,17 +10,19 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from shared.db import MONEY_PLACES
+from shared.db import MONEY_PLACES, utcnow
 from shared.errors import InvalidInput, Unauthorized
 from shared.models import ApiKey, ModelBudget, Tenant
 from shared.webhook_signing import new_secret
 
 KEY_PREFIX = "eq_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def hash_key(key: str) -> str:
@@ -34,6 +36,8 @@ class Principal:
     tenant_id: str
     tenant_name: str
     is_admin: bool
+    key_id: str | None = None
+    key_last_used: datetime | None = None
 
 
 def get_or_create_tenant(session: Session, name: str) -> Tenant:
@@ -66,7 +70,21 @@ def authenticate(session: Session, key: str | None) -> Principal:
     if row is None:
         raise Unauthorized("the API key is not valid")
     api_key, tenant = row
-    return Principal(tenant_id=tenant.id, tenant_name=tenant.name, is_admin=api_key.is_admin)
+    return Principal(tenant_id=tenant.id, tenant_name=tenant.name, is_admin=api_key.is_admin,
+                     key_id=api_key.id, key_last_used=api_key.last_used_at)
+
+
+def note_use(session: Session, principal: Principal) -> bool:
+    """Record that the key was used now, at most once a minute per key (the read in
+    `authenticate` already tells whether it is due, so most requests write nothing).
+    Answers whether it wrote; the caller commits."""
+    now = utcnow()
+    last = principal.key_last_used
+    if principal.key_id is None or (last is not None and now - last < LAST_USED_RESOLUTION):
+        return False
+    session.execute(update(ApiKey).where(ApiKey.id == principal.key_id)
+                    .values(last_used_at=now).execution_options(synchronize_session=False))
+    return True
 
 
 def parse_usd(text: str, what: str = "an amount") -> Decimal:

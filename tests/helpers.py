@@ -46,3 +46,23 @@ def sim_call(base_url: str, method: str, path: str, **kwargs: Any) -> Any:
     response = httpx.request(method, base_url + path, timeout=10, **kwargs)
     response.raise_for_status()
     return response.json()
+
+
+def bomb_png(size: tuple[int, int] = (6000, 6000)) -> bytes:
+    """A PNG of a few hundred KB that declares `size`: 108 MB of RGB once decoded."""
+    buf = io.BytesIO()
+    Image.new("RGB", size).save(buf, "PNG", optimize=False, compress_level=9)
+    return buf.getvalue()
+
+
+def bomb_jpeg(size: tuple[int, int] = (6000, 6000)) -> bytes:
+    """A flat JPEG that declares `size`: small on disk, 108 MB of RGB once decoded."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, (90, 90, 90)).save(buf, "JPEG", quality=10)
+    return buf.getvalue()
+
+
+def bomb_webp(size: tuple[int, int] = (6000, 6000)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 10)).save(buf, "WEBP", lossless=True)
+    return buf.getvalue()

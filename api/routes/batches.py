@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.bodies import edit_request_from_dict
+from api.bodies import edit_request_from_dict, media_type
 from api.deps import CeleryDep, PrincipalDep, SettingsDep, StorageDep
 from shared import batches, budgets
 from shared.config import Settings
 from shared.db import session_scope, utcnow
-from shared.errors import InvalidInput, RequestTooLarge
+from shared.errors import InvalidInput, RequestTooLarge, UnsupportedMediaType
 from shared.jobs import decode_cursor, encode_cursor
 from shared.models import Batch
 from shared.queue import enqueue_expansion
@@ -97,8 +97,11 @@ async def _read(request: Request, settings: Settings) -> tuple[BatchCreate, str 
 
 
 async def _parse(request: Request, settings: Settings) -> tuple[BatchCreate, str | None]:
-    content_type = request.headers.get("content-type", "application/json")
-    if content_type.startswith("multipart/form-data"):
+    content_type = media_type(request)
+    if content_type not in ("application/json", "multipart/form-data"):
+        raise UnsupportedMediaType("send application/json or multipart/form-data",
+                                   content_type=content_type[:100])
+    if content_type == "multipart/form-data":
         form = await request.form()
         upload = form.get("file")
         if not isinstance(upload, UploadFile):

@@ -84,6 +84,8 @@ class ParamSpec(_Strict):
     def _check_number(self, where: str, name: str, value: Any) -> int | float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidInput(f"{where} must be a number", option=name)
+        if isinstance(value, int) and abs(value) > 2**53:  # (float() of it would overflow)
+            raise InvalidInput(f"{where} is out of range", option=name)
         if not math.isfinite(value):
             raise InvalidInput(f"{where} must be a finite number", option=name)
         if self.type == "int" and not float(value).is_integer():

@@ -30,7 +30,8 @@ def _provider(name: str, settings: Settings) -> ImageEditProvider:
         client = WaveSpeedClient(settings.wavespeed_base_url,
                                  settings.wavespeed_api_key.get_secret_value(),
                                  submit_timeout=settings.provider_submit_timeout_seconds,
-                                 poll_timeout=settings.provider_poll_timeout_seconds)
+                                 poll_timeout=settings.provider_poll_timeout_seconds,
+                                 trusted_hosts=settings.output_allowed_host_set)
         return WaveSpeedEditProvider(client, settings.max_output_bytes)
     if name == "stability":
         from shared.providers.stability import StabilityEditProvider

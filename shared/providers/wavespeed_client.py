@@ -10,11 +10,13 @@ are retried on 429, 5xx and connection errors.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from shared.errors import ProviderError, ProviderOutcomeUnknown
+from shared.errors import EditqError, ProviderError, ProviderOutcomeUnknown
 from shared.providers.classify import (
     AMBIGUOUS,
     POLL_TRANSPORT,
@@ -23,6 +25,9 @@ from shared.providers.classify import (
 )
 from shared.providers.http import post_once
 from shared.providers.looks import Answer
+from shared.webhooks_ssrf import check_webhook_url, pinned_request
+
+MAX_REDIRECTS = 5
 
 _RETRY_GET = {429, 500, 502, 503, 504}
 # Longest pause spent inside one poll task; longer waits go back to the scheduler.
@@ -42,7 +47,8 @@ def _message(response: httpx.Response | Answer) -> str:
 class WaveSpeedClient:
     def __init__(self, base_url: str, api_key: str, *, submit_timeout: float = 30.0,
                  poll_timeout: float = 10.0, download_timeout: float = 60.0,
-                 get_retries: int = 2, max_connections: int = 200) -> None:
+                 get_retries: int = 2, max_connections: int = 200,
+                 trusted_hosts: Iterable[str] = ()) -> None:
         limits = httpx.Limits(max_connections=max_connections,
                               max_keepalive_connections=max_connections)
         self.base_url = base_url
@@ -53,9 +59,14 @@ class WaveSpeedClient:
             base_url=base_url.rstrip("/"), limits=limits, follow_redirects=False,
             headers=self.headers, timeout=httpx.Timeout(poll_timeout, connect=5.0),
         )
-        # Output URLs point at a CDN: they never get the API key.
-        self.downloads = httpx.Client(limits=limits, follow_redirects=True,
+        # Output URLs point at a CDN: they never get the API key. Redirects are followed
+        # by hand (`download`), each hop through the address guard.
+        self.downloads = httpx.Client(limits=limits, follow_redirects=False,
                                       timeout=httpx.Timeout(download_timeout, connect=5.0))
+        # Hosts trusted without the guard: WaveSpeed's own (its base URL: in development,
+        # the simulator serves its outputs itself) and EDITQ_OUTPUT_ALLOWED_HOSTS.
+        self.trusted_hosts = frozenset({*(h.lower() for h in trusted_hosts),
+                                        (urlsplit(base_url).hostname or "").lower()})
         self.submit_timeout = submit_timeout
         self.get_retries = get_retries
 
@@ -130,22 +141,46 @@ class WaveSpeedClient:
             time.sleep(wait)
 
     def download(self, url: str, max_bytes: int) -> bytes:
-        """Stream an output, refusing it past `max_bytes` rather than filling memory."""
+        """Stream an output, refusing it past `max_bytes` rather than filling memory.
+
+        The URL, and every redirect's, must pass the webhooks' address guard (public
+        addresses only, the connection pinned to the address checked) unless its host
+        is trusted: an output URL is written by someone else, and must not make this
+        worker fetch from its own network."""
         try:
-            with self.downloads.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise http_error(response.status_code, f"downloading {url}")
-                chunks, size = [], 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise ProviderError(f"output {url} is over {max_bytes} bytes",
-                                            code="provider_bad_output")
-                    chunks.append(chunk)
-                return b"".join(chunks)
+            for _ in range(MAX_REDIRECTS + 1):
+                target, headers, extensions = self._guarded(url)
+                with self.downloads.stream("GET", target, headers=headers,
+                                           extensions=extensions) as response:
+                    if response.is_redirect and "location" in response.headers:
+                        url = urljoin(url, response.headers["location"])
+                        continue
+                    if response.status_code != 200:
+                        raise http_error(response.status_code, f"downloading {url}")
+                    chunks, size = [], 0
+                    for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise ProviderError(f"output {url} is over {max_bytes} bytes",
+                                                code="provider_bad_output")
+                        chunks.append(chunk)
+                    return b"".join(chunks)
         except httpx.TransportError as exc:
             raise ProviderError(f"could not download output: {type(exc).__name__}",
                                 code=POLL_TRANSPORT.code, retryable=True) from exc
+        raise ProviderError(f"output {url}: more than {MAX_REDIRECTS} redirects",
+                            code="provider_bad_output", task_failed=True, billed=True)
+
+    def _guarded(self, url: str) -> tuple[str, dict[str, str], dict[str, object]]:
+        if (urlsplit(url).hostname or "").lower() in self.trusted_hosts:
+            return url, {}, {}
+        try:
+            addresses = check_webhook_url(url)
+        except EditqError as exc:
+            # The task finished (and was billed); its output cannot be fetched safely.
+            raise ProviderError(f"output URL refused: {exc.message}", code="provider_bad_output",
+                                task_failed=True, billed=True) from exc
+        return pinned_request(url, addresses[0])
 
     def webhook_secret(self) -> str:
         data = self._data(self.http.get("/api/v3/webhook/secret"))

