@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli.stack import embedded_stack  # noqa: E402
-from shared.config import Settings  # noqa: E402
-from shared.db import session_scope  # noqa: E402
-from shared.migrate import upgrade  # noqa: E402
-from shared.tenants import create_api_key  # noqa: E402
+from cli.stack import embedded_stack
+from shared.config import Settings
+from shared.db import session_scope
+from shared.migrate import upgrade
+from shared.tenants import create_api_key
 
 
 def main() -> int:
