@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import problems
+from api import openapi, problems
 from api.body_caps import BodyCapMiddleware
 from api.deps import refuse_unknown_query
 from api.routes import batches, comparisons, costs, jobs, meta, providers, quotes, webhooks
@@ -40,7 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.wakeups.close()
 
-    app = FastAPI(title="editq", version="0.1.0", lifespan=lifespan,
+    # FastAPIOffline: FastAPI whose /docs and /redoc load their assets from the package,
+    # not a CDN, so they work offline.
+    app = FastAPIOffline(title="editq", version="0.1.0", lifespan=lifespan,
                   dependencies=[Depends(refuse_unknown_query)],
                   description="Asynchronous image-edit jobs over WaveSpeed, Stability "
                               "and a local Pillow provider.")
@@ -49,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings, name="editq-api")
     app.state.wakeups = WakePublisher(settings.redis_url)
     problems.install(app)
+    openapi.install(app, settings, sorted({o for m in get_catalog().models
+                                           for o in m.operations}))
     app.add_middleware(BodyCapMiddleware, settings=settings)
     app.include_router(jobs.router)
     app.include_router(meta.router)

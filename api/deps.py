@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
@@ -17,6 +17,7 @@ from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import UnknownQueryParameter
 from shared.inflight.wakeups import WakePublisher
+from shared.jobs import CURSOR_PATTERN
 from shared.storage import Storage
 from shared.tenants import Principal, authenticate, note_use
 
@@ -92,3 +93,7 @@ def refuse_unknown_query(request: Request) -> None:
             f"unknown query parameter(s): {', '.join(unknown)[:300]}; this call takes: "
             f"{', '.join(sorted(accepted)) or 'none'}", field=unknown[0][:64],
             unknown=unknown[:20])
+
+
+CursorQuery = Annotated[str | None, Query(
+    pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page")]

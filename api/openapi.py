@@ -15,6 +15,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from shared.config import Settings
+
 PROBLEM_SCHEMA = {
     "type": "object",
     "description": "RFC 9457 problem details; `code` is stable, and some problems carry "
@@ -68,7 +70,10 @@ def statuses(method: str, path: str, operation: dict[str, Any]) -> list[str]:
     return sorted(found)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, settings: Settings, operations: list[str]) -> None:
+    """`settings` and `operations` make the schema say what this deployment accepts:
+    the longest `wait`, the operations its catalog serves."""
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
@@ -80,6 +85,11 @@ def install(app: FastAPI) -> None:
                                                            "#/components/schemas/Problem"}}}
         for path, item in schema.get("paths", {}).items():
             for method, operation in item.items():
+                for parameter in operation.get("parameters", []):
+                    if parameter["name"] == "wait":
+                        parameter["schema"]["maximum"] = settings.max_wait_seconds
+                    if parameter["name"] == "operation" and parameter["in"] == "query":
+                        parameter["schema"] = _enum(parameter["schema"], operations)
                 responses = operation.setdefault("responses", {})
                 for status in statuses(method, path, operation):
                     responses[status] = {"description": WHY[status], "content": problem}
@@ -87,3 +97,12 @@ def install(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _enum(schema: dict[str, Any], values: list[str]) -> dict[str, Any]:
+    """The string schema of `schema` (which may be nullable) limited to `values`."""
+    choices = {"type": "string", "enum": values}
+    if "anyOf" in schema:
+        return {**{k: v for k, v in schema.items() if k != "anyOf"},
+                "anyOf": [choices, {"type": "null"}]}
+    return {**schema, **choices}

@@ -58,10 +58,30 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
                    {"errors": errors})
 
 
-async def _http(_: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path: routes are one per method, and
+    Starlette's own Allow names only the first route's."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's "error parsing the body" (malformed JSON): invalid input like any other
+        return problem(422, "invalid_json", "The body is not valid JSON",
+                       "the body could not be parsed as JSON", {"field": "body"})
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+    response = problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    if exc.status_code == 405:
+        response.headers["Allow"] = _allowed_methods(request)
+    return response
 
 
 async def _database(_: Request, exc: Exception) -> JSONResponse:

@@ -52,7 +52,9 @@ def main() -> int:
         with session_scope(settings.database_url) as session:
             key = create_api_key(session, "contract")
         _, url = stack.start_api()
-        command = [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json",
+        command = [sys.executable, "-m", "schemathesis.cli", "--config-file",
+                   str(Path(__file__).resolve().parents[1] / "schemathesis.toml"),
+                   "run", f"{url}/openapi.json",
                    "--checks", "all", "--max-examples", str(args.max_examples),
                    "--workers", args.workers, "--seed", args.seed,
                    "--header", f"Authorization: Bearer {key}",

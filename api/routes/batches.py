@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api.bodies import edit_request_from_dict, media_type
-from api.deps import CeleryDep, PrincipalDep, SettingsDep, StorageDep
+from api.deps import CeleryDep, CursorQuery, PrincipalDep, SettingsDep, StorageDep
 from shared import batches, budgets
 from shared.config import Settings
 from shared.db import session_scope, utcnow
@@ -205,7 +205,7 @@ def _dry_run(session: Any, settings: Settings, tenant_id: str,
 @router.get("")
 def list_batches(settings: SettingsDep, storage: StorageDep, principal: PrincipalDep,
                  limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                 cursor: str | None = None) -> dict[str, Any]:
+                 cursor: CursorQuery = None) -> dict[str, Any]:
     from sqlalchemy import select
 
     with session_scope(settings.database_url) as session:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.bodies import EDIT_REQUEST_BODY, read_comparison_request
-from api.deps import CeleryDep, PrincipalDep, SettingsDep, StorageDep
+from api.deps import CeleryDep, CursorQuery, PrincipalDep, SettingsDep, StorageDep
 from api.routes.jobs import enqueue_job
 from api.schemas import ComparisonList, ComparisonOut, JobCreate
 from shared import comparisons
@@ -71,7 +71,7 @@ async def create_comparison(request: Request, response: Response, settings: Sett
 @router.get("", response_model=ComparisonList)
 def list_comparisons(settings: SettingsDep, storage: StorageDep, principal: PrincipalDep,
                      limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                     cursor: str | None = None) -> dict[str, Any]:
+                     cursor: CursorQuery = None) -> dict[str, Any]:
     with session_scope(settings.database_url) as session:
         rows, next_cursor = comparisons.list_recent(session, principal.tenant_id,
                                                     limit=limit, cursor=cursor)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from prometheus_client import CollectorRegistry, generate_latest
@@ -52,6 +52,10 @@ def _wants_csv(accept: str | None) -> bool:
     return "text/csv" in media_types
 
 
+GroupBy = Literal["model", "provider", "operation", "day", "tenant"]
+assert set(get_args(GroupBy)) == set(GROUP_BY)  # the one list: shared.reports.GROUP_BY
+
+
 def report_view(report: CostReport) -> dict[str, Any]:
     return {
         "rows": [{report.group_by: row.key, "jobs": row.jobs, "amount": money(row.amount)}
@@ -69,8 +73,7 @@ def report_view(report: CostReport) -> dict[str, Any]:
 def get_costs(
     settings: SettingsDep,
     principal: PrincipalDep,
-    group_by: Annotated[str, Query(description=" | ".join(GROUP_BY) +
-                                   " (tenant: admin keys only)")] = "model",
+    group_by: Annotated[GroupBy, Query(description="tenant: admin keys only")] = "model",
     start: Annotated[str | None, Query(alias="from", description=(
         "ISO date or date-time, UTC if no offset; default: the first instant of the "
         "current UTC month"))] = None,

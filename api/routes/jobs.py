@@ -17,7 +17,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.bodies import EDIT_REQUEST_BODY, read_edit_request
-from api.deps import CeleryDep, PrincipalDep, SettingsDep, StorageDep
+from api.deps import CeleryDep, CursorQuery, PrincipalDep, SettingsDep, StorageDep
 from api.schemas import EventList, JobList, JobOut, Status
 from shared import jobs
 from shared.config import Settings
@@ -82,7 +82,7 @@ def list_jobs(settings: SettingsDep, storage: StorageDep, principal: PrincipalDe
                   max_length=10, description="key:value; repeat for several, all must hold "
                                              "(string values)")] = None,
               limit: Annotated[int, Query(ge=1, le=200)] = 50,
-              cursor: str | None = None) -> dict[str, Any]:
+              cursor: CursorQuery = None) -> dict[str, Any]:
     pairs = []
     for item in metadata or []:
         key, sep, value = item.partition(":")

@@ -14,6 +14,7 @@ from api.deps import CeleryDep, PrincipalDep, SettingsDep, StorageDep
 from api.problems import problem
 from shared.breaker import get_breaker
 from shared.db import session_scope
+from shared.errors import UnsupportedOperation
 from shared.providers.catalog import ModelSpec, get_catalog
 from shared.recommendations import recommend
 from shared.views import money
@@ -40,6 +41,9 @@ def list_models(operation: str | None = None,
     if operation is None:
         return {"data": [_model_out(m) for m in get_catalog().models]}
     candidates = get_catalog().for_operation(operation)
+    if not candidates:
+        raise UnsupportedOperation(f"no model serves operation {operation!r}",
+                                   operation=operation, field="operation")
     fitting = [m for m in candidates if m.fits(width, height)]
     at_size = f" at {width or '?'}x{height or '?'}" if width or height else ""
     data = []

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from api.deps import PrincipalDep, SettingsDep
+from api.deps import CursorQuery, PrincipalDep, SettingsDep
 from shared import webhooks
 from shared.db import session_scope, utcnow
 from shared.jobs import decode_cursor, encode_cursor
@@ -37,7 +37,7 @@ def rotate_secret(settings: SettingsDep, principal: PrincipalDep) -> dict[str, A
 def list_deliveries(settings: SettingsDep, principal: PrincipalDep,
                     status: DeliveryStatus | None = None, job_id: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                    cursor: str | None = None) -> dict[str, Any]:
+                    cursor: CursorQuery = None) -> dict[str, Any]:
     """Newest first, each with its attempts: time, status code, error, latency."""
     with session_scope(settings.database_url) as session:
         rows, attempts = webhooks.list_deliveries(

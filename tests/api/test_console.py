@@ -240,3 +240,30 @@ def test_every_problem_is_shown_in_words(browser: Any, live: Live) -> None:
     assert shown["refused"] == "Some models cannot take this request: m: no mask"
     assert shown["429"].endswith("Try again in 30 s.")
     assert shown["down"] == "Could not reach the API: Failed to fetch"
+
+
+def test_docs_and_redoc_work_offline(browser: Any, live: Live) -> None:
+    # given a browser that may reach nothing but the API itself
+    page = browser.new_page()
+    outside: list[str] = []
+
+    def only_local(route: Any) -> None:
+        if route.request.url.startswith(live.api_url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    # when /docs and /redoc are opened, they render every operation from the package's assets
+    page.goto(f"{live.api_url}/docs")
+    page.wait_for_selector(".swagger-ui .opblock-summary-path", timeout=WAIT)
+    assert page.locator(".swagger-ui .opblock").count() >= 20
+    page.goto(f"{live.api_url}/redoc")
+    page.wait_for_function("document.querySelectorAll('li[data-item-id]').length >= 20",
+                           timeout=WAIT)
+    assert "Create Comparison" in page.inner_text("body")
+    page.close()
+    # (ReDoc's bundle links its own logo, in the page's footer, from cdn.redoc.ly: with
+    # it refused, as offline, the page is whole; nothing else is asked for)
+    assert [u for u in outside if u != "https://cdn.redoc.ly/redoc/logo-mini.svg"] == []

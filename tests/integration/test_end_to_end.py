@@ -138,3 +138,18 @@ def test_a_burst_of_120_concurrent_submissions_is_all_accepted(live: Live) -> No
     assert len({j["id"] for j in jobs}) == 120
     done = [client.wait(j["id"], timeout=60)["status"] for j in jobs]
     assert done.count("succeeded") == 120
+
+
+def test_a_portrait_phone_photo_comes_back_upright(live: Live) -> None:
+    # given a 120x80 JPEG whose EXIF says to turn it a quarter (a phone's portrait photo)
+    from tests.shared.test_images import TestOrientation
+
+    client = live.client("e2e-exif")
+    job = client.submit(TestOrientation.portrait_photo(), operation="grayscale")
+    # then the job was checked at the size it is shown, 80x120
+    done = client.wait(job["id"], timeout=60)
+    assert done["status"] == "succeeded", (done, live.worker.log_tail())
+    [output] = done["outputs"]
+    # and the output is upright: 80 wide, 120 high
+    img = Image.open(io.BytesIO(httpx.get(output["url"], timeout=10).content))
+    assert img.size == (80, 120) == (output["width"], output["height"])
