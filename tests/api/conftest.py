@@ -1,0 +1,43 @@
+"""An API process of its own, for tests that measure it from outside (its memory, what
+it reads of a body), on the session's database, Redis and S3."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from cli.stack import Child, Stack
+from shared.db import session_scope
+from shared.tenants import create_api_key
+from tests.conftest import live_env, redis_db
+
+
+@dataclass(frozen=True)
+class ApiProcess:
+    host: str
+    port: int
+    key: str
+    child: Child
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@contextmanager
+def api_process(stack: Stack, database_url: str, redis_base: str, s3_url: str, bucket: str,
+                env: dict[str, str]) -> Iterator[ApiProcess]:
+    """uvicorn serving the app (no worker: accepted jobs stay queued), and a key."""
+    sub = Stack(workdir=stack.workdir)
+    try:
+        sub.env = {**live_env(database_url, redis_db(redis_base, "api"), s3_url, bucket,
+                              "http://127.0.0.1:9"), **env}
+        child, url = sub.start_api()
+        host, port = url.removeprefix("http://").split(":")
+        with session_scope(database_url) as session:
+            key = create_api_key(session, f"api-{uuid.uuid4().hex[:8]}")
+        yield ApiProcess(host, int(port), key, child)
+    finally:
+        sub.stop()
