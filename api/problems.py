@@ -54,8 +54,11 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
               for e in exc.errors()]
     first = errors[0] if errors else {"loc": "", "msg": "invalid request"}
     detail = f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"]
+    # `field`, as every other 422 has it: the input's name (query.limit -> limit)
+    loc = exc.errors()[0].get("loc", ()) if exc.errors() else ()
+    field = str(loc[-1]) if loc and loc[0] in ("query", "path", "header") else first["loc"]
     return problem(422, "validation_error", "The request is not valid", detail,
-                   {"errors": errors})
+                   {"errors": errors, "field": field})
 
 
 def _allowed_methods(request: Request) -> str:

@@ -168,8 +168,9 @@ class TestBadInput:
         job = post_job(client, tenant_key).json()
         assert_problem(client.get(f"/v1/jobs/{job['id']}?wait=61", headers=auth(tenant_key)),
                        422, "invalid_input")
-        assert_problem(client.get("/v1/jobs?cursor=zzz", headers=auth(tenant_key)),
-                       422, "invalid_input")
+        bad = assert_problem(client.get("/v1/jobs?cursor=zzz", headers=auth(tenant_key)),
+                             422, "validation_error")
+        assert bad["field"] == "cursor"
 
 
 class TestTenantIsolation:
