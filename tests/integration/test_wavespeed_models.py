@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from shared.db import session_scope
-from shared.models import Job, Tenant
+from shared.models import Job
 from tests.conftest import SIM_KEY, Live
 from tests.helpers import image_bytes
 
