@@ -176,3 +176,81 @@ class ComparisonOut(BaseModel):
 class ComparisonList(BaseModel):
     data: list[ComparisonOut]
     next_cursor: str | None
+
+
+class _Open(BaseModel):
+    """A documented shape that may carry more members than it names."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class PriceRangeOut(BaseModel):
+    min: str = Field(description="lowest price of one image, USD")
+    max: str = Field(description="highest price of one image, USD")
+    varies_by: str | None = Field(description="the option(s) the price depends on")
+    text: str = Field(description='in words: "$0.10 to $0.20 by rendering speed"')
+
+
+class ModelOut(_Open):
+    id: str
+    provider: str = Field(description="wavespeed, stability or local")
+    tier: str = Field(description="budget, mid, premium, variable or specialized")
+    description: str
+    demo: bool = Field(description="the offline demo model: never recommended for a "
+                                   "prompt-driven edit")
+    operations: list[str]
+    prompt_required: list[str] = Field(description="the operations that need a prompt")
+    max_resolution: list[int] = Field(description="largest input sides, [width, height]")
+    params: dict[str, Any] = Field(description="the options it takes, with their ranges")
+    pricing: dict[str, Any] = Field(description="its pricing rule, with the date taken")
+    price_usd: str = Field(description="one image at default options")
+    price_range: PriceRangeOut
+    rank: int | None = Field(None, description="with ?operation=: its place, cheapest first")
+    reason: str | None = Field(None, description="with ?operation=: why it is ranked so")
+
+
+class ExcludedOut(BaseModel):
+    id: str
+    reason: str
+
+
+class ModelList(BaseModel):
+    data: list[ModelOut]
+    excluded: list[ExcludedOut] | None = Field(
+        None, description="with ?operation=: models that serve it but not at this size")
+
+
+class BatchOut(_Open):
+    id: str
+    kind: Literal["items", "reprocess"]
+    status: str = Field(description="expanding, running, completed or canceled")
+    total: int = Field(description="jobs the batch makes")
+    expanded: int = Field(description="jobs made so far")
+    counts: dict[str, int] = Field(description="its jobs by status")
+    progress: dict[str, Any] = Field(description="done, total, fraction")
+    cost: dict[str, Any] = Field(description="so_far and estimated_total, USD")
+    created_at: str
+    finished_at: str | None
+
+
+class BatchList(BaseModel):
+    data: list[BatchOut]
+    next_cursor: str | None
+
+
+class PickOut(BaseModel):
+    model: str | None = Field(description="null when none can be picked (the reason says why)")
+    reason: str
+    figures: dict[str, Any] = Field(description="price, tier, measured run time and success "
+                                                "share, votes")
+
+
+class RecommendationsOut(_Open):
+    operation: str
+    window_days: int
+    min_jobs: int
+    picks: dict[str, PickOut] = Field(description="cheapest, best_tier, fastest, "
+                                                  "most_reliable, tenant_pick")
+    default: PickOut = Field(description="the model a job gets when it names none, and why")
+    models: list[dict[str, Any]] = Field(description="every candidate with its figures")
+    excluded: list[ExcludedOut]

@@ -20,6 +20,7 @@ from starlette.datastructures import UploadFile
 
 from api.bodies import edit_request_from_dict, media_type
 from api.deps import CeleryDep, CursorQuery, PrincipalDep, SettingsDep, StorageDep
+from api.schemas import BatchList, BatchOut
 from shared import batches, budgets
 from shared.config import Settings
 from shared.db import session_scope, utcnow
@@ -202,7 +203,7 @@ def _dry_run(session: Any, settings: Settings, tenant_id: str,
             "invalid": checked.errors[:1000]}
 
 
-@router.get("")
+@router.get("", response_model=BatchList)
 def list_batches(settings: SettingsDep, storage: StorageDep, principal: PrincipalDep,
                  limit: Annotated[int, Query(ge=1, le=100)] = 20,
                  cursor: CursorQuery = None) -> dict[str, Any]:
@@ -218,7 +219,7 @@ def list_batches(settings: SettingsDep, storage: StorageDep, principal: Principa
                 "next_cursor": encode_cursor(page[-1].seq) if len(rows) > limit else None}
 
 
-@router.get("/{batch_id}")
+@router.get("/{batch_id}", response_model=BatchOut)
 def get_batch(batch_id: str, settings: SettingsDep, storage: StorageDep,
               principal: PrincipalDep) -> dict[str, Any]:
     with session_scope(settings.database_url) as session:
@@ -226,7 +227,7 @@ def get_batch(batch_id: str, settings: SettingsDep, storage: StorageDep,
         return batches.batch_view(session, batch, storage)
 
 
-@router.post("/{batch_id}/cancel")
+@router.post("/{batch_id}/cancel", response_model=BatchOut)
 def cancel_batch(batch_id: str, settings: SettingsDep, storage: StorageDep,
                  principal: PrincipalDep) -> dict[str, Any]:
     """Cancels its queued jobs and stops its expansion; running jobs finish."""

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from api.deps import CeleryDep, PrincipalDep, SettingsDep, StorageDep
 from api.problems import problem
+from api.schemas import ModelList, RecommendationsOut
 from shared.breaker import get_breaker
 from shared.db import session_scope
 from shared.errors import UnsupportedOperation
@@ -31,7 +32,7 @@ def _model_out(spec: ModelSpec) -> dict[str, Any]:
     return out
 
 
-@router.get("/v1/models", tags=["models"])
+@router.get("/v1/models", tags=["models"], response_model=ModelList)
 def list_models(operation: str | None = None,
                 width: Annotated[int | None, Query(ge=1, le=100_000)] = None,
                 height: Annotated[int | None, Query(ge=1, le=100_000)] = None,
@@ -60,7 +61,7 @@ def list_models(operation: str | None = None,
                           f"{m.max_resolution[1]}"} for m in candidates if m not in fitting]}
 
 
-@router.get("/v1/recommendations", tags=["models"])
+@router.get("/v1/recommendations", tags=["models"], response_model=RecommendationsOut)
 def recommendations(settings: SettingsDep, principal: PrincipalDep,
                     operation: Annotated[str, Query(min_length=1, max_length=64)],
                     width: Annotated[int | None, Query(ge=1, le=100_000)] = None,
