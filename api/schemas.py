@@ -254,3 +254,56 @@ class RecommendationsOut(_Open):
     default: PickOut = Field(description="the model a job gets when it names none, and why")
     models: list[dict[str, Any]] = Field(description="every candidate with its figures")
     excluded: list[ExcludedOut]
+
+
+class SecretOut(BaseModel):
+    secret: str = Field(description="the Standard Webhooks signing secret, whsec_...")
+    previous_valid_until: str | None = Field(
+        description="after a rotation: until when the previous secret still signs")
+
+
+class AttemptOut(BaseModel):
+    at: str
+    status_code: int | None = Field(description="the receiver's answer; null if none came")
+    error: str | None
+    latency_ms: int
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    webhook_id: str = Field(description="the same on every attempt: receivers deduplicate "
+                                        "on it")
+    job_id: str | None
+    event_type: str
+    url: str
+    status: Literal["pending", "delivered", "failed", "gone"]
+    attempts: list[AttemptOut]
+    next_attempt_at: str | None
+    created_at: str
+    delivered_at: str | None
+
+
+class DeliveryList(BaseModel):
+    data: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class CostRowOut(_Open):
+    jobs: int
+    amount: str = Field(description="decimal USD")
+
+
+class CostReportOut(BaseModel):
+    rows: list[CostRowOut] = Field(description="one per group, keyed by the group_by name "
+                                               "(model, provider, operation, day, tenant)")
+    total: str
+    currency: str
+    group_by: str
+    from_: str = Field(alias="from")
+    to: str
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ok"]
+    checks: dict[str, str]
+    breakers: dict[str, Any]

@@ -81,6 +81,7 @@ def reaper(once: bool) -> None:
     from shared.storage import Storage
 
     settings = load_settings()
+    require_database(settings)
     app = make_celery(settings)
     found = recover(settings, CeleryScheduler(app), Storage(settings))
     for batch_id in found.expansions:

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from api.deps import PrincipalDep, SettingsDep
-from api.schemas import BudgetOut
+from api.schemas import BudgetOut, CostReportOut
 from shared import budgets
 from shared.db import session_scope
 from shared.errors import Forbidden
@@ -69,7 +69,8 @@ def report_view(report: CostReport) -> dict[str, Any]:
 
 
 @router.get("/v1/costs", tags=["costs"], response_model=None,
-            responses={200: {"content": {"text/csv": {}}}})
+            responses={200: {"model": CostReportOut,
+                             "content": {"text/csv": {"schema": {"type": "string"}}}}})
 def get_costs(
     settings: SettingsDep,
     principal: PrincipalDep,

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from api.deps import CeleryDep, PrincipalDep, SettingsDep, StorageDep
 from api.problems import problem
-from api.schemas import ModelList, RecommendationsOut
+from api.schemas import ModelList, ReadyOut, RecommendationsOut
 from shared.breaker import get_breaker
 from shared.db import session_scope
 from shared.errors import UnsupportedOperation
@@ -89,7 +89,8 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["health"], response_model=None)
+@router.get("/readyz", tags=["health"], response_model=None,
+            responses={200: {"model": ReadyOut}})
 def readyz(request: Request, settings: SettingsDep, storage: StorageDep,
            celery: CeleryDep) -> dict[str, Any] | JSONResponse:
     checks: dict[str, str] = {}

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from api.deps import CursorQuery, PrincipalDep, SettingsDep
+from api.schemas import DeliveryList, DeliveryOut, SecretOut
 from shared import webhooks
 from shared.db import session_scope, utcnow
 from shared.jobs import decode_cursor, encode_cursor
@@ -16,7 +17,7 @@ router = APIRouter(tags=["webhooks"])
 DeliveryStatus = Literal["pending", "delivered", "failed", "gone"]
 
 
-@router.get("/v1/webhook-secret")
+@router.get("/v1/webhook-secret", response_model=SecretOut)
 def get_secret(settings: SettingsDep, principal: PrincipalDep) -> dict[str, Any]:
     """The secret that signs this tenant's webhooks (`whsec_...`, Standard Webhooks)."""
     with session_scope(settings.database_url) as session:
@@ -24,7 +25,7 @@ def get_secret(settings: SettingsDep, principal: PrincipalDep) -> dict[str, Any]
     return webhooks.secret_view(ring, utcnow())
 
 
-@router.post("/v1/webhook-secret/rotate")
+@router.post("/v1/webhook-secret/rotate", response_model=SecretOut)
 def rotate_secret(settings: SettingsDep, principal: PrincipalDep) -> dict[str, Any]:
     """A new secret. The previous one keeps signing too (two signatures are sent) until
     `previous_valid_until`, so receivers can switch without missing a delivery."""
@@ -33,7 +34,7 @@ def rotate_secret(settings: SettingsDep, principal: PrincipalDep) -> dict[str, A
     return webhooks.secret_view(ring, utcnow())
 
 
-@router.get("/v1/webhook-deliveries")
+@router.get("/v1/webhook-deliveries", response_model=DeliveryList)
 def list_deliveries(settings: SettingsDep, principal: PrincipalDep,
                     status: DeliveryStatus | None = None, job_id: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -48,7 +49,8 @@ def list_deliveries(settings: SettingsDep, principal: PrincipalDep,
                 "next_cursor": encode_cursor(page[-1].seq) if len(rows) > limit else None}
 
 
-@router.post("/v1/webhook-deliveries/{delivery_id}/redeliver", status_code=202)
+@router.post("/v1/webhook-deliveries/{delivery_id}/redeliver", status_code=202,
+             response_model=DeliveryOut)
 def redeliver(delivery_id: str, settings: SettingsDep,
               principal: PrincipalDep) -> dict[str, Any]:
     """Send it again now (same `webhook-id`), whatever became of it before."""

@@ -64,7 +64,8 @@ def test_existing_refuses_to_make_a_tenant(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [["keys", "list"], ["keys", "create", "--tenant", "a"],
-                                     ["keys", "revoke", "x"], ["costs"]])
+                                     ["keys", "revoke", "x"], ["costs"],
+                                     ["reaper", "--once"]])
 def test_a_missing_database_is_said_in_one_line_and_no_file_is_left(
         tmp_path: Path, command: list[str]) -> None:
     path = tmp_path / "missing.db"
