@@ -1,7 +1,7 @@
 """How much load editq's provider simulators carry on this machine: figures, not verdicts.
 
 The test suite checks that the simulators hold many requests at once and answer all of
-them (tests/shared/simulators/); how fast they do it depends on the machine and on
+them (tests/simulators/); how fast they do it depends on the machine and on
 what else runs on it, so those figures are measured here and reported, never asserted.
 These two scenarios were tests once (they moved here in issue 12, after one of them
 failed on a busy machine):
@@ -33,12 +33,12 @@ import httpx
 from PIL import Image
 from wavespeed_inflight import machine
 
-from shared.simulators.common import serve_in_thread
-from shared.simulators.stability import StabilitySimConfig
-from shared.simulators.stability import create_app as stability_app
-from shared.simulators.stability_ops import OPERATIONS
-from shared.simulators.wavespeed import WaveSpeedSimConfig
-from shared.simulators.wavespeed import create_app as wavespeed_app
+from simulators.common import serve_in_thread
+from simulators.stability import StabilitySimConfig
+from simulators.stability import create_app as stability_app
+from simulators.stability_ops import OPERATIONS
+from simulators.wavespeed import WaveSpeedSimConfig
+from simulators.wavespeed import create_app as wavespeed_app
 
 KEY = "bench-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import click
 
-from shared.simulators.common import Latency, parse_fault_rates
+from simulators.common import Latency, parse_fault_rates
 
 
 def _check(parse: Callable[[str], object]) -> Callable[[click.Context, click.Parameter, str], str]:
@@ -45,7 +45,7 @@ def wavespeed(host: str, port: int, latency: str, faults: str, api_key: str | No
               seed: int | None, sync_timeout: float, rate_limit: int | None,
               webhook_secret: str | None, public_url: str | None) -> None:
     """Serve a simulator of WaveSpeed's REST API v3 until Ctrl-C."""
-    from shared.simulators.wavespeed import WaveSpeedSimConfig, run
+    from simulators.wavespeed import WaveSpeedSimConfig, run
 
     config = WaveSpeedSimConfig(api_key=api_key, latency=latency, faults=faults, seed=seed,
                                 sync_timeout=sync_timeout, rate_limit_per_minute=rate_limit,
@@ -56,7 +56,7 @@ def wavespeed(host: str, port: int, latency: str, faults: str, api_key: str | No
 
 
 def _stability_faults(spec: str) -> object:
-    from shared.simulators.stability_state import parse_faults
+    from simulators.stability_state import parse_faults
 
     return parse_faults(spec)
 
@@ -84,7 +84,7 @@ def stability(host: str, port: int, latency: str, faults: str, api_key: str | No
               seed: int | None, rate_limit: int, rate_window: float, lockout: float,
               result_ttl: float) -> None:
     """Serve a simulator of Stability AI's REST v2beta edit and upscale API until Ctrl-C."""
-    from shared.simulators.stability import StabilitySimConfig, run
+    from simulators.stability import StabilitySimConfig, run
 
     config = StabilitySimConfig(api_key=api_key, latency=latency, faults=faults, seed=seed,
                                 rate_limit=rate_limit, rate_window=rate_window,

@@ -96,9 +96,9 @@ def database_kinds(item: Any) -> list[str]:
 SLOW_FIRST = tuple(f"tests/{path}" for path in (
     "integration/test_chaos.py", "integration/test_batches.py", "cli/test_cli.py",
     "integration/test_stability_load.py", "integration/test_costs.py",
-    "integration/test_wavespeed_faults.py", "shared/simulators/test_wavespeed_sim.py",
+    "integration/test_wavespeed_faults.py", "simulators/test_wavespeed_sim.py",
     "integration/test_resilience.py", "integration/test_inflight.py",
-    "shared/simulators/test_stability_sim.py"))
+    "simulators/test_stability_sim.py"))
 
 
 @pytest.hookimpl(trylast=True)

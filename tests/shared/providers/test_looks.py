@@ -18,11 +18,11 @@ from shared.providers.stability import StabilityEditProvider
 from shared.providers.stability_client import StabilityClient
 from shared.providers.wavespeed import WaveSpeedEditProvider
 from shared.providers.wavespeed_client import WaveSpeedClient
-from shared.simulators.common import RunningServer, serve_in_thread
-from shared.simulators.stability import StabilitySimConfig
-from shared.simulators.stability import create_app as stability_app
-from shared.simulators.wavespeed import WaveSpeedSimConfig
-from shared.simulators.wavespeed import create_app as wavespeed_app
+from simulators.common import RunningServer, serve_in_thread
+from simulators.stability import StabilitySimConfig
+from simulators.stability import create_app as stability_app
+from simulators.wavespeed import WaveSpeedSimConfig
+from simulators.wavespeed import create_app as wavespeed_app
 from tests.helpers import image_bytes, wait_for
 
 pytestmark = pytest.mark.timeout(60)

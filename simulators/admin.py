@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from shared.simulators.common import Fault, FaultPlan, FaultVocabulary, Latency, parse_fault_rates
+from simulators.common import Fault, FaultPlan, FaultVocabulary, Latency, parse_fault_rates
 
 
 class AdminState(Protocol):

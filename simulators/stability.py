@@ -26,17 +26,17 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from shared.simulators.common import (
+from simulators.common import (
     IMAGE_FORMATS,
     Latency,
     SlidingWindowLimit,
     abort_connection,
     hang,
 )
-from shared.simulators.stability_admin import add_admin_routes
-from shared.simulators.stability_ops import OPERATIONS, Rejected, Upload, Valid, validate
-from shared.simulators.stability_render import Undecodable, check_decodes, render
-from shared.simulators.stability_state import STATE, SimState, parse_faults
+from simulators.stability_admin import add_admin_routes
+from simulators.stability_ops import OPERATIONS, Rejected, Upload, Valid, validate
+from simulators.stability_render import Undecodable, check_decodes, render
+from simulators.stability_state import STATE, SimState, parse_faults
 
 log = logging.getLogger(__name__)
 

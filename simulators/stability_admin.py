@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from shared.simulators.admin import AdminState, SimAdmin, bad, read_json
-from shared.simulators.stability_state import STABILITY_FAULTS, STATE
+from simulators.admin import AdminState, SimAdmin, bad, read_json
+from simulators.stability_state import STABILITY_FAULTS, STATE
 
 
 def _state(request: web.Request) -> AdminState:

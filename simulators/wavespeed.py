@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from shared.simulators.common import (
+from simulators.common import (
     IMAGE_FORMATS,
     Latency,
     abort_connection,
@@ -29,9 +29,9 @@ from shared.simulators.common import (
     parse_fault_rates,
     task_fault_code,
 )
-from shared.simulators.wavespeed_admin import add_admin_routes
-from shared.simulators.wavespeed_models import MODELS, InvalidRequest, validate
-from shared.simulators.wavespeed_tasks import STATE, SimState, Upload, decode_image_input
+from simulators.wavespeed_admin import add_admin_routes
+from simulators.wavespeed_models import MODELS, InvalidRequest, validate
+from simulators.wavespeed_tasks import STATE, SimState, Upload, decode_image_input
 
 
 @dataclass

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from wavespeed import Client
 
-from shared.simulators.common import RunningServer, serve_in_thread
-from shared.simulators.wavespeed import WaveSpeedSimConfig, create_app
+from simulators.common import RunningServer, serve_in_thread
+from simulators.wavespeed import WaveSpeedSimConfig, create_app
 from tests.helpers import b64, image_bytes, wait_for
 
 pytestmark = pytest.mark.timeout(60)

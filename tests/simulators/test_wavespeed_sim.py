@@ -25,7 +25,7 @@ from PIL import Image
 
 from cli.sim import sim as sim_cli
 from cli.stack import free_port
-from shared.simulators.common import (
+from simulators.common import (
     Fault,
     FaultPlan,
     Latency,
@@ -33,8 +33,8 @@ from shared.simulators.common import (
     parse_fault_rates,
     serve_in_thread,
 )
-from shared.simulators.wavespeed import WaveSpeedSimConfig, create_app
-from shared.simulators.wavespeed_models import MODELS
+from simulators.wavespeed import WaveSpeedSimConfig, create_app
+from simulators.wavespeed_models import MODELS
 from tests.helpers import b64, image_bytes, wait_for
 
 pytestmark = pytest.mark.timeout(60)

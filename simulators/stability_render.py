@@ -16,8 +16,8 @@ from typing import Any
 
 from PIL import Image, ImageChops, ImageOps
 
-from shared.simulators.common import encode_image, label_image, tint_for
-from shared.simulators.stability_ops import Valid
+from simulators.common import encode_image, label_image, tint_for
+from simulators.stability_ops import Valid
 
 CONSERVATIVE_PIXELS = 4_194_304  # "about 4 megapixels": 2048 x 2048
 CREATIVE_MAX_SIDE = 4_096

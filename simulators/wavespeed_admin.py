@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from shared.simulators.admin import AdminState, SimAdmin
-from shared.simulators.common import WAVESPEED_FAULTS
-from shared.simulators.wavespeed_tasks import STATE
+from simulators.admin import AdminState, SimAdmin
+from simulators.common import WAVESPEED_FAULTS
+from simulators.wavespeed_tasks import STATE
 
 
 def _state(request: web.Request) -> AdminState:

@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from shared.simulators.common import (
+from simulators.common import (
     FaultPlan,
     FaultVocabulary,
     Latency,
     SlidingWindowLimit,
     parse_fault_rates,
 )
-from shared.simulators.stability_ops import MAX_SEED, OPERATIONS, Operation, Valid
-from shared.simulators.stability_render import render
+from simulators.stability_ops import MAX_SEED, OPERATIONS, Operation, Valid
+from simulators.stability_render import render
 
 if TYPE_CHECKING:
-    from shared.simulators.stability import StabilitySimConfig
+    from simulators.stability import StabilitySimConfig
 
 STABILITY_FAULTS = FaultVocabulary(
     request_kinds=frozenset({"429", "429-bare", "500", "502", "503", "hang", "slow", "drop",

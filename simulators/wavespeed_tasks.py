@@ -30,12 +30,12 @@ import aiohttp
 from aiohttp import web
 
 from shared.net import is_loopback_url
-from shared.simulators.common import FaultPlan, Latency, parse_fault_rates, render_edit
-from shared.simulators.common import identify_image as _identify
-from shared.simulators.wavespeed_models import InvalidRequest, ModelSpec
+from simulators.common import FaultPlan, Latency, parse_fault_rates, render_edit
+from simulators.common import identify_image as _identify
+from simulators.wavespeed_models import InvalidRequest, ModelSpec
 
 if TYPE_CHECKING:
-    from shared.simulators.wavespeed import WaveSpeedSimConfig
+    from simulators.wavespeed import WaveSpeedSimConfig
 
 TASK_ERRORS = {
     1200: "Content moderation: the request was flagged by the safety checker",

@@ -23,15 +23,15 @@ from PIL import Image, ImageStat
 
 from cli.sim import sim as sim_cli
 from cli.stack import free_port
-from shared.simulators.common import (
+from simulators.common import (
     RunningServer,
     SlidingWindowLimit,
     parse_fault_rates,
     serve_in_thread,
 )
-from shared.simulators.stability import StabilitySimConfig, create_app
-from shared.simulators.stability_ops import OPERATIONS
-from shared.simulators.stability_state import parse_faults
+from simulators.stability import StabilitySimConfig, create_app
+from simulators.stability_ops import OPERATIONS
+from simulators.stability_state import parse_faults
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
