@@ -30,6 +30,17 @@ DEADLINE_EXCEEDED = "deadline_exceeded"
 WEBHOOK_EVENTS = {RUNNING: "job.started", SUCCEEDED: "job.succeeded", FAILED: "job.failed",
                   CANCELED: "job.canceled"}
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
+# The job state machine, as data: each event, the statuses it may move a job from, and
+# the status it moves it to. `transition()` reads it, so a move that is not here cannot
+# be made; tests/shared/test_job_states.py checks the table and each move on a database.
+TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "started": (frozenset({QUEUED}), RUNNING),                # claimed by one worker
+    "succeeded": (frozenset({RUNNING}), SUCCEEDED),
+    "failed": (frozenset({RUNNING}), FAILED),
+    "retry_scheduled": (frozenset({RUNNING}), QUEUED),        # a new attempt, later
+    "throttled": (frozenset({RUNNING}), QUEUED),              # never reached the provider
+    "canceled": (frozenset({QUEUED, RUNNING}), CANCELED),
+}
 # A job that ended (canceled, or failed by its deadline) while its provider call was
 # out: the call is followed, under a lease, until its cost is known. (A job failed as
 # provider_outcome_unknown has no lease: there is no call to follow.)
@@ -55,14 +66,15 @@ def add_event(session: Session, job_id: str, type_: str, *, from_status: str | N
                          to_status=to_status, detail=detail, at=utcnow()))
 
 
-def transition(session: Session, job_id: str, from_statuses: tuple[str, ...], to_status: str,
-               event: str, detail: dict[str, Any] | None = None, **values: Any) -> bool:
-    """Move a job only if it is still in one of `from_statuses`; say whether it moved.
+def transition(session: Session, job_id: str, event: str,
+               detail: dict[str, Any] | None = None, **values: Any) -> bool:
+    """Move a job as `TRANSITIONS[event]` says, only if it is still in a status the event
+    may leave; say whether it moved.
 
     The event is written in the same transaction, so the timeline never
     disagrees with the status.
     """
-    return _move(session, job_id, from_statuses, to_status, event, detail, **values) is not None
+    return _move(session, job_id, event, detail, **values) is not None
 
 
 # Where the job's webhooks go, read by the UPDATE that moves it (no second query).
@@ -70,9 +82,11 @@ _WEBHOOK_URL = (select(Tenant.webhook_url).where(Tenant.id == Job.tenant_id)
                 .correlate(Job).scalar_subquery())
 
 
-def _move(session: Session, job_id: str, from_statuses: tuple[str, ...], to_status: str,
-          event: str, detail: dict[str, Any] | None = None, **values: Any) -> Job | None:
+def _move(session: Session, job_id: str, event: str, detail: dict[str, Any] | None = None,
+          **values: Any) -> Job | None:
     """`transition`, answering the job as the UPDATE left it (RETURNING: one statement)."""
+    sources, to_status = TRANSITIONS[event]
+    from_statuses = tuple(sorted(sources))
     now = utcnow()
     row = session.execute(
         update(Job)
@@ -98,7 +112,7 @@ def claim(session: Session, job_id: str, lease_seconds: int) -> Job | None:
     """queued -> running for exactly one worker; None if someone else has it or it is done."""
     now = utcnow()
     return _move(
-        session, job_id, (QUEUED,), RUNNING, "started",
+        session, job_id, "started",
         started_at=now, attempts=Job.attempts + 1,
         lease_expires_at=now + timedelta(seconds=lease_seconds),
     )
@@ -106,14 +120,13 @@ def claim(session: Session, job_id: str, lease_seconds: int) -> Job | None:
 
 def succeed(session: Session, job_id: str, outputs: list[dict[str, Any]]) -> bool:
     """running -> succeeded; the caller charges the call in the same transaction."""
-    return transition(session, job_id, (RUNNING,), SUCCEEDED, "succeeded",
+    return transition(session, job_id, "succeeded",
                       {"outputs": len(outputs)}, outputs=outputs,
                       finished_at=utcnow(), lease_expires_at=None)
 
 
-def fail(session: Session, job_id: str, code: str, message: str,
-         from_statuses: tuple[str, ...] = (RUNNING,)) -> bool:
-    return transition(session, job_id, from_statuses, FAILED, "failed",
+def fail(session: Session, job_id: str, code: str, message: str) -> bool:
+    return transition(session, job_id, "failed",
                       {"code": code, "message": message}, error_code=code,
                       error_message=message, finished_at=utcnow(), lease_expires_at=None)
 
@@ -121,7 +134,7 @@ def fail(session: Session, job_id: str, code: str, message: str,
 def fail_while_out(session: Session, job_id: str, code: str, message: str) -> bool:
     """running -> failed while its provider call is still out: the job is over for its
     owner now, and the call is followed (its lease kept) until its cost settles."""
-    return transition(session, job_id, (RUNNING,), FAILED, "failed",
+    return transition(session, job_id, "failed",
                       {"code": code, "message": message, "call_settling": True},
                       error_code=code, error_message=message, finished_at=utcnow())
 
@@ -131,7 +144,7 @@ def requeue(session: Session, job_id: str, reason: str, delay_seconds: float) ->
 
     A queued job's lease is when its message is due: the reaper re-enqueues one whose
     message is long overdue (lost with the broker's data)."""
-    return transition(session, job_id, (RUNNING,), QUEUED, "retry_scheduled",
+    return transition(session, job_id, "retry_scheduled",
                       {"reason": reason, "delay_seconds": round(delay_seconds, 3)},
                       lease_expires_at=utcnow() + timedelta(seconds=delay_seconds),
                       provider_request_id=None, provider_state=None,
@@ -140,7 +153,7 @@ def requeue(session: Session, job_id: str, reason: str, delay_seconds: float) ->
 
 def unclaim(session: Session, job_id: str, reason: str, delay_seconds: float) -> bool:
     """running -> queued without spending an attempt: the job never reached the provider."""
-    return transition(session, job_id, (RUNNING,), QUEUED, "throttled",
+    return transition(session, job_id, "throttled",
                       {"reason": reason, "delay_seconds": round(delay_seconds, 3)},
                       attempts=Job.attempts - 1, provider_state=None, started_at=None,
                       lease_expires_at=utcnow() + timedelta(seconds=delay_seconds))
@@ -262,7 +275,7 @@ def cancel(session: Session, tenant_id: str, job_id: str) -> Job:
     job = get_job(session, tenant_id, job_id)
     sent = Job.provider_state.is_not(None)
     if job.status in TERMINAL or not transition(
-        session, job_id, (QUEUED, RUNNING), CANCELED, "canceled",
+        session, job_id, "canceled",
         {"was": job.status}, finished_at=utcnow(),
         cost_actual=case((sent, null()), else_=literal(Decimal(0), Money())),
         # A call still out keeps its lease: if its worker dies, the reaper resumes it.

@@ -23,6 +23,7 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -75,12 +76,25 @@ class Scheduler(Protocol):
     def follow(self, job: Job, delay: float) -> None: ...
 
 
+class Action(StrEnum):
+    """What one step of a job's pipeline did (a `str`: logs and tests read it as text)."""
+
+    SKIPPED = "skipped"        # nothing to do: not queued, or someone else has it
+    THROTTLED = "throttled"    # a limit or an open breaker: back in the queue, later
+    SUBMITTED = "submitted"    # the provider has it; the engine follows it
+    WAITING = "waiting"        # looked, still running
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRY = "retry"            # a new attempt is scheduled
+    DISCARDED = "discarded"    # the job ended meanwhile (canceled): the result is dropped
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     """What a step did; the task logs it, tests assert on it."""
 
     job_id: str
-    action: str  # skipped, throttled, submitted, waiting, succeeded, failed, retry, discarded
+    action: Action
     detail: str = ""
 
 
@@ -146,7 +160,7 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
     with session_scope(settings.database_url) as session:
         job = claim(session, job_id, settings.job_lease_seconds)
     if job is None:
-        return RunOutcome(job_id, "skipped", "not queued (running elsewhere or finished)")
+        return RunOutcome(job_id, Action.SKIPPED, "not queued (running elsewhere or finished)")
     if past_deadline(job):
         return _deadline_failure(job, settings, "before an attempt could start")
 
@@ -167,7 +181,7 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
                                 negative_prompt=job.negative_prompt, options=job.options)
         with session_scope(settings.database_url) as session:
             if not mark_submitting(session, job_id):
-                return RunOutcome(job_id, "discarded", "canceled before it was submitted")
+                return RunOutcome(job_id, Action.DISCARDED, "canceled before it was submitted")
         # The slot is taken just before the call, so what the limiter counts is what
         # the provider sees, within milliseconds.
         limiter = get_limiter(job.provider, settings)
@@ -188,13 +202,13 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
         if not record_submitted(session, job_id, submitted.request_id,
                                 followed_lease_seconds(settings)):
             if not record_submitted_after_cancel(session, job_id, submitted.request_id):
-                return RunOutcome(job_id, "discarded", "job left running state during submit")
+                return RunOutcome(job_id, Action.DISCARDED, "job left running state during submit")
             job.status, job.cost_actual = CANCELED, None
     # What the rows now say, without reading them again: the engine follows this copy.
     job.provider_request_id, job.provider_state = submitted.request_id, "submitted"
     job.provider_submitted_at = utcnow()
     scheduler.follow(job, first_look)
-    return RunOutcome(job_id, "submitted", submitted.request_id)
+    return RunOutcome(job_id, Action.SUBMITTED, submitted.request_id)
 
 
 def followed_lease_seconds(settings: Settings) -> float:
@@ -215,8 +229,8 @@ def _deadline_failure(job: Job, settings: Settings, when: str) -> RunOutcome:
         if fail(session, job.id, DEADLINE_EXCEEDED,
                 f"the job's deadline ({job.deadline_at:%Y-%m-%dT%H:%M:%SZ}) passed {when}"):
             costs.close(session, job.id)
-            return RunOutcome(job.id, "failed", DEADLINE_EXCEEDED)
-    return RunOutcome(job.id, "discarded", "job left running state before its deadline")
+            return RunOutcome(job.id, Action.FAILED, DEADLINE_EXCEEDED)
+    return RunOutcome(job.id, Action.DISCARDED, "job left running state before its deadline")
 
 
 def _wait(job: Job, settings: Settings, scheduler: Scheduler, wait: float,
@@ -230,7 +244,7 @@ def _wait(job: Job, settings: Settings, scheduler: Scheduler, wait: float,
         unclaimed = unclaim(session, job.id, reason, delay)
     if unclaimed:
         scheduler.run(job.id, delay)
-    return RunOutcome(job.id, "throttled", f"{reason}: {wait:.2f}s")
+    return RunOutcome(job.id, Action.THROTTLED, f"{reason}: {wait:.2f}s")
 
 
 def _switch(job: Job, spec: ModelSpec, alt: ModelSpec, options: dict[str, Any],
@@ -345,7 +359,7 @@ def _look_again(job: Job, provider: ImageEditProvider, settings: Settings,
         return _handle_failure(job, settings, timeout, scheduler)
     delay = next_look_seconds(settings, provider, job, retry_after)
     scheduler.follow(job, delay)
-    return RunOutcome(job.id, "waiting", f"next look in {delay:.2f}s")
+    return RunOutcome(job.id, Action.WAITING, f"next look in {delay:.2f}s")
 
 
 def poll_job(job_id: str, settings: Settings, storage: Storage,
@@ -356,13 +370,13 @@ def poll_job(job_id: str, settings: Settings, storage: Storage,
     with session_scope(settings.database_url) as session:
         job = session.scalar(select(Job).where(Job.id == job_id))
         if job is None or not followable(job):
-            return RunOutcome(job_id, "skipped", "no running provider request")
+            return RunOutcome(job_id, Action.SKIPPED, "no running provider request")
         extend_lease(session, job_id, followed_lease_seconds(settings))
     job = mark_deadline(job, settings)
     limiter = get_limiter(job.provider, settings)
     if limiter is not None and (wait := limiter.before_poll(job_id)):
         scheduler.follow(job, _spread(wait))
-        return RunOutcome(job_id, "throttled", f"{job.provider} limit: {wait:.2f}s")
+        return RunOutcome(job_id, Action.THROTTLED, f"{job.provider} limit: {wait:.2f}s")
     spec = get_catalog().get(job.model)
     provider = get_provider(spec.provider, settings)
     assert job.provider_request_id is not None
@@ -408,7 +422,7 @@ def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settin
         with session_scope(settings.database_url) as session:
             if is_settling(_current(session, job.id)):
                 return _settle(session, job, price, "completed after the job ended")
-        return RunOutcome(job.id, "discarded", "job left running state before it finished")
+        return RunOutcome(job.id, Action.DISCARDED, "job left running state before it finished")
     # Not read again first: the success below is conditional, and a job that ended
     # meanwhile gets its outputs deleted and its call settled there.
     try:
@@ -422,7 +436,7 @@ def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settin
                 add_event(session, job.id, "store_retry", reason=exc.message,
                           delay_seconds=round(delay, 3))
             scheduler.follow(job, delay)
-            return RunOutcome(job.id, "waiting", f"storage: {exc.message}")
+            return RunOutcome(job.id, Action.WAITING, f"storage: {exc.message}")
         return _handle_failure(job, settings, exc, scheduler, billed=price)
     except EditqError as exc:
         return _handle_failure(job, settings, exc, scheduler, billed=price)
@@ -432,16 +446,17 @@ def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settin
             if result.metadata.get("content_filtered"):
                 add_event(session, job.id, "content_filtered",
                           finish_reason=result.metadata.get("finish_reason"))
-            return RunOutcome(job.id, "succeeded", f"{len(outputs)} output(s)")
+            return RunOutcome(job.id, Action.SUCCEEDED, f"{len(outputs)} output(s)")
         current = _current(session, job.id)
         if is_settling(current):
             outcome = _settle(session, job, price, "completed while the job was ending")
         elif current is not None and current.status == SUCCEEDED:
             # Finished twice (two workers followed it): the same outputs, under the same
             # keys, belong to the success already recorded. Nothing to delete.
-            return RunOutcome(job.id, "discarded", "the job had succeeded already")
+            return RunOutcome(job.id, Action.DISCARDED, "the job had succeeded already")
         else:
-            outcome = RunOutcome(job.id, "discarded", "job left running state before it finished")
+            outcome = RunOutcome(job.id, Action.DISCARDED,
+                                 "job left running state before it finished")
     _discard_outputs(storage, job.id)
     return outcome
 
@@ -466,7 +481,7 @@ def _settle(session: Session, job: Job, billed: Price | None, why: str,
         costs.charge(session, job, billed, reason=reason)
     total = costs.close(session, job.id) if known else None
     settle(session, job.id, why, charged=total)
-    return RunOutcome(job.id, "discarded", f"canceled; its call settled at {total}")
+    return RunOutcome(job.id, Action.DISCARDED, f"canceled; its call settled at {total}")
 
 
 def _handle_failure(job: Job, settings: Settings, exc: EditqError, scheduler: Scheduler,
@@ -502,9 +517,9 @@ def _handle_failure(job: Job, settings: Settings, exc: EditqError, scheduler: Sc
             if requeue(session, job.id, f"{exc.code}: {exc.message}", delay):
                 session.commit()
                 scheduler.run(job.id, delay)
-                return RunOutcome(job.id, "retry", f"{exc.code} after attempt {attempts}")
+                return RunOutcome(job.id, Action.RETRY, f"{exc.code} after attempt {attempts}")
         if fail(session, job.id, exc.code, exc.message):
             if not unknown:
                 costs.close(session, job.id)
-            return RunOutcome(job.id, "failed", exc.code)
-    return RunOutcome(job.id, "discarded", "job left running state before it failed")
+            return RunOutcome(job.id, Action.FAILED, exc.code)
+    return RunOutcome(job.id, Action.DISCARDED, "job left running state before it failed")

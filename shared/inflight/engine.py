@@ -40,7 +40,7 @@ from shared.db import session_scope
 from shared.errors import EditqError, ProviderError
 from shared.jobs import RUNNING, release_leases, renew_leases
 from shared.models import Job
-from shared.pipeline import RunOutcome
+from shared.pipeline import Action, RunOutcome
 from shared.providers.looks import Looker
 from shared.providers.router import get_provider
 from shared.ratelimit import get_limiter
@@ -263,7 +263,7 @@ class Engine:
     def _deadline_passed(self, job: Job, scheduler: pipeline.Scheduler) -> RunOutcome:
         """Over for its owner now; its call is followed on, as the job now is."""
         scheduler.follow(pipeline.mark_deadline(job, self.settings), 0.0)
-        return RunOutcome(job.id, "failed", "deadline_exceeded; its call is still followed")
+        return RunOutcome(job.id, Action.FAILED, "deadline_exceeded; its call is still followed")
 
     def _finish_off(self, entry: _Followed, step: Step) -> None:
         """A state change: `step(job, relay)` runs off the loop, in the finishing pool.
