@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from shared import pipeline
 from shared.breaker import get_breaker
@@ -91,6 +92,14 @@ class _Followed:
     woken: bool = False  # a wake came while busy: look again as soon as it is back
 
 
+def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+    """Run a side call whose failure must not stop anything (logged, not raised)."""
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("engine side call %s failed", getattr(fn, "__name__", fn))
+
+
 class Engine:
     """Follows submitted requests until they change state; `follow`, `wake` and `stop`
     may be called from any thread."""
@@ -105,6 +114,12 @@ class Engine:
                                         daemon=True)
         self._finishers = ThreadPoolExecutor(settings.inflight_finish_threads,
                                              thread_name_prefix="editq-finish")
+        # Pools of their own, not the loop's default one: lease renewals wait on the
+        # database (SQLite's lock, up to its busy timeout), and a look must never queue
+        # behind them for the breaker's or a limiter's quick Redis call (a chaos run saw
+        # a look held 60 s that way).
+        self._io = ThreadPoolExecutor(4, thread_name_prefix="editq-engine-io")
+        self._leases = ThreadPoolExecutor(1, thread_name_prefix="editq-leases")
         self._followed: dict[str, _Followed] = {}
         self._finishing: set[str] = set()
         self._heap: list[tuple[float, int, str, int]] = []
@@ -151,6 +166,8 @@ class Engine:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(2.0)
         self._finishers.shutdown(wait=False, cancel_futures=True)
+        self._io.shutdown(wait=False, cancel_futures=True)
+        self._leases.shutdown(wait=False, cancel_futures=True)
         return [job.id for job in jobs]
 
     # -- on the loop -----------------------------------------------------------
@@ -214,7 +231,8 @@ class Engine:
             limiter = get_limiter(job.provider, self.settings)
             # Providers that count every request (Stability) take the shared rate.
             if (limiter is not None and limiter.limits.count_polls
-                    and (wait := await asyncio.to_thread(limiter.before_poll, job.id))):
+                    and (wait := await self._loop.run_in_executor(
+                        self._io, limiter.before_poll, job.id))):
                 self._again(entry, wait * random.uniform(1.0, 1.5))
                 return
             async with self._gate(job.provider):
@@ -224,10 +242,11 @@ class Engine:
             if exc.task_failed or not exc.retryable:
                 self._finish_off(entry, _failed(exc, self.settings))
                 return
-            # Only the look failed: its breaker hears of it; look again later.
-            await asyncio.to_thread(pipeline.look_failed, job, exc, self.settings,
-                                    _Relay(self.run_later, job))
+            # Only the look failed: look again later, and let its breaker hear of it
+            # (meanwhile: the next look need not wait for Redis).
             self._look_later(entry, exc.retry_after)
+            self._io.submit(_quietly, pipeline.look_failed, job, exc, self.settings,
+                            _Relay(self.run_later, job))
             return
         except EditqError as exc:
             self._finish_off(entry, _failed(exc, self.settings))
@@ -299,7 +318,7 @@ class Engine:
         self._answered_at[provider] = now
         breaker = get_breaker(provider, self.settings)
         if breaker is not None:
-            await asyncio.to_thread(breaker.record_success)
+            self._io.submit(_quietly, breaker.record_success)
 
     def _looker(self, provider: str) -> Looker:
         if provider not in self._lookers:
@@ -318,7 +337,8 @@ class Engine:
             if not self._followed:
                 continue
             try:
-                await asyncio.to_thread(self._renew, [e.job for e in self._followed.values()])
+                await self._loop.run_in_executor(
+                    self._leases, self._renew, [e.job for e in self._followed.values()])
             except Exception as exc:  # the database is down: the next tick tries again
                 log.warning("could not renew %d lease(s): %r", len(self._followed), exc)
 

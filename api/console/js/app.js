@@ -22,8 +22,8 @@ function signInView(view) {
     try {
       await api("/v1/jobs", { query: { limit: 1 } });
       showMessage("");
-      if (!location.hash || location.hash === "#") location.hash = "#models";
-      route();
+      if (!location.hash || location.hash === "#") location.hash = "#models"; // routes
+      else route();
     } catch (error) {
       session.signOut();
       showMessage(describe(error));
@@ -31,19 +31,27 @@ function signInView(view) {
   });
 }
 
-async function route() {
+// Navigations render one after another, in order: a slow render that finished after a
+// later one would otherwise replace the page the user went on to.
+let routing = Promise.resolve();
+function route() {
+  routing = routing.then(render, render);
+  return routing;
+}
+
+async function render() {
   const view = document.getElementById("view");
   if (!session.key()) { signInView(view); return; }
   document.getElementById("nav").hidden = false;
   const name = (location.hash || "#models").slice(1);
-  const render = VIEWS[name] || renderModels;
+  const draw = VIEWS[name] || renderModels;
   for (const link of document.querySelectorAll("nav a")) {
     link.classList.toggle("active", link.getAttribute("href") === `#${name}`);
   }
   view.dataset.view = name in VIEWS ? name : "models";
   delete view.dataset.ready;
   try {
-    await render(view, state);
+    await draw(view, state);
     view.dataset.ready = name;
   } catch (error) {
     showMessage(describe(error));
