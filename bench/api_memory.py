@@ -30,9 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from wavespeed_inflight import machine  # noqa: E402
 
 from cli.stack import embedded_stack  # noqa: E402
-from shared.config import Settings  # noqa: E402
 from shared.db import session_scope  # noqa: E402
-from shared.migrate import upgrade  # noqa: E402
 from shared.tenants import create_api_key  # noqa: E402
 from tests.helpers import bomb_jpeg, bomb_png, bomb_webp, image_bytes  # noqa: E402
 
@@ -75,17 +73,10 @@ def main() -> int:
     args = parser.parse_args()
 
     with embedded_stack() as stack:
-        redis_url, s3_url = stack.start_redis(), stack.start_s3()
-        stack.env.update({
-            "EDITQ_DATABASE_URL": f"sqlite:///{stack.workdir / 'editq.db'}",
-            "EDITQ_BROKER_URL": redis_url, "EDITQ_REDIS_URL": redis_url,
-            "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": "mem",
-            "EDITQ_S3_ACCESS_KEY_ID": "x", "EDITQ_S3_SECRET_ACCESS_KEY": "y",
+        settings = stack.embed("mem", {
             "EDITQ_WAVESPEED_API_KEY": "unused", "EDITQ_STABILITY_API_KEY": "unused",
             "EDITQ_WAVESPEED_BASE_URL": "http://127.0.0.1:9",
         })
-        settings = Settings.model_validate({k[6:].lower(): v for k, v in stack.env.items()})
-        upgrade(settings.database_url)
         with session_scope(settings.database_url) as session:
             key = create_api_key(session, "memory")
         api, url = stack.start_api()

@@ -95,9 +95,7 @@ def _follow(client: ApiClient, job_ids: list[str], timeout: float) -> Iterator[d
 
 
 def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> int:
-    from shared.config import Settings
     from shared.db import session_scope
-    from shared.migrate import upgrade
     from shared.tenants import create_api_key
 
     # SIGTERM should unwind like Ctrl-C, so the stack's children are stopped.
@@ -109,16 +107,10 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
         receiver = exits.enter_context(WebhookReceiver())
         with console.status("starting redis-server, the S3 server, SQLite and the "
                             "WaveSpeed and Stability simulators..."):
-            redis_url = stack.start_redis()
-            s3_url = stack.start_s3()
             sim_url = stack.start_wavespeed_sim(latency="1-2.5", extra=["--api-key", "demo"])
             stability_url = stack.start_sim("stability", latency="1-2",
                                             extra=["--api-key", "demo"])
-            stack.env.update({
-                "EDITQ_DATABASE_URL": f"sqlite:///{stack.workdir / 'editq.db'}",
-                "EDITQ_BROKER_URL": redis_url, "EDITQ_REDIS_URL": redis_url,
-                "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": "editq-demo",
-                "EDITQ_S3_ACCESS_KEY_ID": "demo", "EDITQ_S3_SECRET_ACCESS_KEY": "demo-secret",
+            settings = stack.embed("editq-demo", {
                 "EDITQ_WAVESPEED_BASE_URL": sim_url, "EDITQ_WAVESPEED_API_KEY": "demo",
                 "EDITQ_STABILITY_BASE_URL": stability_url, "EDITQ_STABILITY_API_KEY": "demo",
                 "EDITQ_STABILITY_POLL_INTERVAL": "0.5",
@@ -129,8 +121,8 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
                 "EDITQ_WEBHOOK_DISPATCH_INTERVAL_SECONDS": "0.5",
                 "EDITQ_BULK_FEED_INTERVAL_SECONDS": "0.25",
             })
-            settings = Settings.model_validate({k[6:].lower(): v for k, v in stack.env.items()})
-            upgrade(settings.database_url)
+            redis_url = settings.redis_url
+            s3_url = settings.s3_endpoint_url
             with session_scope(settings.database_url) as session:
                 key = create_api_key(session, "demo")
         with console.status("starting the API, a worker and beat..."):

@@ -21,10 +21,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import httpx
 import redis
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 PR_SET_PDEATHSIG = 1
 
@@ -168,6 +172,25 @@ class Stack:
         wait_until(lambda: httpx.get(url + "/moto-api/", timeout=1).status_code < 500, 30,
                    "moto S3 server")
         return url
+
+    def embed(self, bucket: str, extra: dict[str, str] | None = None) -> Settings:
+        """A redis-server, an S3 server and a migrated SQLite database for this stack,
+        named in `self.env` (with `extra` on top) for the children it starts next;
+        answers the settings those children will read."""
+        from shared.config import Settings
+        from shared.migrate import upgrade
+
+        redis_url, s3_url = self.start_redis(), self.start_s3()
+        self.env.update({
+            "EDITQ_DATABASE_URL": f"sqlite:///{self.workdir / 'editq.db'}",
+            "EDITQ_BROKER_URL": redis_url, "EDITQ_REDIS_URL": redis_url,
+            "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": bucket,
+            "EDITQ_S3_ACCESS_KEY_ID": "embedded", "EDITQ_S3_SECRET_ACCESS_KEY": "embedded",
+            **(extra or {}),
+        })
+        settings = Settings.model_validate({k[6:].lower(): v for k, v in self.env.items()})
+        upgrade(settings.database_url)
+        return settings
 
     def start_sim(self, provider: str, latency: str = "1", faults: str = "",
                   extra: list[str] | None = None) -> str:

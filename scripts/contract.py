@@ -20,9 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cli.stack import embedded_stack
-from shared.config import Settings
 from shared.db import session_scope
-from shared.migrate import upgrade
 from shared.tenants import create_api_key
 
 
@@ -36,22 +34,15 @@ def main() -> int:
     parser.add_argument("--seed", default="1")
     args, extra = parser.parse_known_args()
     with embedded_stack() as stack:
-        redis_url, s3_url = stack.start_redis(), stack.start_s3()
         sim = stack.start_wavespeed_sim(latency="0.2", extra=["--api-key", "k"])
         stability = stack.start_sim("stability", latency="0.2", extra=["--api-key", "k"])
-        stack.env.update({
+        settings = stack.embed("contract", {
             "EDITQ_ENVIRONMENT": "test",
-            "EDITQ_DATABASE_URL": f"sqlite:///{stack.workdir / 'editq.db'}",
-            "EDITQ_BROKER_URL": redis_url, "EDITQ_REDIS_URL": redis_url,
-            "EDITQ_S3_ENDPOINT_URL": s3_url, "EDITQ_S3_BUCKET": "contract",
-            "EDITQ_S3_ACCESS_KEY_ID": "x", "EDITQ_S3_SECRET_ACCESS_KEY": "y",
             "EDITQ_WAVESPEED_BASE_URL": sim, "EDITQ_WAVESPEED_API_KEY": "k",
             "EDITQ_STABILITY_BASE_URL": stability, "EDITQ_STABILITY_API_KEY": "k",
             # Every request is a new tenant's first: plans and budgets must not refuse.
             "EDITQ_DEFAULT_PLAN": "unlimited",
         })
-        settings = Settings.model_validate({k[6:].lower(): v for k, v in stack.env.items()})
-        upgrade(settings.database_url)
         with session_scope(settings.database_url) as session:
             key = create_api_key(session, "contract")
         _, url = stack.start_api()
