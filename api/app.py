@@ -16,26 +16,27 @@ from api import openapi, problems
 from api.body_caps import BodyCapMiddleware
 from api.deps import refuse_unknown_query
 from api.routes import batches, comparisons, costs, jobs, meta, providers, quotes, webhooks
-from shared.config import Settings, get_settings
+from shared.config import Settings
 from shared.errors import StorageUnavailable
 from shared.inflight.wakeups import WakePublisher
-from shared.providers.catalog import get_catalog
 from shared.queue import make_celery
-from shared.storage import Storage
+from shared.services import Services
 
 log = logging.getLogger(__name__)
 CONSOLE_DIR = Path(__file__).with_name("console")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
-    get_catalog()  # a broken catalog stops start-up, not the first request
+    """The app over `settings` (from the environment when not given): its services are
+    built here, once, and reach the routes through api.deps."""
+    settings = settings or Settings()
+    services = Services(settings)  # a broken catalog stops start-up, not a request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Start even if S3 is down: /readyz reports it, and submissions answer 503.
         try:
-            app.state.storage.ensure_bucket()
+            services.storage.ensure_bucket()
         except StorageUnavailable as exc:
             log.warning("storage not ready at start-up: %s", exc.message)
         yield
@@ -47,12 +48,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   dependencies=[Depends(refuse_unknown_query)],
                   description="Asynchronous image-edit jobs over WaveSpeed, Stability "
                               "and a local Pillow provider.")
-    app.state.settings = settings
-    app.state.storage = Storage(settings)
+    app.state.services = services
+    app.state.metrics_registry = costs.metrics_registry(settings.database_url)
     app.state.celery = make_celery(settings, name="editq-api")
     app.state.wakeups = WakePublisher(settings.redis_url)
     problems.install(app)
-    openapi.install(app, settings, sorted({o for m in get_catalog().models
+    openapi.install(app, settings, sorted({o for m in services.catalog.models
                                            for o in m.operations}))
     app.add_middleware(BodyCapMiddleware, settings=settings)
     app.include_router(jobs.router)

@@ -1,41 +1,79 @@
-"""Typed dependencies: settings, storage, the broker, the caller.
+"""Typed dependencies: the app's services (built once, in create_app), the broker, the
+caller, and a unit of work.
 
-There is deliberately no request-scoped database session: handlers open one
-inside the thread that uses it (see api/routes/jobs.py).
+There is deliberately no request-scoped database session: a handler hands its
+work to `Work`, which opens a session inside the thread that uses it and closes
+it there, so a request never holds a pooled connection while it waits for a
+thread (under a burst that deadlocks the two pools against each other).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from celery import Celery
 from fastapi import Depends, Header, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import UnknownQueryParameter
 from shared.inflight.wakeups import WakePublisher
 from shared.jobs import CURSOR_PATTERN
+from shared.services import Services
 from shared.storage import Storage
 from shared.tenants import Principal, authenticate, note_use
 
+T = TypeVar("T")
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings(services: ServicesDep) -> Settings:
+    return services.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_storage(request: Request) -> Storage:
-    storage: Storage = request.app.state.storage
-    return storage
+def get_storage(services: ServicesDep) -> Storage:
+    return services.storage
 
 
 StorageDep = Annotated[Storage, Depends(get_storage)]
+
+
+class Work:
+    """Runs `fn(session)` in a worker thread, in a session of its own that commits when
+    `fn` returns and rolls back when it raises."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    async def __call__(self, fn: Callable[[Session], T]) -> T:
+        return await run_in_threadpool(self.now, fn)
+
+    def now(self, fn: Callable[[Session], T]) -> T:
+        """The same, in this thread (a sync handler's, or one already off the loop)."""
+        with session_scope(self.database_url) as session:
+            return fn(session)
+
+
+def get_work(settings: SettingsDep) -> Work:
+    return Work(settings.database_url)
+
+
+WorkDep = Annotated[Work, Depends(get_work)]
 
 
 def get_celery(request: Request) -> Celery:

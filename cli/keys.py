@@ -36,7 +36,7 @@ def keys_create(tenant: str, admin: bool, budget: str | None, model_budgets: tup
     word of the output."""
     from shared.db import session_scope
     from shared.errors import EditqError
-    from shared.providers.catalog import get_catalog
+    from shared.providers.catalog import load_catalog
     from shared.tenants import create_api_key, get_or_create_tenant, parse_usd, set_limits
 
     settings = load_settings()
@@ -48,11 +48,12 @@ def keys_create(tenant: str, admin: bool, budget: str | None, model_budgets: tup
         clear = budget is not None and budget.strip().lower() == "none"
         monthly = parse_usd(budget, "--monthly-budget") if budget and not clear else None
         per_model = {}
+        catalog = load_catalog(price_overrides=settings.pricing_overrides())
         for pair in model_budgets:
             model, sep, amount = pair.partition("=")
             if not sep:
                 raise click.BadParameter(f"{pair!r} is not MODEL=USD", param_hint="--model-budget")
-            per_model[get_catalog().get(model.strip()).id] = parse_usd(amount, f"budget of {model}")
+            per_model[catalog.get(model.strip()).id] = parse_usd(amount, f"budget of {model}")
         if webhook_url and webhook_url.lower() != "none":
             from shared.webhooks_ssrf import check_webhook_url
 

@@ -24,14 +24,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import budgets
-from shared.config import Settings
 from shared.db import utcnow
-from shared.errors import EditqError, IdempotencyConflict, InvalidInput, NotFound
+from shared.errors import EditqError, InvalidInput, NotFound
+from shared.idempotency import replay
 from shared.jobs import CANCELED, QUEUED, STATUSES, TERMINAL
 from shared.models import Batch, Job, JobEvent
-from shared.providers.catalog import get_catalog
+from shared.providers.catalog import Catalog
 from shared.providers.pricing import Price
 from shared.reports import parse_instant
+from shared.services import Services
 from shared.storage import Storage, input_key
 from shared.submission import EditRequest, check_request
 from shared.tenants import Principal
@@ -83,8 +84,7 @@ def _new_id() -> str:
 
 
 def check_items(lines: list[tuple[int, dict[str, Any]]], defaults: dict[str, Any],
-                settings: Settings, storage: Storage,
-                decode: Any, store: bool = True) -> Checked:
+                services: Services, decode: Any, store: bool = True) -> Checked:
     """Check each item (a POST /v1/jobs body, over `defaults`); store the good ones' images
     (unless `store` is false: a dry run leaves nothing behind, not even in S3).
 
@@ -96,13 +96,14 @@ def check_items(lines: list[tuple[int, dict[str, Any]]], defaults: dict[str, Any
     for line, raw in lines:
         try:
             req: EditRequest = decode({**defaults, **raw})
-            result = check_request(req, settings)
+            result = check_request(req, services)
         except EditqError as exc:
             checked.errors.append({"line": line, "code": exc.code, "message": exc.message})
             continue
         for info in [*result.images, *([result.mask] if result.mask else [])]:
             if store and info.sha256 not in stored:  # many items often share their images
-                storage.put_if_absent(input_key(info.sha256), info.data, info.content_type)
+                services.storage.put_if_absent(input_key(info.sha256), info.data,
+                                                info.content_type)
                 stored.add(info.sha256)
         keys = [input_key(info.sha256) for info in result.images]
         mask_key = input_key(result.mask.sha256) if result.mask is not None else None
@@ -157,8 +158,9 @@ class Children:
     combinations, each checked once instead of 10,000 times.
     """
 
-    def __init__(self, override: dict[str, Any]) -> None:
+    def __init__(self, override: dict[str, Any], catalog: Catalog) -> None:
         self.override = override
+        self.catalog = catalog
         self._checked: dict[tuple[Any, ...], tuple[dict[str, Any], Price] | EditqError] = {}
 
     def of(self, parent: Any) -> dict[str, Any]:
@@ -170,7 +172,7 @@ class Children:
             model, operation, prompt, len(parent.input_keys), parent,
             json.dumps(options, sort_keys=True, default=str), lambda: options)
         return {"parent_job_id": parent.id, "operation": operation, "model": model,
-                "provider": get_catalog().get(model).provider, "prompt": prompt,
+                "provider": self.catalog.get(model).provider, "prompt": prompt,
                 "negative_prompt": parent.negative_prompt,
                 "options": dict(checked), "metadata": parent.metadata_,
                 "input_keys": list(parent.input_keys), "mask_key": parent.mask_key,
@@ -202,7 +204,7 @@ class Children:
                has_mask, has_negative, options_key)
         if key not in self._checked:
             try:
-                spec = get_catalog().get(model)
+                spec = self.catalog.get(model)
                 checked = spec.check_request(
                     operation=operation, prompt=prompt, image_count=image_count,
                     has_mask=has_mask, has_negative_prompt=has_negative, options=options())
@@ -215,7 +217,7 @@ class Children:
         return outcome
 
 
-def check_reprocess(session: Session, tenant_id: str, spec: dict[str, Any],
+def check_reprocess(session: Session, catalog: Catalog, tenant_id: str, spec: dict[str, Any],
                     now: datetime) -> Checked:
     """Every child the filter gives, checked and priced (its model and estimate: the jobs
     are made by the expansion); a parent without stored inputs is an error."""
@@ -225,7 +227,7 @@ def check_reprocess(session: Session, tenant_id: str, spec: dict[str, Any],
     unknown = sorted(set(override) - set(OVERRIDE_FIELDS))
     if unknown:
         raise InvalidInput(f"unknown override fields: {', '.join(unknown)}", field="override")
-    checked, children = Checked(), Children(override)
+    checked, children = Checked(), Children(override, catalog)
     query = parents_query(tenant_id, filters, now, columns=CHECK_COLUMNS)
     for n, parent in enumerate(session.execute(query)):
         if not parent.image_count:
@@ -243,25 +245,14 @@ def check_reprocess(session: Session, tenant_id: str, spec: dict[str, Any],
     return checked
 
 
-def replay(session: Session, tenant_id: str, key: str, fingerprint: str) -> Batch | None:
-    """The batch an earlier POST with this Idempotency-Key made, if any; the same key
-    with another request is refused (it would make a second, different batch)."""
-    batch = session.scalar(select(Batch).where(Batch.tenant_id == tenant_id,
-                                               Batch.idempotency_key == key))
-    if batch is not None and batch.request_hash != fingerprint:
-        raise IdempotencyConflict(
-            "this Idempotency-Key was used for a different batch; use a new key",
-            batch_id=batch.id)
-    return batch
-
-
-def create(session: Session, settings: Settings, storage: Storage, principal: Principal,
+def create(session: Session, services: Services, principal: Principal,
            *, kind: str, checked: Checked, spec: dict[str, Any], skip_invalid: bool,
            webhook_url: str | None, webhook_events: list[str] | None,
            metadata: dict[str, Any], idempotency_key: str | None = None,
            fingerprint: str | None = None) -> tuple[Batch, bool]:
     """Admit the batch's whole estimate and record it; answer (batch, created). The
     caller commits, then enqueues the expansion of a batch it created."""
+    settings = services.settings
     if checked.errors and not skip_invalid:
         raise BatchInvalid(f"{len(checked.errors)} item(s) are not valid jobs; fix them, or "
                            "send on_error=skip to accept the valid ones",
@@ -293,11 +284,12 @@ def create(session: Session, settings: Settings, storage: Storage, principal: Pr
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key made the batch first.
         if idempotency_key and fingerprint and (
-                winner := replay(session, principal.tenant_id, idempotency_key, fingerprint)):
+                winner := replay(session, Batch, principal.tenant_id, idempotency_key,
+                                 fingerprint, what="batch")):
             return winner, False
         raise
     if items_key:  # (the items go to S3 once the batch is sure to be this one)
-        storage.put(items_key, "\n".join(json.dumps(i) for i in checked.items).encode(),
+        services.storage.put(items_key, "\n".join(json.dumps(i) for i in checked.items).encode(),
                     "application/x-ndjson")
     return batch, True
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import redis
@@ -142,10 +141,9 @@ class CircuitBreaker:
                 "times_opened": int(fields.get("opened", 0))}
 
 
-@lru_cache(maxsize=8)
-def get_breaker(provider: str, settings: Settings) -> CircuitBreaker | None:
+def build_breaker(provider: str, settings: Settings) -> CircuitBreaker | None:
     """The provider's breaker, or None when breakers are off (EDITQ_BREAKER_FAILURES=0)
-    or the provider runs in-process."""
+    or the provider runs in-process. Built once per process (shared.services)."""
     if not settings.breaker_failures or provider == "local":
         return None
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,

@@ -23,18 +23,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import budgets
-from shared.config import Settings
 from shared.db import utcnow
 from shared.errors import (
     Conflict,
     EditqError,
-    IdempotencyConflict,
     InvalidInput,
     ModelsRefused,
     NotFound,
 )
+from shared.idempotency import replay
 from shared.jobs import SUCCEEDED, TERMINAL, decode_cursor, encode_cursor
 from shared.models import Comparison, Job
+from shared.services import Services
 from shared.storage import Storage
 from shared.submission import (
     Checked,
@@ -70,15 +70,15 @@ def _check_models(models: list[str]) -> None:
         raise InvalidInput("each model may be named once", field="models")
 
 
-def check_all(req: EditRequest, settings: Settings, models: list[str]) -> list[Checked]:
+def check_all(req: EditRequest, services: Services, models: list[str]) -> list[Checked]:
     """Every model's checks, on images inspected once; refuse with every model's reason."""
     _check_models(models)
-    images, mask = check_sizes(req, settings)
+    images, mask = check_sizes(req, services.settings)
     checked: list[Checked] = []
     refusals: list[dict[str, Any]] = []
     for model in models:
         try:
-            checked.append(check_for_model(req, settings, model, images, mask))
+            checked.append(check_for_model(req, services, model, images, mask))
         except EditqError as exc:
             refusals.append({"model": model, "code": exc.code, "status": exc.status,
                              "detail": exc.message})
@@ -92,18 +92,7 @@ def check_all(req: EditRequest, settings: Settings, models: list[str]) -> list[C
     return checked
 
 
-def _replay(session: Session, principal: Principal, key: str,
-            fingerprint: str) -> Comparison | None:
-    found = session.scalar(select(Comparison).where(
-        Comparison.tenant_id == principal.tenant_id, Comparison.idempotency_key == key))
-    if found is not None and found.request_hash != fingerprint:
-        raise IdempotencyConflict(
-            "this Idempotency-Key was used for a different comparison; use a new key",
-            comparison_id=found.id)
-    return found
-
-
-def create(session: Session, storage: Storage, settings: Settings, principal: Principal,
+def create(session: Session, services: Services, principal: Principal,
            req: EditRequest, models: list[str],
            idempotency_key: str | None = None) -> tuple[Comparison, list[Job], bool]:
     """Check every model, store the input once, admit the total, insert one job per model.
@@ -111,14 +100,14 @@ def create(session: Session, storage: Storage, settings: Settings, principal: Pr
     Answers (comparison, its jobs, created). The caller commits, then enqueues
     the jobs (as for a single job: no message for a row that does not exist)."""
     fingerprint = _fingerprint(req, models)
-    if idempotency_key and (found := _replay(session, principal, idempotency_key,
-                                             fingerprint)):
+    if idempotency_key and (found := replay(session, Comparison, principal.tenant_id,
+                                            idempotency_key, fingerprint, what="comparison")):
         return found, jobs_of(session, found), False
-    checked = check_all(req, settings, models)
-    keys, mask_key = store_inputs(storage, checked[0])
+    checked = check_all(req, services, models)
+    keys, mask_key = store_inputs(services.storage, checked[0])
     per_model = {c.spec.id: c.price.amount for c in checked}
     total = sum((c.price.amount for c in checked), Decimal(0))
-    budgets.admit(session, settings, principal.tenant_id, checked[0].spec.id, total,
+    budgets.admit(session, services.settings, principal.tenant_id, checked[0].spec.id, total,
                   count=len(checked), per_model=per_model)
     comparison = Comparison(
         id=new_comparison_id(), tenant_id=principal.tenant_id, operation=req.operation,
@@ -137,8 +126,9 @@ def create(session: Session, storage: Storage, settings: Settings, principal: Pr
             session.flush()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.
-        if idempotency_key and (winner := _replay(session, principal, idempotency_key,
-                                                  fingerprint)):
+        if idempotency_key and (winner := replay(session, Comparison, principal.tenant_id,
+                                                 idempotency_key, fingerprint,
+                                                 what="comparison")):
             return winner, jobs_of(session, winner), False
         raise
     return comparison, made, True

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import tomllib
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.net import is_loopback_host
@@ -28,7 +27,6 @@ class Settings(BaseSettings):
     """editq's configuration; unsafe or inconsistent values raise at construction."""
 
     model_config = SettingsConfigDict(env_prefix="EDITQ_", extra="ignore", frozen=True)
-    _hash: int | None = PrivateAttr(default=None)
 
     environment: str = Field("development", pattern="^(development|test|production)$")
 
@@ -286,21 +284,6 @@ class Settings(BaseSettings):
                 raise ValueError("production needs a real broker, not memory:// (EDITQ_BROKER_URL)")
         return self
 
-    def __hash__(self) -> int:
-        # Settings key per-process caches (providers, limiters); dict fields are not
-        # hashable, their canonical JSON is. Computed once: it showed in the worker's
-        # profile (2.5% of its CPU) when it was computed at every lookup.
-        if self._hash is None:
-            self._hash = hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        # By value, as before the hash was kept (pydantic compares private attributes too).
-        if not isinstance(other, Settings):
-            return NotImplemented
-        return self is other or (hash(self) == hash(other)
-                                 and self.model_dump() == other.model_dump())
-
     def pricing_overrides(self) -> dict[str, dict[str, Any]]:
         """The file's overrides, then the variable's, by model id."""
         merged: dict[str, dict[str, Any]] = {}
@@ -324,8 +307,3 @@ def _read_prices_file(path: Path) -> dict[str, dict[str, Any]]:
         raise ValueError(f"EDITQ_PRICES_FILE {str(path)!r} must map model ids to pricing rules")
     return raw
 
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings; tests clear the cache after changing the environment."""
-    return Settings()

@@ -44,6 +44,8 @@ from shared.errors import EditqError
 from shared.jobs import CANCELED, QUEUED, TERMINAL, new_job_id
 from shared.jobs import RUNNING as JOB_RUNNING
 from shared.models import Batch, Job, JobEvent, WebhookDelivery
+from shared.providers.catalog import Catalog
+from shared.services import Services
 from shared.storage import Storage
 from shared.views import iso
 from shared.webhooks import PENDING
@@ -66,13 +68,14 @@ def take_expansion(settings: Settings, batch_id: str) -> bool:
         return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def expand(settings: Settings, storage: Storage, batch_id: str) -> int:
+def expand(services: Services, batch_id: str) -> int:
     """Create the batch's remaining jobs, chunk by chunk; answer how many this call made."""
+    settings = services.settings
     if not take_expansion(settings, batch_id):
         return 0
     with session_scope(settings.database_url) as session:
         batch = session.scalars(select(Batch).where(Batch.id == batch_id)).one()
-    items = _items(storage, batch) if batch.kind == "items" else None
+    items = _items(services.storage, batch) if batch.kind == "items" else None
     lease = timedelta(seconds=settings.batch_expansion_lease_seconds)
     made = 0
     while True:
@@ -98,7 +101,7 @@ def expand(settings: Settings, storage: Storage, batch_id: str) -> int:
                 cursor = batch.expanded + len(chunk)
                 done = cursor >= len(items)
             else:
-                chunk, cursor, done = _reprocess_chunk(session, batch,
+                chunk, cursor, done = _reprocess_chunk(session, services.catalog, batch,
                                                        settings.batch_chunk_size)
             if chunk:
                 _insert_jobs(session, batch, chunk)
@@ -120,7 +123,7 @@ def _items(storage: Storage, batch: Batch) -> list[dict[str, Any]]:
     return [json.loads(line) for line in raw.splitlines() if line.strip()]
 
 
-def _reprocess_chunk(session: Session, batch: Batch,
+def _reprocess_chunk(session: Session, catalog: Catalog, batch: Batch,
                      size: int) -> tuple[list[dict[str, Any]], int, bool]:
     """The next children, the cursor after them, and whether the expansion is done: the
     parents are exhausted, or there are as many jobs as were admitted at acceptance."""
@@ -129,7 +132,7 @@ def _reprocess_chunk(session: Session, batch: Batch,
                           exclude_batch=batch.id).where(Job.seq > batch.cursor)
     limit = max(0, min(size, batch.total - batch.expanded))
     parents = session.execute(query.limit(limit)).all()
-    children, maker = [], Children(spec.get("override") or {})
+    children, maker = [], Children(spec.get("override") or {}, catalog)
     for parent in parents:
         if not parent.input_keys:
             continue

@@ -13,25 +13,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.breaker import get_breaker
-from shared.config import Settings
 from shared.errors import EditqError
 from shared.images import inspect_image
 from shared.models import Job
-from shared.providers.catalog import ModelSpec, get_catalog
-from shared.providers.router import build_options, get_provider
+from shared.providers.catalog import ModelSpec
+from shared.providers.router import build_options
+from shared.services import Services
 
 
 def find_fallback(job: Job, spec: ModelSpec, images: list[bytes], mask: bytes | None,
-                  settings: Settings) -> tuple[ModelSpec, dict[str, Any]] | None:
+                  services: Services) -> tuple[ModelSpec, dict[str, Any]] | None:
     """The cheapest other model that can take this job as it is, with its options."""
+    settings = services.settings
     limits = {"max_bytes": settings.max_image_bytes, "max_pixels": settings.max_image_pixels}
     try:
         infos = [inspect_image(data, field="image", **limits) for data in images]
         mask_info = inspect_image(mask, field="mask", **limits) if mask is not None else None
     except EditqError:
         return None
-    for alt in get_catalog().for_operation(job.operation):
+    for alt in services.catalog.for_operation(job.operation):
         if alt.provider in (spec.provider, "local"):
             continue
         try:
@@ -42,12 +42,12 @@ def find_fallback(job: Job, spec: ModelSpec, images: list[bytes], mask: bytes | 
             alt.check_images(infos, mask_info)
             if alt.estimate(options) > job.cost_estimated:
                 continue
-            get_provider(alt.provider, settings).validate(alt, build_options(
+            services.provider(alt.provider).validate(alt, build_options(
                 images=images, operation=job.operation, model=alt.id, prompt=job.prompt,
                 mask=mask, negative_prompt=job.negative_prompt, options=options))
         except EditqError:
             continue
-        breaker = get_breaker(alt.provider, settings)
+        breaker = services.breaker(alt.provider)
         if breaker is not None and breaker.allow():
             continue
         return alt, options

@@ -352,3 +352,9 @@ def list_jobs(session: Session, tenant_id: str, filters: JobFilter, *, limit: in
     rows = list(session.scalars(query.order_by(Job.seq.desc()).limit(limit + 1)))
     next_cursor = encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+def find_by_request(session: Session, provider: str, request_id: str) -> str | None:
+    """The job whose call to `provider` is `request_id` (a provider's callback names it)."""
+    return session.scalar(select(Job.id).where(Job.provider == provider,
+                                               Job.provider_request_id == request_id))

@@ -30,7 +30,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import costs
-from shared.breaker import get_breaker
 from shared.config import Settings
 from shared.db import session_scope, utcnow
 from shared.errors import EditqError, ProviderError, ProviderOutcomeUnknown, StorageUnavailable
@@ -58,11 +57,11 @@ from shared.jobs import (
 )
 from shared.models import Job
 from shared.providers.base import ImageEditProvider, ImageEditResult
-from shared.providers.catalog import ModelSpec, get_catalog
+from shared.providers.catalog import ModelSpec
 from shared.providers.classify import trips_breaker
 from shared.providers.pricing import Price
-from shared.providers.router import build_options, get_provider
-from shared.ratelimit import get_limiter
+from shared.providers.router import build_options
+from shared.services import Services
 from shared.storage import Storage, output_key, outputs_prefix
 
 log = logging.getLogger(__name__)
@@ -154,9 +153,9 @@ def _store_outputs(storage: Storage, settings: Settings, job: Job,
     return outputs
 
 
-def run_job(job_id: str, settings: Settings, storage: Storage,
-            scheduler: Scheduler) -> RunOutcome:
+def run_job(job_id: str, services: Services, scheduler: Scheduler) -> RunOutcome:
     """First step of an attempt: claim the job and submit it to its provider."""
+    settings = services.settings
     with session_scope(settings.database_url) as session:
         job = claim(session, job_id, settings.job_lease_seconds)
     if job is None:
@@ -164,18 +163,18 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
     if past_deadline(job):
         return _deadline_failure(job, settings, "before an attempt could start")
 
-    spec = get_catalog().get(job.model)
+    spec = services.catalog.get(job.model)
     try:
-        provider = get_provider(spec.provider, settings)
-        images, mask = _load_inputs(storage, job)
-        breaker = get_breaker(job.provider, settings)
+        provider = services.provider(spec.provider)
+        images, mask = _load_inputs(services.storage, job)
+        breaker = services.breaker(job.provider)
         if breaker is not None and (wait := breaker.allow()):
-            switched = (find_fallback(job, spec, images, mask, settings)
+            switched = (find_fallback(job, spec, images, mask, services)
                         if settings.breaker_fallback else None)
             if switched is None:
                 return _wait(job, settings, scheduler, wait, f"{job.provider} circuit open")
             job, spec = _switch(job, spec, *switched, settings)
-            provider = get_provider(spec.provider, settings)
+            provider = services.provider(spec.provider)
         options = build_options(images=images, operation=job.operation, model=job.model,
                                 prompt=job.prompt, mask=mask,
                                 negative_prompt=job.negative_prompt, options=job.options)
@@ -184,16 +183,16 @@ def run_job(job_id: str, settings: Settings, storage: Storage,
                 return RunOutcome(job_id, Action.DISCARDED, "canceled before it was submitted")
         # The slot is taken just before the call, so what the limiter counts is what
         # the provider sees, within milliseconds.
-        limiter = get_limiter(job.provider, settings)
+        limiter = services.limiter(job.provider)
         if limiter is not None and (wait := limiter.before_submit(job_id)):
             return _wait(job, settings, scheduler, wait, f"{job.provider} limit")
         submitted = provider.submit(spec, options, webhook_url(settings, spec.provider))
     except EditqError as exc:
-        return _handle_failure(job, settings, exc, scheduler)
-    _provider_answered(job.provider, settings)
+        return _handle_failure(job, services, exc, scheduler)
+    _provider_answered(job.provider, services)
 
     if submitted.result is not None:
-        return _finish(job, spec, submitted.result, settings, storage, scheduler)
+        return _finish(job, spec, submitted.result, services, scheduler)
     assert submitted.request_id is not None
     first_look = (settings.poll_max_seconds if calls_back(settings, provider)
                   else max(settings.poll_initial_seconds, provider.min_poll_seconds))
@@ -258,14 +257,14 @@ def _switch(job: Job, spec: ModelSpec, alt: ModelSpec, options: dict[str, Any],
     return current, alt
 
 
-def _provider_answered(provider: str, settings: Settings) -> None:
-    breaker = get_breaker(provider, settings)
+def _provider_answered(provider: str, services: Services) -> None:
+    breaker = services.breaker(provider)
     if breaker is not None:
         breaker.record_success()
 
 
-def _provider_failed(provider: str, settings: Settings, exc: EditqError) -> None:
-    breaker = get_breaker(provider, settings)
+def _provider_failed(provider: str, services: Services, exc: EditqError) -> None:
+    breaker = services.breaker(provider)
     if breaker is not None and trips_breaker(exc.code):
         breaker.record_failure()
 
@@ -321,75 +320,75 @@ def next_look_seconds(settings: Settings, provider: ImageEditProvider, job: Job,
     return max(schedule, retry_after or 0.0, provider.min_poll_seconds)
 
 
-def look_failed(job: Job, exc: EditqError, settings: Settings,
+def look_failed(job: Job, exc: EditqError, services: Services,
                 scheduler: Scheduler) -> RunOutcome | None:
     """What a failed look means: the edit failed (the job's outcome), or only the look
     did (None: look again later)."""
     if isinstance(exc, ProviderError) and exc.retryable and not exc.task_failed:
-        _provider_failed(job.provider, settings, exc)
+        _provider_failed(job.provider, services, exc)
         return None
-    return _handle_failure(job, settings, exc, scheduler)
+    return _handle_failure(job, services, exc, scheduler)
 
 
-def fail_call(job: Job, exc: EditqError, settings: Settings,
+def fail_call(job: Job, exc: EditqError, services: Services,
               scheduler: Scheduler) -> RunOutcome:
     """The request is given up on (timed out): retry or fail the attempt."""
-    return _handle_failure(job, settings, exc, scheduler)
+    return _handle_failure(job, services, exc, scheduler)
 
 
-def collect_and_finish(job: Job, answer: Any, settings: Settings, storage: Storage,
+def collect_and_finish(job: Job, answer: Any, services: Services,
                        scheduler: Scheduler) -> RunOutcome:
     """A look found the request done: collect its outputs (downloads), store, record."""
-    spec = get_catalog().get(job.model)
-    provider = get_provider(spec.provider, settings)
+    spec = services.catalog.get(job.model)
+    provider = services.provider(spec.provider)
     assert job.provider_request_id is not None
     try:
         result = provider.collect(spec, job.provider_request_id, answer)
     except EditqError as exc:
-        outcome = look_failed(job, exc, settings, scheduler)
+        outcome = look_failed(job, exc, services, scheduler)
         if outcome is not None:
             return outcome
-        return _look_again(job, provider, settings, scheduler, getattr(exc, "retry_after", None))
-    return _finish(job, spec, result, settings, storage, scheduler)
+        return _look_again(job, provider, services, scheduler, getattr(exc, "retry_after", None))
+    return _finish(job, spec, result, services, scheduler)
 
 
-def _look_again(job: Job, provider: ImageEditProvider, settings: Settings,
+def _look_again(job: Job, provider: ImageEditProvider, services: Services,
                 scheduler: Scheduler, retry_after: float | None) -> RunOutcome:
-    if (timeout := timed_out(job, settings)) is not None:
-        return _handle_failure(job, settings, timeout, scheduler)
-    delay = next_look_seconds(settings, provider, job, retry_after)
+    if (timeout := timed_out(job, services.settings)) is not None:
+        return _handle_failure(job, services, timeout, scheduler)
+    delay = next_look_seconds(services.settings, provider, job, retry_after)
     scheduler.follow(job, delay)
     return RunOutcome(job.id, Action.WAITING, f"next look in {delay:.2f}s")
 
 
-def poll_job(job_id: str, settings: Settings, storage: Storage,
-             scheduler: Scheduler) -> RunOutcome:
+def poll_job(job_id: str, services: Services, scheduler: Scheduler) -> RunOutcome:
     """One look at a running job's provider request, blocking, with the steps the
     in-flight engine takes around its own looks (for scripts and step-by-step tests:
     the worker itself looks from shared.inflight)."""
+    settings = services.settings
     with session_scope(settings.database_url) as session:
         job = session.scalar(select(Job).where(Job.id == job_id))
         if job is None or not followable(job):
             return RunOutcome(job_id, Action.SKIPPED, "no running provider request")
         extend_lease(session, job_id, followed_lease_seconds(settings))
     job = mark_deadline(job, settings)
-    limiter = get_limiter(job.provider, settings)
+    limiter = services.limiter(job.provider)
     if limiter is not None and (wait := limiter.before_poll(job_id)):
         scheduler.follow(job, _spread(wait))
         return RunOutcome(job_id, Action.THROTTLED, f"{job.provider} limit: {wait:.2f}s")
-    spec = get_catalog().get(job.model)
-    provider = get_provider(spec.provider, settings)
+    spec = services.catalog.get(job.model)
+    provider = services.provider(spec.provider)
     assert job.provider_request_id is not None
     try:
         polled = provider.poll(spec, job.provider_request_id)
     except EditqError as exc:
-        if (outcome := look_failed(job, exc, settings, scheduler)) is not None:
+        if (outcome := look_failed(job, exc, services, scheduler)) is not None:
             return outcome
-        return _look_again(job, provider, settings, scheduler, getattr(exc, "retry_after", None))
-    _provider_answered(job.provider, settings)
+        return _look_again(job, provider, services, scheduler, getattr(exc, "retry_after", None))
+    _provider_answered(job.provider, services)
     if polled.done and polled.result is not None:
-        return _finish(job, spec, polled.result, settings, storage, scheduler)
-    return _look_again(job, provider, settings, scheduler, None)
+        return _finish(job, spec, polled.result, services, scheduler)
+    return _look_again(job, provider, services, scheduler, None)
 
 
 def _spread(wait: float) -> float:
@@ -397,8 +396,8 @@ def _spread(wait: float) -> float:
     return wait * random.uniform(1.0, 1.5) + random.uniform(0.0, 0.05)
 
 
-def _release(provider: str, job_id: str, settings: Settings) -> None:
-    limiter = get_limiter(provider, settings)
+def _release(provider: str, job_id: str, services: Services) -> None:
+    limiter = services.limiter(provider)
     if limiter is not None:
         limiter.release(job_id)
 
@@ -414,9 +413,10 @@ def _price(spec: ModelSpec, job: Job, result: ImageEditResult) -> Price:
     return spec.price(job.options, max(1, len(result.images)))
 
 
-def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settings,
-            storage: Storage, scheduler: Scheduler) -> RunOutcome:
-    _release(job.provider, job.id, settings)
+def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, services: Services,
+            scheduler: Scheduler) -> RunOutcome:
+    settings, storage = services.settings, services.storage
+    _release(job.provider, job.id, services)
     price = _price(spec, job, result)
     if job.status != RUNNING:  # followed only to settle: nothing of it is kept
         with session_scope(settings.database_url) as session:
@@ -437,9 +437,9 @@ def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, settings: Settin
                           delay_seconds=round(delay, 3))
             scheduler.follow(job, delay)
             return RunOutcome(job.id, Action.WAITING, f"storage: {exc.message}")
-        return _handle_failure(job, settings, exc, scheduler, billed=price)
+        return _handle_failure(job, services, exc, scheduler, billed=price)
     except EditqError as exc:
-        return _handle_failure(job, settings, exc, scheduler, billed=price)
+        return _handle_failure(job, services, exc, scheduler, billed=price)
     with session_scope(settings.database_url) as session:
         if succeed(session, job.id, outputs):
             costs.charge(session, job, price, reason="succeeded")  # (and closes)
@@ -484,17 +484,18 @@ def _settle(session: Session, job: Job, billed: Price | None, why: str,
     return RunOutcome(job.id, Action.DISCARDED, f"canceled; its call settled at {total}")
 
 
-def _handle_failure(job: Job, settings: Settings, exc: EditqError, scheduler: Scheduler,
+def _handle_failure(job: Job, services: Services, exc: EditqError, scheduler: Scheduler,
                     billed: Price | None = None) -> RunOutcome:
     """Retry or fail the attempt. `billed` is the price of a call the provider billed
     although it failed us (a filtered result, an unusable output, lost storage)."""
-    _release(job.provider, job.id, settings)
-    _provider_failed(job.provider, settings, exc)
-    limiter = get_limiter(job.provider, settings)
+    settings = services.settings
+    _release(job.provider, job.id, services)
+    _provider_failed(job.provider, services, exc)
+    limiter = services.limiter(job.provider)
     if limiter is not None and exc.code == "provider_rate_limited" and exc.retry_after:
         limiter.pause(exc.retry_after)
     if billed is None and exc.extra.get("billed"):
-        billed = get_catalog().get(job.model).price(job.options)
+        billed = services.catalog.get(job.model).price(job.options)
     # Whether the provider billed this call cannot be known (a submit sent but not
     # answered, a result gone): nothing is charged, and the cost is not claimed known.
     unknown = isinstance(exc, ProviderOutcomeUnknown) or bool(exc.extra.get("billing_unknown"))

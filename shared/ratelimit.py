@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import redis
@@ -174,8 +173,9 @@ def limits_of(provider: str, settings: Settings) -> Limits | None:
     return None
 
 
-@lru_cache(maxsize=8)
-def get_limiter(provider: str, settings: Settings) -> ProviderLimiter | None:
+def build_limiter(provider: str, settings: Settings) -> ProviderLimiter | None:
+    """The provider's limiter, or None when it has no limits. Built once per process
+    (shared.services)."""
     limits = limits_of(provider, settings)
     if limits is None or not (limits.rate or limits.concurrency):
         return None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -170,8 +169,3 @@ class Storage:
     def ping(self) -> None:
         with _unavailable_on_failure("head bucket"):
             self.client.head_bucket(Bucket=self.bucket)
-
-
-@lru_cache(maxsize=4)
-def get_storage(settings: Settings) -> Storage:
-    return Storage(settings)

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import budgets
 from shared.config import Settings
 from shared.db import utcnow
-from shared.errors import IdempotencyConflict, InvalidInput
+from shared.errors import InvalidInput
+from shared.idempotency import replay
 from shared.images import ImageInfo, inspect_image
 from shared.jobs import QUEUED, add_event, new_job_id
 from shared.models import Job
@@ -31,6 +31,7 @@ from shared.providers.base import ImageEditOptions
 from shared.providers.catalog import ModelSpec
 from shared.providers.pricing import Price
 from shared.providers.router import build_options, validate_edit
+from shared.services import Services
 from shared.storage import Storage, input_key
 from shared.tenants import Principal
 from shared.views import money
@@ -103,16 +104,6 @@ def check_sizes(req: EditRequest, settings: Settings) -> tuple[list[ImageInfo], 
     return images, mask
 
 
-def _replay(session: Session, principal: Principal, key: str, fingerprint: str) -> Job | None:
-    job = session.scalar(select(Job).where(Job.tenant_id == principal.tenant_id,
-                                           Job.idempotency_key == key))
-    if job is not None and job.request_hash != fingerprint:
-        raise IdempotencyConflict(
-            "this Idempotency-Key was used for a different request; use a new key",
-            job_id=job.id)
-    return job
-
-
 @dataclass
 class Checked:
     """A request that passed every check: the model that will serve it and its price."""
@@ -124,18 +115,18 @@ class Checked:
     price: Price
 
 
-def check_request(req: EditRequest, settings: Settings) -> Checked:
-    images, mask = check_sizes(req, settings)
-    return check_for_model(req, settings, req.model, images, mask)
+def check_request(req: EditRequest, services: Services) -> Checked:
+    images, mask = check_sizes(req, services.settings)
+    return check_for_model(req, services, req.model, images, mask)
 
 
-def check_for_model(req: EditRequest, settings: Settings, model: str | None,
+def check_for_model(req: EditRequest, services: Services, model: str | None,
                     images: list[ImageInfo], mask: ImageInfo | None) -> Checked:
     """The model's own rules, on images already inspected (a comparison inspects once)."""
     options = build_options(images=req.images, operation=req.operation, model=model,
                             prompt=req.prompt, mask=req.mask,
                             negative_prompt=req.negative_prompt, options=req.options)
-    spec = validate_edit(options, settings=settings)
+    spec = validate_edit(options, services)
     spec.check_images(images, mask)
     return Checked(spec, options, images, mask, spec.price(options.extra))
 
@@ -147,26 +138,27 @@ def pricing_view(spec: ModelSpec, price: Price) -> dict[str, Any]:
             "source": price.source}
 
 
-def quote(session: Session, settings: Settings, principal: Principal,
+def quote(session: Session, services: Services, principal: Principal,
           req: EditRequest) -> dict[str, Any]:
     """What the job would cost and whether it fits the tenant's limits; nothing is stored."""
-    checked = check_request(req, settings)
-    verdict = budgets.evaluate(session, settings, principal.tenant_id, checked.spec.id,
+    checked = check_request(req, services)
+    verdict = budgets.evaluate(session, services.settings, principal.tenant_id, checked.spec.id,
                                checked.price.amount)
     return {"estimated": money(checked.price.amount), "currency": checked.price.currency,
             "pricing": pricing_view(checked.spec, checked.price), "budget": verdict.as_dict()}
 
 
-def submit_job(session: Session, storage: Storage, settings: Settings, principal: Principal,
+def submit_job(session: Session, services: Services, principal: Principal,
                req: EditRequest, idempotency_key: str | None = None) -> tuple[Job, bool]:
     """Validate, store the inputs and insert a queued job; answer (job, created)."""
     fingerprint = req.fingerprint()
-    if idempotency_key and (job := _replay(session, principal, idempotency_key, fingerprint)):
+    if idempotency_key and (job := replay(session, Job, principal.tenant_id, idempotency_key,
+                                          fingerprint, what="job")):
         return job, False
 
-    checked = check_request(req, settings)
-    keys, mask_key = store_inputs(storage, checked)
-    budgets.admit(session, settings, principal.tenant_id, checked.spec.id,
+    checked = check_request(req, services)
+    keys, mask_key = store_inputs(services.storage, checked)
+    budgets.admit(session, services.settings, principal.tenant_id, checked.spec.id,
                   checked.price.amount)
     job = new_job(principal, req, checked, keys, mask_key, fingerprint, idempotency_key)
     try:
@@ -177,8 +169,8 @@ def submit_job(session: Session, storage: Storage, settings: Settings, principal
             session.flush()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.
-        if idempotency_key and (winner := _replay(session, principal, idempotency_key,
-                                                  fingerprint)):
+        if idempotency_key and (winner := replay(session, Job, principal.tenant_id,
+                                                 idempotency_key, fingerprint, what="job")):
             return winner, False
         raise
     return job, True

@@ -76,16 +76,25 @@ def record_job_event(session: Session, job_id: str, event_type: str) -> WebhookD
             session.flush()
     except IntegrityError:
         return None  # this event of this job is in the outbox already
-    session.info.setdefault(_SNAPSHOTS, []).append(delivery)
+    _picture_at_commit(session, delivery)
     return delivery
 
 
 # The job is pictured as the transaction leaves it, not as it was at the transition:
-# a success is charged after it is recorded, in the same transaction.
+# a success is charged after it is recorded, in the same transaction. The hooks are
+# this session's only (not every Session's), set by its first delivery.
 _SNAPSHOTS = "editq_webhook_snapshots"
+_HOOKED = "editq_webhook_hooked"
 
 
-@event.listens_for(Session, "before_commit")
+def _picture_at_commit(session: Session, delivery: WebhookDelivery) -> None:
+    if not session.info.get(_HOOKED):
+        event.listen(session, "before_commit", _picture_jobs_at_commit)
+        event.listen(session, "after_rollback", _forget_snapshots)
+        session.info[_HOOKED] = True
+    session.info.setdefault(_SNAPSHOTS, []).append(delivery)
+
+
 def _picture_jobs_at_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint (the ledger's, say): the transaction is not over yet
@@ -96,7 +105,6 @@ def _picture_jobs_at_commit(session: Session) -> None:
             delivery.payload = {**delivery.payload, "data": job_snapshot(job)}
 
 
-@event.listens_for(Session, "after_rollback")
 def _forget_snapshots(session: Session) -> None:
     session.info.pop(_SNAPSHOTS, None)
 

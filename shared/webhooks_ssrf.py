@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -303,13 +304,21 @@ def _allowed_key(entry: str) -> str:
 # RESOLVE_TIMEOUT_SECONDS (the name then "does not resolve": refused at submit,
 # retried later at delivery); a few stuck lookups hold these threads, not the caller's.
 RESOLVE_TIMEOUT_SECONDS = 5.0
-_resolver_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns")
+_resolver: list[ThreadPoolExecutor] = []  # made at the first lookup, not at import
+_resolver_lock = threading.Lock()
+
+
+def _resolver_threads() -> ThreadPoolExecutor:
+    with _resolver_lock:
+        if not _resolver:
+            _resolver.append(ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns"))
+        return _resolver[0]
 
 
 def _getaddrinfo(host: str, port: int) -> list[str]:
     """The default resolver: the system's, as the HTTP client would use it."""
-    lookup = _resolver_threads.submit(socket.getaddrinfo, host, port,
-                                      type=socket.SOCK_STREAM)
+    lookup = _resolver_threads().submit(socket.getaddrinfo, host, port,
+                                        type=socket.SOCK_STREAM)
     try:
         infos = lookup.result(timeout=RESOLVE_TIMEOUT_SECONDS)
     except FutureTimeout:

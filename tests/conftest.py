@@ -27,6 +27,7 @@ from cli.stack import Child, Stack, redis_reachable, temporary_postgres_database
 from shared.config import Settings
 from shared.db import session_scope
 from shared.migrate import upgrade
+from shared.services import Services
 from shared.storage import Storage
 from shared.tenants import create_api_key
 
@@ -202,6 +203,13 @@ def storage(settings: Settings) -> Storage:
     storage = Storage(settings)
     storage.ensure_bucket()
     return storage
+
+
+@pytest.fixture
+def services(settings: Settings, storage: Storage) -> Services:
+    """What a process would build at start, over this module's settings; a test installs
+    a scripted provider in `services.providers` (tests/shared/conftest.py: `use`)."""
+    return Services(settings, storage=storage)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import logging
 
 from celery import signals
 
-from shared.config import get_settings
+from shared.config import Settings
 from shared.queue import (
     DISPATCH_WEBHOOKS_TASK,
     FEED_BULK_TASK,
@@ -14,7 +14,7 @@ from shared.queue import (
     REAP_TASK,
     make_celery,
 )
-from shared.storage import get_storage
+from shared.services import Services
 from worker import runtime
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -22,7 +22,9 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 # log line does not, for CPU the worker spends on nothing else.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
-settings = get_settings()
+# Celery's app is made at import (`celery -A worker.celery_app`), and its beat schedule
+# with it; the services are built at worker start, below.
+settings = Settings()
 app = make_celery(settings)
 app.conf.imports = ("worker.tasks",)
 # The reaper is cheap (two indexed queries) and bounds how long a lost job waits.
@@ -45,11 +47,11 @@ app.conf.beat_schedule = {
 
 @signals.worker_init.connect
 def _start(**_: object) -> None:
-    """Outputs go to this bucket: create it before the first job rather than fail on it.
-    Then the process's services, once (worker.runtime)."""
-    storage = get_storage(settings)
-    storage.ensure_bucket()
-    runtime.start(app, settings, storage)
+    """The process's services, once (worker.runtime). Outputs go to the bucket: create it
+    before the first job rather than fail on it."""
+    services = Services(settings)
+    services.storage.ensure_bucket()
+    runtime.start(app, services)
 
 
 @signals.worker_shutdown.connect

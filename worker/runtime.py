@@ -1,5 +1,5 @@
-"""What a worker process builds once at start and its tasks share: the settings, the
-storage client, the in-flight engine and the wake-up listener.
+"""What a worker process builds once at start and its tasks share: its services
+(shared.services), the in-flight engine, the wake-up listener and the webhook client.
 
 Built in Celery's `worker_init`, stopped in `worker_shutdown` (after Celery has
 stopped consuming and its running tasks have ended), where the engine hands back
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import httpx
 from celery import Celery
 
 from shared.config import Settings
@@ -18,6 +19,7 @@ from shared.inflight.engine import Engine
 from shared.inflight.wakeups import WakeListener
 from shared.models import Job
 from shared.queue import INTERACTIVE, enqueue_follow, enqueue_run
+from shared.services import Services
 from shared.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -25,25 +27,37 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Runtime:
-    settings: Settings
-    storage: Storage
+    services: Services
     engine: Engine
     listener: WakeListener
+    # Webhook POSTs, pooled, never following redirects (each hop would skip the guard).
+    webhook_http: httpx.Client
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def storage(self) -> Storage:
+        return self.services.storage
 
 
 _current: Runtime | None = None
 
 
-def start(app: Celery, settings: Settings, storage: Storage) -> Runtime:
+def start(app: Celery, services: Services) -> Runtime:
     global _current
+
     def run_later(job: Job, delay: float) -> None:
         enqueue_run(app, job.id, queue=job.queue or INTERACTIVE, countdown=delay)
 
-    engine = Engine(settings, storage, run_later)
-    listener = WakeListener(settings.redis_url, engine.wake)
+    engine = Engine(services, run_later)
+    listener = WakeListener(services.settings.redis_url, engine.wake)
     engine.start()
     listener.start()
-    _current = Runtime(settings, storage, engine, listener)
+    webhook_http = httpx.Client(follow_redirects=False,
+                                headers={"user-agent": "editq-webhooks"})
+    _current = Runtime(services, engine, listener, webhook_http)
     return _current
 
 
@@ -68,6 +82,7 @@ def stop(app: Celery) -> None:
                 log.warning("could not hand job %s back (%s)", job.id, type(exc).__name__)
 
     handed = runtime.engine.stop(hand_back)
+    runtime.webhook_http.close()
     if handed:
         log.warning("worker stopping: %d followed job(s) handed back", len(handed))
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import httpx
-
-from shared.config import get_settings
 from shared.expansion import expand, feed, finish_batches
 from shared.pipeline import adopt
 from shared.pipeline import run_job as run_step
@@ -25,7 +22,6 @@ from shared.queue import (
     enqueue_run,
 )
 from shared.recovery import recover
-from shared.storage import get_storage
 from shared.webhook_delivery import deliver, take_due
 from worker import runtime
 from worker.celery_app import app
@@ -43,7 +39,7 @@ def _scheduler(task: object) -> runtime.WorkerScheduler:
 @app.task(name=RUN_TASK, ignore_result=True)
 def run_job(job_id: str) -> str:
     ctx = runtime.current()
-    outcome = run_step(job_id, ctx.settings, ctx.storage, _scheduler(run_job))
+    outcome = run_step(job_id, ctx.services, _scheduler(run_job))
     log.info("job %s: %s %s", outcome.job_id, outcome.action, outcome.detail)
     return outcome.action
 
@@ -71,13 +67,9 @@ def reap() -> dict[str, int]:
     return counts
 
 
-# One pooled client per worker process for webhook POSTs (never following redirects).
-_webhook_http = httpx.Client(follow_redirects=False, headers={"user-agent": "editq-webhooks"})
-
-
 @app.task(name=DISPATCH_WEBHOOKS_TASK, ignore_result=True)
 def dispatch_webhooks() -> int:
-    due = take_due(get_settings())
+    due = take_due(runtime.current().settings)
     for delivery_id in due:
         enqueue_delivery(app, delivery_id)
     return len(due)
@@ -85,8 +77,8 @@ def dispatch_webhooks() -> int:
 
 @app.task(name=DELIVER_WEBHOOK_TASK, ignore_result=True)
 def deliver_webhook(delivery_id: str) -> str:
-    settings = get_settings()
-    return deliver(delivery_id, settings, get_storage(settings), _webhook_http)
+    ctx = runtime.current()
+    return deliver(delivery_id, ctx.settings, ctx.storage, ctx.webhook_http)
 
 
 def _send_bulk(job_id: str) -> None:
@@ -95,16 +87,16 @@ def _send_bulk(job_id: str) -> None:
 
 @app.task(name=EXPAND_BATCH_TASK, ignore_result=True)
 def expand_batch(batch_id: str) -> int:
-    settings = get_settings()
-    made = expand(settings, get_storage(settings), batch_id)
-    feed(settings, _send_bulk)  # its jobs, now that it is expanded (else beat, within 1 s)
+    ctx = runtime.current()
+    made = expand(ctx.services, batch_id)
+    feed(ctx.settings, _send_bulk)  # its jobs, now that it is expanded (else beat, within 1 s)
     log.info("batch %s: %d job(s) created", batch_id, made)
     return made
 
 
 @app.task(name=FEED_BULK_TASK, ignore_result=True)
 def feed_bulk() -> int:
-    settings = get_settings()
-    sent = feed(settings, _send_bulk)
-    finish_batches(settings, get_storage(settings))
+    ctx = runtime.current()
+    sent = feed(ctx.settings, _send_bulk)
+    finish_batches(ctx.settings, ctx.storage)
     return sent

@@ -6,14 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.bodies import EDIT_REQUEST_BODY, read_comparison_request
-from api.deps import CeleryDep, CursorQuery, PrincipalDep, SettingsDep, StorageDep
+from api.deps import CeleryDep, CursorQuery, PrincipalDep, ServicesDep, StorageDep, WorkDep
 from api.routes.jobs import enqueue_job
 from api.schemas import ComparisonList, ComparisonOut, JobCreate
 from shared import comparisons
-from shared.db import session_scope
 
 router = APIRouter(prefix="/v1/comparisons", tags=["comparisons"])
 
@@ -43,25 +43,24 @@ class VoteIn(BaseModel):
 
 @router.post("", status_code=202, response_model=ComparisonOut,
              openapi_extra=_comparison_body())
-async def create_comparison(request: Request, response: Response, settings: SettingsDep,
-                            storage: StorageDep, celery: CeleryDep, principal: PrincipalDep,
+async def create_comparison(request: Request, response: Response, services: ServicesDep,
+                            work: WorkDep, celery: CeleryDep, principal: PrincipalDep,
                             idempotency_key: Annotated[str | None,
                                                        Header(max_length=255)] = None,
                             ) -> dict[str, Any]:
     """Every model's checks run before anything is stored; the total is admitted at once."""
-    req, models = await read_comparison_request(request, settings)
+    req, models = await read_comparison_request(request, services.settings)
 
-    def create() -> tuple[dict[str, Any], list[str], bool]:
-        with session_scope(settings.database_url) as session:
-            found, jobs, created = comparisons.create(session, storage, settings, principal,
-                                                      req, models, idempotency_key)
-            session.commit()
-            return comparisons.view(found, jobs, storage), [j.id for j in jobs], created
+    def create(session: Session) -> tuple[dict[str, Any], list[str], bool]:
+        found, jobs, created = comparisons.create(session, services, principal, req, models,
+                                                  idempotency_key)
+        session.commit()
+        return comparisons.view(found, jobs, services.storage), [j.id for j in jobs], created
 
-    view, job_ids, created = await run_in_threadpool(create)
+    view, job_ids, created = await work(create)
     if created:
         for job_id in job_ids:
-            await run_in_threadpool(enqueue_job, celery, settings, job_id)
+            await run_in_threadpool(enqueue_job, celery, work, job_id)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/comparisons/{view['id']}"
@@ -69,29 +68,35 @@ async def create_comparison(request: Request, response: Response, settings: Sett
 
 
 @router.get("", response_model=ComparisonList)
-def list_comparisons(settings: SettingsDep, storage: StorageDep, principal: PrincipalDep,
+def list_comparisons(work: WorkDep, storage: StorageDep, principal: PrincipalDep,
                      limit: Annotated[int, Query(ge=1, le=100)] = 20,
                      cursor: CursorQuery = None) -> dict[str, Any]:
-    with session_scope(settings.database_url) as session:
+    def page(session: Session) -> dict[str, Any]:
         rows, next_cursor = comparisons.list_recent(session, principal.tenant_id,
                                                     limit=limit, cursor=cursor)
         data = [comparisons.view(c, comparisons.jobs_of(session, c), storage) for c in rows]
-    return {"data": data, "next_cursor": next_cursor}
+        return {"data": data, "next_cursor": next_cursor}
+
+    return work.now(page)
 
 
 @router.get("/{comparison_id}", response_model=ComparisonOut)
-def get_comparison(comparison_id: str, settings: SettingsDep, storage: StorageDep,
+def get_comparison(comparison_id: str, work: WorkDep, storage: StorageDep,
                    principal: PrincipalDep) -> dict[str, Any]:
-    with session_scope(settings.database_url) as session:
+    def read(session: Session) -> dict[str, Any]:
         found = comparisons.get(session, principal.tenant_id, comparison_id)
         return comparisons.view(found, comparisons.jobs_of(session, found), storage)
 
+    return work.now(read)
+
 
 @router.post("/{comparison_id}/vote", response_model=ComparisonOut)
-def vote(comparison_id: str, body: VoteIn, settings: SettingsDep, storage: StorageDep,
+def vote(comparison_id: str, body: VoteIn, work: WorkDep, storage: StorageDep,
          principal: PrincipalDep) -> dict[str, Any]:
     """One vote per comparison: voting again changes it."""
-    with session_scope(settings.database_url) as session:
+    def cast(session: Session) -> dict[str, Any]:
         found = comparisons.vote(session, principal.tenant_id, comparison_id, body.model)
         session.commit()
         return comparisons.view(found, comparisons.jobs_of(session, found), storage)
+
+    return work.now(cast)

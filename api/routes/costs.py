@@ -8,7 +8,6 @@ restarts (nothing is counted in memory).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
@@ -17,8 +16,9 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+from sqlalchemy.orm import Session
 
-from api.deps import PrincipalDep, SettingsDep
+from api.deps import PrincipalDep, SettingsDep, WorkDep
 from api.schemas import BudgetOut, CostReportOut
 from shared import budgets
 from shared.db import session_scope
@@ -72,7 +72,7 @@ def report_view(report: CostReport) -> dict[str, Any]:
             responses={200: {"model": CostReportOut,
                              "content": {"text/csv": {"schema": {"type": "string"}}}}})
 def get_costs(
-    settings: SettingsDep,
+    work: WorkDep,
     principal: PrincipalDep,
     group_by: Annotated[GroupBy, Query(description="tenant: admin keys only")] = "model",
     start: Annotated[str | None, Query(alias="from", description=(
@@ -91,23 +91,26 @@ def get_costs(
         raise Forbidden("only an admin key may report on other tenants (tenant=, "
                         "group_by=tenant)")
     first, last = report_range(start, end)
-    with session_scope(settings.database_url) as session:
+
+    def read(session: Session) -> CostReport:
         if not principal.is_admin:
             tenant_id: str | None = principal.tenant_id
         else:
             tenant_id = tenant_id_for(session, tenant) if tenant is not None else None
-        report = cost_report(session, tenant_id=tenant_id, group_by=group_by,
-                             start=first, end=last)
+        return cost_report(session, tenant_id=tenant_id, group_by=group_by,
+                           start=first, end=last)
+
+    report = work.now(read)
     if _wants_csv(accept):
         return Response(to_csv(report), media_type="text/csv")
     return report_view(report)
 
 
 @router.get("/v1/budget", tags=["costs"], response_model=BudgetOut)
-def get_budget(settings: SettingsDep, principal: PrincipalDep) -> dict[str, Any]:
+def get_budget(settings: SettingsDep, work: WorkDep, principal: PrincipalDep) -> dict[str, Any]:
     """The caller's plan and budgets this month: spent, in flight and what remains."""
-    with session_scope(settings.database_url) as session:
-        return budgets.standing(session, settings, principal.tenant_id).as_dict()
+    return work.now(lambda session: budgets.standing(
+        session, settings, principal.tenant_id).as_dict())
 
 
 class LedgerCollector:
@@ -157,18 +160,10 @@ def _families() -> tuple[CounterMetricFamily, CounterMetricFamily, CounterMetric
     )
 
 
-_registry_lock = threading.Lock()
-
-
-def _registry(request: Request) -> CollectorRegistry:
-    """One registry per app, made at its first scrape (never the global one)."""
-    state = request.app.state
-    with _registry_lock:
-        registry: CollectorRegistry | None = getattr(state, "metrics_registry", None)
-        if registry is None:
-            registry = CollectorRegistry()
-            registry.register(LedgerCollector(state.settings.database_url))
-            state.metrics_registry = registry
+def metrics_registry(database_url: str) -> CollectorRegistry:
+    """One registry per app, built with it (never the global one)."""
+    registry = CollectorRegistry()
+    registry.register(LedgerCollector(database_url))
     return registry
 
 
@@ -176,4 +171,5 @@ def _registry(request: Request) -> CollectorRegistry:
             responses={200: {"content": {PROMETHEUS_TEXT: {}}}})
 def metrics(request: Request) -> Response:
     """Prometheus text format: spend, charges and jobs per provider and model."""
-    return Response(generate_latest(_registry(request)), media_type=PROMETHEUS_TEXT)
+    registry: CollectorRegistry = request.app.state.metrics_registry
+    return Response(generate_latest(registry), media_type=PROMETHEUS_TEXT)

@@ -1,8 +1,7 @@
 """/v1/jobs: submit, read (with long-poll), list, cancel, timeline.
 
-Each handler opens its database session inside the thread that uses it and
-closes it there: a request never holds a pooled connection while waiting for
-a thread, which under a burst deadlocks the two pools against each other.
+Each handler's database work is one `Work` call (api.deps): a session of its
+own, opened and closed in the thread that uses it.
 """
 
 from __future__ import annotations
@@ -14,14 +13,22 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.bodies import EDIT_REQUEST_BODY, read_edit_request
-from api.deps import CeleryDep, CursorQuery, PrincipalDep, SettingsDep, StorageDep
+from api.deps import (
+    CeleryDep,
+    CursorQuery,
+    PrincipalDep,
+    ServicesDep,
+    SettingsDep,
+    StorageDep,
+    Work,
+    WorkDep,
+)
 from api.schemas import EventList, JobList, JobOut, Status
 from shared import jobs
-from shared.config import Settings
-from shared.db import session_scope
 from shared.errors import InvalidInput
 from shared.queue import enqueue_run
 from shared.reports import parse_instant
@@ -38,42 +45,39 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=202, response_model=JobOut, openapi_extra=EDIT_REQUEST_BODY)
-async def create_job(request: Request, response: Response, settings: SettingsDep,
-                     storage: StorageDep, celery: CeleryDep,
-                     principal: PrincipalDep,
+async def create_job(request: Request, response: Response, services: ServicesDep,
+                     work: WorkDep, celery: CeleryDep, principal: PrincipalDep,
                      idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
                      ) -> dict[str, Any]:
-    req = await read_edit_request(request, settings)
+    req = await read_edit_request(request, services.settings)
 
-    def submit() -> tuple[dict[str, Any], bool]:
-        # A session of its own, in this thread: none is held while waiting for one.
-        with session_scope(settings.database_url) as session:
-            job, created = submit_job(session, storage, settings, principal, req,
-                                      idempotency_key)
-            session.commit()
-            return job_view(job, storage), created
+    def submit(session: Session) -> tuple[dict[str, Any], bool]:
+        job, created = submit_job(session, services, principal, req, idempotency_key)
+        session.commit()
+        return job_view(job, services.storage), created
 
-    view, created = await run_in_threadpool(submit)
+    view, created = await work(submit)
     if created:
-        await run_in_threadpool(enqueue_job, celery, settings, view["id"])
+        await run_in_threadpool(enqueue_job, celery, work, view["id"])
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/jobs/{view['id']}"
     return view
 
 
-def enqueue_job(celery: Any, settings: Settings, job_id: str) -> None:
+def enqueue_job(celery: Any, work: Work, job_id: str) -> None:
     """The job row is committed; if the broker is down the job stays queued for the reaper."""
     try:
         enqueue_run(celery, job_id)
     except Exception as exc:
-        log.error("job %s: enqueue failed: %s", job_id, type(exc).__name__)
-        with session_scope(settings.database_url) as session:
-            jobs.add_event(session, job_id, "enqueue_failed", error=type(exc).__name__)
+        error = type(exc).__name__
+        log.error("job %s: enqueue failed: %s", job_id, error)
+        work.now(lambda session: jobs.add_event(session, job_id, "enqueue_failed",
+                                                error=error))
 
 
 @router.get("", response_model=JobList)
-def list_jobs(settings: SettingsDep, storage: StorageDep, principal: PrincipalDep,
+def list_jobs(work: WorkDep, storage: StorageDep, principal: PrincipalDep,
               status: Status | None = None, model: str | None = None,
               created_after: DateQuery = None, created_before: DateQuery = None,
               batch_id: Annotated[str | None, Query(max_length=32)] = None,
@@ -97,14 +101,13 @@ def list_jobs(settings: SettingsDep, storage: StorageDep, principal: PrincipalDe
         created_before=parse_instant(created_before, field="created_before")
         if created_before else None,
         comparison_id=comparison_id, metadata=tuple(pairs))
-    with session_scope(settings.database_url) as session:
-        rows, next_cursor = jobs.list_jobs(session, principal.tenant_id, filters, limit=limit,
-                                           cursor=cursor)
+    rows, next_cursor = work.now(lambda session: jobs.list_jobs(
+        session, principal.tenant_id, filters, limit=limit, cursor=cursor))
     return {"data": [job_view(j, storage) for j in rows], "next_cursor": next_cursor}
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(job_id: str, settings: SettingsDep, storage: StorageDep,
+async def get_job(job_id: str, settings: SettingsDep, storage: StorageDep, work: WorkDep,
                   principal: PrincipalDep,
                   wait: Annotated[int, Query(ge=0, le=300,
                                              description="seconds to long-poll")] = 0,
@@ -112,30 +115,27 @@ async def get_job(job_id: str, settings: SettingsDep, storage: StorageDep,
     if wait > settings.max_wait_seconds:
         raise InvalidInput(f"wait is at most {settings.max_wait_seconds} seconds", field="wait")
 
-    def read() -> dict[str, Any]:
-        with session_scope(settings.database_url) as session:
-            return job_view(jobs.get_job(session, principal.tenant_id, job_id), storage)
+    def read(session: Session) -> dict[str, Any]:
+        return job_view(jobs.get_job(session, principal.tenant_id, job_id), storage)
 
     deadline = time.monotonic() + wait
     pause = 0.05
-    view = await run_in_threadpool(read)
+    view = await work(read)
     while view["status"] not in jobs.TERMINAL and time.monotonic() < deadline:
         await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = min(pause * 1.5, 0.5)
-        view = await run_in_threadpool(read)
+        view = await work(read)
     return view
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: str, settings: SettingsDep, storage: StorageDep,
+def cancel_job(job_id: str, work: WorkDep, storage: StorageDep,
                principal: PrincipalDep) -> dict[str, Any]:
-    with session_scope(settings.database_url) as session:
-        job = jobs.cancel(session, principal.tenant_id, job_id)
+    job = work.now(lambda session: jobs.cancel(session, principal.tenant_id, job_id))
     return job_view(job, storage)
 
 
 @router.get("/{job_id}/events", response_model=EventList)
-def job_events(job_id: str, settings: SettingsDep, principal: PrincipalDep) -> dict[str, Any]:
-    with session_scope(settings.database_url) as session:
-        events = jobs.list_events(session, principal.tenant_id, job_id)
-        return {"data": [event_view(e) for e in events]}
+def job_events(job_id: str, work: WorkDep, principal: PrincipalDep) -> dict[str, Any]:
+    events = work.now(lambda session: jobs.list_events(session, principal.tenant_id, job_id))
+    return {"data": [event_view(e) for e in events]}

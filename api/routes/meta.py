@@ -10,13 +10,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api.deps import CeleryDep, PrincipalDep, SettingsDep, StorageDep
+from api.deps import CeleryDep, PrincipalDep, ServicesDep, StorageDep, WorkDep
 from api.problems import problem
 from api.schemas import ModelList, ReadyOut, RecommendationsOut
-from shared.breaker import get_breaker
-from shared.db import session_scope
 from shared.errors import UnsupportedOperation
-from shared.providers.catalog import ModelSpec, get_catalog
+from shared.providers.catalog import ModelSpec
 from shared.recommendations import recommend
 from shared.views import money
 
@@ -33,15 +31,15 @@ def _model_out(spec: ModelSpec) -> dict[str, Any]:
 
 
 @router.get("/v1/models", tags=["models"], response_model=ModelList)
-def list_models(operation: str | None = None,
+def list_models(services: ServicesDep, operation: str | None = None,
                 width: Annotated[int | None, Query(ge=1, le=100_000)] = None,
                 height: Annotated[int | None, Query(ge=1, le=100_000)] = None,
                 ) -> dict[str, Any]:
     """The catalog. With `operation`, a ranking: the models that serve it (at the image's
     `width` x `height`, when given), cheapest first at default options, each with why."""
     if operation is None:
-        return {"data": [_model_out(m) for m in get_catalog().models]}
-    candidates = get_catalog().for_operation(operation)
+        return {"data": [_model_out(m) for m in services.catalog.models]}
+    candidates = services.catalog.for_operation(operation)
     if not candidates:
         raise UnsupportedOperation(f"no model serves operation {operation!r}",
                                    operation=operation, field="operation")
@@ -62,7 +60,7 @@ def list_models(operation: str | None = None,
 
 
 @router.get("/v1/recommendations", tags=["models"], response_model=RecommendationsOut)
-def recommendations(settings: SettingsDep, principal: PrincipalDep,
+def recommendations(services: ServicesDep, work: WorkDep, principal: PrincipalDep,
                     operation: Annotated[str, Query(min_length=1, max_length=64)],
                     width: Annotated[int | None, Query(ge=1, le=100_000)] = None,
                     height: Annotated[int | None, Query(ge=1, le=100_000)] = None,
@@ -74,13 +72,13 @@ def recommendations(settings: SettingsDep, principal: PrincipalDep,
     (from this deployment's own jobs), and your pick (from your comparison votes)."""
 
     def breaker_open(provider: str) -> bool:
-        breaker = get_breaker(provider, settings)
+        breaker = services.breaker(provider)
         return breaker is not None and breaker.state().get("state") == "open"
 
-    with session_scope(settings.database_url) as session:
-        return recommend(session, settings, get_catalog(), principal.tenant_id,
-                         operation=operation, width=width, height=height, max_cost=max_cost,
-                         breaker_open=breaker_open)
+    return work.now(lambda session: recommend(
+        session, services.settings, services.catalog, principal.tenant_id,
+        operation=operation, width=width, height=height, max_cost=max_cost,
+        breaker_open=breaker_open))
 
 
 @router.get("/healthz", tags=["health"])
@@ -91,7 +89,7 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["health"], response_model=None,
             responses={200: {"model": ReadyOut}})
-def readyz(request: Request, settings: SettingsDep, storage: StorageDep,
+def readyz(request: Request, services: ServicesDep, work: WorkDep, storage: StorageDep,
            celery: CeleryDep) -> dict[str, Any] | JSONResponse:
     checks: dict[str, str] = {}
 
@@ -104,8 +102,7 @@ def readyz(request: Request, settings: SettingsDep, storage: StorageDep,
             checks[name] = f"error: {type(exc).__name__}"
 
     def database() -> None:
-        with session_scope(settings.database_url) as session:
-            session.execute(text("SELECT 1"))
+        work.now(lambda session: session.execute(text("SELECT 1")))
 
     def broker() -> None:
         with celery.connection_for_write() as conn:
@@ -116,9 +113,9 @@ def readyz(request: Request, settings: SettingsDep, storage: StorageDep,
     check("storage", storage.ping)
     # Informational: an open breaker means jobs wait for that provider, not that this
     # process is unready.
-    providers = sorted({spec.provider for spec in get_catalog().models})
+    providers = sorted({spec.provider for spec in services.catalog.models})
     breakers = {name: breaker.state() for name in providers
-                if (breaker := get_breaker(name, settings)) is not None}
+                if (breaker := services.breaker(name)) is not None}
     if all(v == "ok" for v in checks.values()):
         return {"status": "ok", "checks": checks, "breakers": breakers}
     return problem(503, "not_ready", "Not ready", "a dependency is unavailable",

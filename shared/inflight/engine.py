@@ -35,17 +35,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import pipeline
-from shared.breaker import get_breaker
-from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import EditqError, ProviderError
 from shared.jobs import RUNNING, release_leases, renew_leases
 from shared.models import Job
 from shared.pipeline import Action, RunOutcome
 from shared.providers.looks import Looker
-from shared.providers.router import get_provider
-from shared.ratelimit import get_limiter
-from shared.storage import Storage
+from shared.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +71,12 @@ class _Relay:
         self.again = (job, delay)
 
 
-def _failed(exc: EditqError, settings: Settings) -> Step:
-    return lambda job, scheduler: pipeline.look_failed(job, exc, settings, scheduler)
+def _failed(exc: EditqError, services: Services) -> Step:
+    return lambda job, scheduler: pipeline.look_failed(job, exc, services, scheduler)
 
 
-def _gave_up(exc: EditqError, settings: Settings) -> Step:
-    return lambda job, scheduler: pipeline.fail_call(job, exc, settings, scheduler)
+def _gave_up(exc: EditqError, services: Services) -> Step:
+    return lambda job, scheduler: pipeline.fail_call(job, exc, services, scheduler)
 
 
 @dataclass
@@ -104,9 +100,9 @@ class Engine:
     """Follows submitted requests until they change state; `follow`, `wake` and `stop`
     may be called from any thread."""
 
-    def __init__(self, settings: Settings, storage: Storage, run_later: RunLater) -> None:
-        self.settings = settings
-        self.storage = storage
+    def __init__(self, services: Services, run_later: RunLater) -> None:
+        self.services = services
+        self.settings = settings = services.settings
         self.run_later = run_later
         self.renew_seconds = max(0.2, min(10.0, settings.poll_lease_margin_seconds / 3))
         self._loop = asyncio.new_event_loop()
@@ -228,7 +224,7 @@ class Engine:
         job = entry.job
         assert job.provider_request_id is not None
         try:
-            limiter = get_limiter(job.provider, self.settings)
+            limiter = self.services.limiter(job.provider)
             # Providers that count every request (Stability) take the shared rate.
             if (limiter is not None and limiter.limits.count_polls
                     and (wait := await self._loop.run_in_executor(
@@ -240,16 +236,16 @@ class Engine:
                 answer = await self._looker(job.provider).look(job.provider_request_id)
         except ProviderError as exc:
             if exc.task_failed or not exc.retryable:
-                self._finish_off(entry, _failed(exc, self.settings))
+                self._finish_off(entry, _failed(exc, self.services))
                 return
             # Only the look failed: look again later, and let its breaker hear of it
             # (meanwhile: the next look need not wait for Redis).
             self._look_later(entry, exc.retry_after)
-            self._io.submit(_quietly, pipeline.look_failed, job, exc, self.settings,
+            self._io.submit(_quietly, pipeline.look_failed, job, exc, self.services,
                             _Relay(self.run_later, job))
             return
         except EditqError as exc:
-            self._finish_off(entry, _failed(exc, self.settings))
+            self._finish_off(entry, _failed(exc, self.services))
             return
         except Exception:
             log.exception("job %s: a look failed unexpectedly; looking again later", job.id)
@@ -259,18 +255,18 @@ class Engine:
         if answer is None:
             self._look_later(entry, None)
             return
-        settings, storage = self.settings, self.storage
+        services = self.services
         self._finish_off(entry, lambda j, s: pipeline.collect_and_finish(
-            j, answer, settings, storage, s))
+            j, answer, services, s))
 
     def _look_later(self, entry: _Followed, retry_after: float | None) -> None:
         job = entry.job
         if (timeout := pipeline.timed_out(job, self.settings)) is not None:
-            self._finish_off(entry, _gave_up(timeout, self.settings))
+            self._finish_off(entry, _gave_up(timeout, self.services))
         elif job.status == RUNNING and pipeline.past_deadline(job):
             self._finish_off(entry, self._deadline_passed)
         else:
-            provider = get_provider(job.provider, self.settings)
+            provider = self.services.provider(job.provider)
             self._again(entry, pipeline.next_look_seconds(self.settings, provider, job,
                                                           retry_after))
 
@@ -316,13 +312,13 @@ class Engine:
         if now - self._answered_at.get(provider, 0.0) < 1.0:
             return
         self._answered_at[provider] = now
-        breaker = get_breaker(provider, self.settings)
+        breaker = self.services.breaker(provider)
         if breaker is not None:
             self._io.submit(_quietly, breaker.record_success)
 
     def _looker(self, provider: str) -> Looker:
         if provider not in self._lookers:
-            self._lookers[provider] = get_provider(provider, self.settings).looker(
+            self._lookers[provider] = self.services.provider(provider).looker(
                 self.settings.inflight_looks_per_provider)
         return self._lookers[provider]
 
@@ -351,7 +347,7 @@ class Engine:
         for job in jobs:
             by_provider.setdefault(job.provider, []).append(job.id)
         for provider, job_ids in by_provider.items():
-            limiter = get_limiter(provider, self.settings)
+            limiter = self.services.limiter(provider)
             if limiter is not None:
                 limiter.renew(job_ids)  # their in-flight slots, in one round trip
 

@@ -12,7 +12,6 @@ import math
 import re
 import tomllib
 from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -301,11 +300,3 @@ def load_catalog(path: Path = CATALOG_FILE,
         models[model_id]["pricing"] = ({**current, "source": "configuration", **override}
                                        if same_rule else dict(override))
     return Catalog.model_validate(raw)
-
-
-@lru_cache(maxsize=1)
-def get_catalog() -> Catalog:
-    """The process's catalog, with the prices the settings override."""
-    from shared.config import get_settings
-
-    return load_catalog(price_overrides=get_settings().pricing_overrides())

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import time
-from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.config import Settings, get_settings
+from shared.config import Settings
 from shared.errors import EditqError, ProviderError, ProviderNotConfigured
 from shared.providers.base import ImageEditOptions, ImageEditProvider, ImageEditResult
-from shared.providers.catalog import Catalog, ModelSpec, get_catalog
+from shared.providers.catalog import ModelSpec
 from shared.providers.local import LocalProvider
+
+if TYPE_CHECKING:
+    from shared.services import Services
 
 # ImageEditOptions fields that requests carry inside `options{}`.
 _TYPED_FIELDS = ("width", "height", "guidance_scale", "steps", "seed")
 
 
-@lru_cache(maxsize=8)
-def _provider(name: str, settings: Settings) -> ImageEditProvider:
+def build_provider(name: str, settings: Settings) -> ImageEditProvider:
+    """The provider called `name` with its HTTP client (one connection pool): built once
+    per process, by shared.services, the first time a job needs it."""
     if name == "local":
         return LocalProvider()
     if name == "wavespeed":
@@ -52,11 +55,6 @@ def _provider(name: str, settings: Settings) -> ImageEditProvider:
     raise EditqError(f"provider {name!r} is not available in this build")
 
 
-def get_provider(name: str, settings: Settings | None = None) -> ImageEditProvider:
-    """The provider called `name`, one instance (and connection pool) per process."""
-    return _provider(name, settings or get_settings())
-
-
 def build_options(*, images: list[bytes], operation: str, model: str | None,
                   prompt: str | None = None, mask: bytes | None = None,
                   negative_prompt: str | None = None,
@@ -68,11 +66,9 @@ def build_options(*, images: list[bytes], operation: str, model: str | None,
                             negative_prompt=negative_prompt, model=model, extra=opts, **typed)
 
 
-def validate_edit(options: ImageEditOptions, *, catalog: Catalog | None = None,
-                  settings: Settings | None = None) -> ModelSpec:
+def validate_edit(options: ImageEditOptions, services: Services) -> ModelSpec:
     """Pre-flight: everything that can be refused before a job exists is refused here."""
-    catalog = catalog or get_catalog()
-    spec = catalog.resolve(options.model, options.operation)
+    spec = services.catalog.resolve(options.model, options.operation)
     options.model = spec.id
     options.extra = spec.check_request(
         operation=options.operation, prompt=options.prompt, image_count=len(options.images),
@@ -82,21 +78,19 @@ def validate_edit(options: ImageEditOptions, *, catalog: Catalog | None = None,
     for name in _TYPED_FIELDS:
         if name in options.extra:
             setattr(options, name, options.extra[name])
-    get_provider(spec.provider, settings).validate(spec, options)
+    services.provider(spec.provider).validate(spec, options)
     return spec
 
 
-def generate_image_edit(options: ImageEditOptions, *, catalog: Catalog | None = None,
-                        settings: Settings | None = None, timeout: float = 600.0,
-                        poll_interval: float = 1.0) -> ImageEditResult:
+def generate_image_edit(options: ImageEditOptions, services: Services, *,
+                        timeout: float = 600.0, poll_interval: float = 1.0) -> ImageEditResult:
     """Route an edit to the provider that serves its model and wait for it (blocking).
 
     For scripts and tests; the service itself never waits like this (see
     `shared.pipeline`, which polls with scheduled tasks instead).
     """
-    catalog = catalog or get_catalog()
-    spec = validate_edit(options, catalog=catalog, settings=settings)
-    provider = get_provider(spec.provider, settings)
+    spec = validate_edit(options, services)
+    provider = services.provider(spec.provider)
     submitted = provider.submit(spec, options)
     result = submitted.result
     deadline = time.monotonic() + timeout

@@ -69,6 +69,7 @@ class WaveSpeedClient:
                                         (urlsplit(base_url).hostname or "").lower()})
         self.submit_timeout = submit_timeout
         self.get_retries = get_retries
+        self._webhook_secret: str | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -183,5 +184,9 @@ class WaveSpeedClient:
         return pinned_request(url, addresses[0])
 
     def webhook_secret(self) -> str:
-        data = self._data(self.http.get("/api/v3/webhook/secret"))
-        return str(data["secret"])
+        """The account's callback-signing secret, asked once per process: a secret
+        rotated at WaveSpeed takes effect here at the next restart."""
+        if self._webhook_secret is None:
+            data = self._data(self.http.get("/api/v3/webhook/secret"))
+            self._webhook_secret = str(data["secret"])
+        return self._webhook_secret

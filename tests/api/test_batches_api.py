@@ -28,6 +28,7 @@ from shared.config import Settings
 from shared.db import session_scope
 from shared.models import Batch, Job, WebhookDelivery
 from shared.pipeline import run_job
+from shared.services import Services
 from shared.storage import Storage, input_key
 from shared.tenants import create_api_key, get_or_create_tenant, set_limits
 from tests.api.test_jobs_api import assert_problem, auth
@@ -164,7 +165,7 @@ def make_parents(client: TestClient, key: str, count: int, **body: Any) -> list[
 
 class TestItems:
     def test_inline_items_are_accepted_and_expanded_into_bulk_jobs_in_order(
-            self, client: TestClient, settings: Settings, storage: Storage) -> None:
+            self, client: TestClient, settings: Settings, services: Services) -> None:
         key = key_for(settings)
         # given three inline items, two of them taking the defaults
         items = [{"image": IMAGE}, {"image": IMAGE, "metadata": {"n": 2}},
@@ -181,7 +182,7 @@ class TestItems:
         assert batch["cost"] == {"so_far": "0", "estimated_total": "0", "currency": "USD"}
         assert jobs_of(settings, batch["id"]) == []
         # when the worker expands it
-        assert expansion.expand(settings, storage, batch["id"]) == 3
+        assert expansion.expand(services, batch["id"]) == 3
         # then its jobs are queued on the bulk queue, in the items' order, unsent yet
         jobs = jobs_of(settings, batch["id"])
         assert [(j.batch_index, j.operation, j.status, j.queue) for j in jobs] == [
@@ -196,7 +197,7 @@ class TestItems:
         assert shown["progress"] == {"done": 0, "total": 3, "fraction": 0.0}
         assert shown["expanded_at"] is not None and shown["manifest_url"] is None
         # and a second expansion message makes nothing twice
-        assert expansion.expand(settings, storage, batch["id"]) == 0
+        assert expansion.expand(services, batch["id"]) == 0
         assert len(jobs_of(settings, batch["id"])) == 3
 
     def test_a_dry_run_of_items_stores_nothing_not_even_their_images(
@@ -236,7 +237,7 @@ class TestItems:
         assert listed == {"data": [], "next_cursor": None}
 
     def test_with_on_error_skip_the_valid_lines_are_accepted_and_the_others_reported(
-            self, client: TestClient, settings: Settings, storage: Storage) -> None:
+            self, client: TestClient, settings: Settings, services: Services) -> None:
         key = key_for(settings)
         # given the same kind of file
         lines = [json.dumps({"image": IMAGE, "metadata": {"line": 1}}), "{not json",
@@ -252,7 +253,7 @@ class TestItems:
         assert [(e["line"], e["code"]) for e in batch["invalid"]] == [
             (2, "invalid_json"), (3, "invalid_image"), (4, "unknown_model")]
         # and its jobs are the valid lines, in their order
-        expansion.expand(settings, storage, batch["id"])
+        expansion.expand(services, batch["id"])
         assert [j.metadata_ for j in jobs_of(settings, batch["id"])] == [{"line": 1},
                                                                         {"line": 5}]
 
@@ -295,7 +296,7 @@ class TestItems:
 @pytest.mark.every_database
 class TestReprocess:
     def test_a_dry_run_counts_and_prices_exactly_the_children_a_real_batch_makes(
-            self, client: TestClient, settings: Settings, storage: Storage) -> None:
+            self, client: TestClient, settings: Settings, services: Services) -> None:
         key = key_for(settings)
         # given three stored local-pillow jobs, and one of another model
         parents = make_parents(client, key, 3)
@@ -319,7 +320,7 @@ class TestReprocess:
         assert (batch["kind"], batch["total"], batch["cost"]["estimated_total"]) == (
             "reprocess", 3, "0.06")
         assert batch["spec"]["filter"]["model"] == "local-pillow"
-        assert expansion.expand(settings, storage, batch["id"]) == 3
+        assert expansion.expand(services, batch["id"]) == 3
         # then each child reuses its parent's stored inputs under the new model
         children = jobs_of(settings, batch["id"])
         by_parent = {p["id"]: p for p in parents}
@@ -384,7 +385,7 @@ class TestReprocess:
             session.execute(update(Job).where(Job.id == parents[3]).values(status="succeeded"))
         # when the batch expands one parent per chunk
         one_per_chunk = settings.model_copy(update={"batch_chunk_size": 1})
-        made = expansion.expand(one_per_chunk, storage, batch["id"])
+        made = expansion.expand(Services(one_per_chunk, storage=storage), batch["id"])
         # then it makes the two children it admitted and paid for, no more, and is done
         children = jobs_of(settings, batch["id"])
         assert made == 2 and [c.parent_job_id for c in children] == parents[1:3]
@@ -409,7 +410,7 @@ class TestReprocess:
 @pytest.mark.every_database
 class TestBudget:
     def test_a_batch_over_the_monthly_budget_is_refused_whole_and_a_dry_run_says_so(
-            self, client: TestClient, settings: Settings, storage: Storage) -> None:
+            self, client: TestClient, settings: Settings, services: Services) -> None:
         # given a tenant with a monthly budget of 0.05
         key = key_for(settings, monthly_budget=Decimal("0.05"))
         # when it dry-runs, then sends, three qwen-edit items (0.06 in all)
@@ -428,7 +429,7 @@ class TestBudget:
         one_more = client.post("/v1/jobs", json=BLUE, headers=auth(key))
         assert assert_problem(one_more, 402, "budget_exceeded")["in_flight"] == "0.04"
         # and as much once they are jobs
-        expansion.expand(settings, storage, batch["id"])
+        expansion.expand(services, batch["id"])
         one_more = client.post("/v1/jobs", json=BLUE, headers=auth(key))
         assert assert_problem(one_more, 402, "budget_exceeded")["in_flight"] == "0.04"
 
@@ -436,11 +437,12 @@ class TestBudget:
 @pytest.mark.every_database
 class TestCancel:
     def test_cancel_cancels_the_queued_jobs_and_a_second_cancel_is_harmless(
-            self, client: TestClient, settings: Settings, storage: Storage) -> None:
+            self, client: TestClient, settings: Settings, storage: Storage,
+                    services: Services) -> None:
         key = key_for(settings)
         # given an expanded batch of four jobs
         batch = accepted(post_batch(client, key, items=[GRAY] * 4))
-        expansion.expand(settings, storage, batch["id"])
+        expansion.expand(services, batch["id"])
         # when it is canceled
         response = client.post(f"/v1/batches/{batch['id']}/cancel", headers=auth(key))
         # then the batch and its queued jobs are canceled
@@ -465,12 +467,12 @@ class TestCancel:
         assert finished["manifest_url"] is not None
 
     def test_a_batch_canceled_before_its_expansion_makes_no_job(
-            self, client: TestClient, settings: Settings, storage: Storage) -> None:
+            self, client: TestClient, settings: Settings, services: Services) -> None:
         key = key_for(settings)
         batch = accepted(post_batch(client, key, items=[GRAY] * 2))
         assert client.post(f"/v1/batches/{batch['id']}/cancel",
                            headers=auth(key)).status_code == 200
-        assert expansion.expand(settings, storage, batch["id"]) == 0
+        assert expansion.expand(services, batch["id"]) == 0
         assert jobs_of(settings, batch["id"]) == []
 
 
@@ -495,7 +497,7 @@ class TestCancel:
         monkeypatch.setattr(expansion, "session_scope", scope)
         one_per_chunk = settings.model_copy(update={"batch_chunk_size": 1})
         # when the expander meets the cancel
-        made = expansion.expand(one_per_chunk, storage, batch["id"])
+        made = expansion.expand(Services(one_per_chunk, storage=storage), batch["id"])
         monkeypatch.undo()
         # then it stopped after one job, which the cancel canceled
         assert made == 1
@@ -559,7 +561,8 @@ class TestIdempotency:
 
         def create(session: Any) -> tuple[str, bool]:
             batch, created = batches.create(
-                session, settings, storage, authenticate(session, key), kind="reprocess",
+                session, Services(settings, storage=storage), authenticate(session, key),
+                kind="reprocess",
                 checked=checked, spec=spec, skip_invalid=False, webhook_url=None,
                 webhook_events=None, metadata={}, idempotency_key="same", fingerprint="f1")
             return batch.id, created
@@ -611,14 +614,14 @@ class TestTenants:
 
 class TestResultsAndCompletion:
     def test_results_stream_one_line_per_job_in_batch_order(
-            self, client: TestClient, settings: Settings, storage: Storage) -> None:
+            self, client: TestClient, settings: Settings, services: Services) -> None:
         key = key_for(settings)
         # given an expanded batch of five jobs, one of which has run
         batch = accepted(post_batch(client, key, items=[
             {**GRAY, "metadata": {"n": n}} for n in range(5)]))
-        expansion.expand(settings, storage, batch["id"])
+        expansion.expand(services, batch["id"])
         jobs = jobs_of(settings, batch["id"])
-        assert run_job(jobs[2].id, settings, storage, NoScheduler()).action == "succeeded"
+        assert run_job(jobs[2].id, services, NoScheduler()).action == "succeeded"
         # when its results are read
         response = client.get(f"/v1/batches/{batch['id']}/results", headers=auth(key))
         # then they are JSONL, one line per job, in batch order, with what each became
@@ -633,19 +636,20 @@ class TestResultsAndCompletion:
         assert lines[0]["error"] is None and lines[0]["parent_job_id"] is None
 
     def test_once_every_job_is_terminal_the_batch_completes_with_a_manifest_and_a_webhook(
-            self, client: TestClient, settings: Settings, storage: Storage) -> None:
+            self, client: TestClient, settings: Settings, storage: Storage,
+                    services: Services) -> None:
         key = key_for(settings)
         # given an expanded batch of three jobs with a webhook on an allowed host
         batch = accepted(post_batch(client, key, items=[GRAY] * 3, webhook_url=HOOK))
-        expansion.expand(settings, storage, batch["id"])
+        expansion.expand(services, batch["id"])
         jobs = jobs_of(settings, batch["id"])
         # when two of its jobs have run, then it is not finished
         for job in jobs[:2]:
-            assert run_job(job.id, settings, storage, NoScheduler()).action == "succeeded"
+            assert run_job(job.id, services, NoScheduler()).action == "succeeded"
         assert batch["id"] not in expansion.finish_batches(settings, storage)
         assert get_batch(client, key, batch["id"])["status"] == "running"
         # when the last one has run too
-        assert run_job(jobs[2].id, settings, storage, NoScheduler()).action == "succeeded"
+        assert run_job(jobs[2].id, services, NoScheduler()).action == "succeeded"
         # then it is finished, once
         assert batch["id"] in expansion.finish_batches(settings, storage)
         assert batch["id"] not in expansion.finish_batches(settings, storage)
@@ -671,15 +675,16 @@ class TestResultsAndCompletion:
         assert data["manifest_key"].endswith("manifest.jsonl")
 
     def test_a_finished_batch_is_not_starved_by_older_unfinished_ones(
-            self, client: TestClient, settings: Settings, storage: Storage) -> None:
+            self, client: TestClient, settings: Settings, storage: Storage,
+                    services: Services) -> None:
         key = key_for(settings)
         # given an older batch whose jobs are still queued, and a newer one all done
         waiting = accepted(post_batch(client, key, items=[GRAY]))
-        expansion.expand(settings, storage, waiting["id"])
+        expansion.expand(services, waiting["id"])
         done = accepted(post_batch(client, key, items=[GRAY]))
-        expansion.expand(settings, storage, done["id"])
+        expansion.expand(services, done["id"])
         [job] = jobs_of(settings, done["id"])
-        assert run_job(job.id, settings, storage, NoScheduler()).action == "succeeded"
+        assert run_job(job.id, services, NoScheduler()).action == "succeeded"
         # when batches are finished a few at a time (here one), until none is left to finish
         while expansion.finish_batches(settings, storage, limit=1):
             pass

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from shared.breaker import get_breaker
+from shared.breaker import build_breaker
 from shared.config import Settings
 from tests.api.test_jobs_api import assert_problem, auth
 from tests.conftest import make_settings, redis_db
@@ -33,7 +33,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 def test_an_open_breaker_makes_its_providers_models_unavailable(
         client: TestClient, settings: Settings, tenant_key: str) -> None:
     # given WaveSpeed's breaker opened by two failures in a row
-    breaker = get_breaker("wavespeed", settings)
+    breaker = build_breaker("wavespeed", settings)
     assert breaker is not None
     breaker.record_failure()
     assert breaker.record_failure() == "open"

@@ -42,7 +42,7 @@ from shared.db import get_engine, session_scope
 from shared.errors import BudgetExceeded
 from shared.jobs import new_job_id, succeed
 from shared.models import Charge, Job, Tenant
-from shared.providers.catalog import get_catalog
+from shared.providers.catalog import load_catalog
 from shared.storage import Storage, output_key
 from shared.tenants import create_api_key, get_or_create_tenant, set_limits
 from shared.views import money as usd
@@ -168,7 +168,7 @@ def test_a_charge_committed_during_admission_is_counted_once(database_url: str) 
         finished.append(running[0].id)
         with session_scope(database_url) as session:
             assert succeed(session, running[0].id, [])
-            charge(session, running[0], get_catalog().get("qwen-edit").price({}),
+            charge(session, running[0], load_catalog().get("qwen-edit").price({}),
                    reason="succeeded")
 
     # when a job of 0.02 is submitted while the first of them is charged

@@ -94,13 +94,13 @@ def test_duplicated_run_messages_run_the_job_once(live: Live) -> None:
 def test_cancel_of_queued_job_is_never_run(live: Live) -> None:
     # given a job canceled before any worker could claim it (its message is held back)
     client = live.client("e2e-cancel")
-    from shared.storage import Storage
+    from shared.services import Services
     from shared.submission import EditRequest, submit_job
     from shared.tenants import authenticate
 
     with session_scope(live.settings.database_url) as session:
         principal = authenticate(session, client.http.headers["authorization"].split()[1])
-        job, _ = submit_job(session, Storage(live.settings), live.settings, principal,
+        job, _ = submit_job(session, Services(live.settings), principal,
                             EditRequest(images=[image_bytes()], operation="grayscale"))
     canceled = client.http.post(f"/v1/jobs/{job.id}/cancel").json()
     assert canceled["status"] == "canceled"

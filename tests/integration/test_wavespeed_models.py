@@ -131,9 +131,9 @@ MULTI = {"qwen-edit-plus", "wan-2.5-edit", "flux-kontext-pro-multi",
 
 
 def live_model_path(model: str) -> str:
-    from shared.providers.catalog import get_catalog
+    from shared.providers.catalog import load_catalog
 
-    return get_catalog().get(model).model_path
+    return load_catalog().get(model).model_path
 
 
 def test_editq_charges_match_what_the_simulator_billed(live: Live) -> None:

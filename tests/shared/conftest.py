@@ -12,6 +12,7 @@ import pytest
 
 from shared.config import Settings
 from shared.db import session_scope
+from shared.services import Services
 from shared.storage import Storage
 from shared.submission import EditRequest, submit_job
 from shared.tenants import Principal, authenticate
@@ -26,11 +27,12 @@ def principal(settings: Settings, tenant_key: str) -> Principal:
 
 
 @pytest.fixture
-def submit(settings: Settings, storage: Storage, principal: Principal) -> Callable[..., str]:
+def submit(settings: Settings, storage: Storage, principal: Principal,
+        services: Services) -> Callable[..., str]:
     def make(model: str = "qwen-edit", **fields: Any) -> str:
         fields.setdefault("prompt", "make it blue")
         with session_scope(settings.database_url) as session:
-            job, _ = submit_job(session, storage, settings, principal,
+            job, _ = submit_job(session, services, principal,
                                 EditRequest(images=[image_bytes((96, 96))], model=model,
                                             **fields))
         return job.id
@@ -38,11 +40,10 @@ def submit(settings: Settings, storage: Storage, principal: Principal) -> Callab
 
 
 @pytest.fixture
-def use(monkeypatch: pytest.MonkeyPatch) -> Callable[[Scripted], Scripted]:
-    from shared import fallback, pipeline
-
+def use(services: Services) -> Callable[[Scripted], Scripted]:
+    """Install a scripted provider in `services` in place of every real one."""
     def install(provider: Scripted) -> Scripted:
-        monkeypatch.setattr(pipeline, "get_provider", lambda name, settings=None: provider)
-        monkeypatch.setattr(fallback, "get_provider", lambda name, settings=None: provider)
+        for name in ("local", "wavespeed", "stability"):
+            services.providers[name] = provider  # type: ignore[assignment]
         return provider
     return install

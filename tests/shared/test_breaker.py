@@ -10,7 +10,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shared.breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker, get_breaker
+from shared.breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker, build_breaker
 from tests.conftest import make_settings, redis_db
 from tests.helpers import wait_for
 
@@ -98,6 +98,6 @@ def test_without_redis_it_lets_calls_through() -> None:
 
 
 def test_breakers_are_off_when_configured_so_and_for_local_models() -> None:
-    assert get_breaker("wavespeed", make_settings(breaker_failures=0)) is None
-    assert get_breaker("local", make_settings(breaker_failures=5)) is None
-    assert get_breaker("wavespeed", make_settings(breaker_failures=5)) is not None
+    assert build_breaker("wavespeed", make_settings(breaker_failures=0)) is None
+    assert build_breaker("local", make_settings(breaker_failures=5)) is None
+    assert build_breaker("wavespeed", make_settings(breaker_failures=5)) is not None

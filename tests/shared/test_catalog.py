@@ -17,7 +17,7 @@ from shared.errors import (
     UnsupportedOperation,
     UnsupportedOption,
 )
-from shared.providers.catalog import CATALOG_FILE, Catalog, ModelSpec, get_catalog, load_catalog
+from shared.providers.catalog import CATALOG_FILE, Catalog, ModelSpec, load_catalog
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,7 +80,7 @@ class TestShippedCatalog:
 
     def test_every_default_serves_its_operation(self) -> None:
         # given the shipped catalog
-        catalog = get_catalog()
+        catalog = load_catalog()
         assert catalog.defaults
         # when each default is looked up
         # then it names a model that serves the operation it is the default for
@@ -91,7 +91,7 @@ class TestShippedCatalog:
         # given the shipped catalog
         # when its prices are read
         # then they are Decimals, never floats
-        for model in get_catalog().models:
+        for model in load_catalog().models:
             assert isinstance(model.pricing.per_image({}), Decimal), model.id
             assert isinstance(model.estimate({}, 3), Decimal), model.id
 

@@ -16,10 +16,10 @@ from sqlalchemy import event
 from shared.config import Settings
 from shared.db import get_engine, utcnow
 from shared.errors import ProviderError
-from shared.inflight import engine as engine_module
 from shared.inflight.engine import HAND_BACK_GRACE_SECONDS, Engine
 from shared.models import Job
 from shared.pipeline import run_job
+from shared.services import Services
 from shared.storage import Storage
 from tests.conftest import make_settings
 from tests.helpers import image_bytes, wait_for
@@ -56,14 +56,15 @@ class Steps:
 
 
 @pytest.fixture
-def running(monkeypatch: pytest.MonkeyPatch, use: Any) -> Iterator[Any]:
-    """Start an engine over `settings` with `provider` installed; stopped afterwards."""
+def running(storage: Storage) -> Iterator[Any]:
+    """Start an engine over `settings` with `provider` installed in its services (steps
+    run with `engine.services`); stopped afterwards."""
     engines: list[Engine] = []
 
-    def start(settings: Settings, storage: Storage, provider: Scripted) -> Engine:
-        use(provider)
-        monkeypatch.setattr(engine_module, "get_provider", lambda name, settings=None: provider)
-        engine = Engine(settings, storage, run_later=lambda job, delay: None)
+    def start(settings: Settings, provider: Scripted) -> Engine:
+        services = Services(settings, storage=storage, providers={
+            name: provider for name in ("local", "wavespeed", "stability")})  # type: ignore[misc]
+        engine = Engine(services, run_later=lambda job, delay: None)
         engine.start()
         engines.append(engine)
         return engine
@@ -87,7 +88,7 @@ def test_looks_that_find_the_request_running_write_nothing_and_the_finish_record
                              poll_max_seconds=0.1, poll_growth=0.0)
     job_id = submit()
     provider = Scripted([None, None, None, None, image_bytes()], asynchronous=True)
-    engine = running(settings, storage, provider)
+    engine = running(settings, provider)
     statements: list[float] = []
     database = get_engine(settings.database_url)
 
@@ -98,7 +99,7 @@ def test_looks_that_find_the_request_running_write_nothing_and_the_finish_record
     event.listen(database, "before_cursor_execute", count)
     try:
         # when it is run and then followed by the engine
-        assert run_job(job_id, settings, storage, Steps(engine)).action == "submitted"
+        assert run_job(job_id, engine.services, Steps(engine)).action == "submitted"
         wait_for(lambda: job_row(settings, job_id).status == "succeeded", 10, "the job to end")
     finally:
         event.remove(database, "before_cursor_execute", count)
@@ -121,8 +122,8 @@ def test_a_look_that_fails_only_the_look_is_made_again_without_a_new_attempt(
     job_id = submit()
     flaky = ProviderError("503 on the result GET", code="provider_unavailable", retryable=True)
     provider = Scripted([flaky, image_bytes()], asynchronous=True)
-    engine = running(settings, storage, provider)
-    run_job(job_id, settings, storage, Steps(engine))
+    engine = running(settings, provider)
+    run_job(job_id, engine.services, Steps(engine))
     wait_for(lambda: job_row(settings, job_id).status == "succeeded", 10, "the job to end")
     assert (job_row(settings, job_id).attempts, provider.submits) == (1, 1)
 
@@ -134,8 +135,8 @@ def test_a_wake_looks_at_once_instead_of_at_the_next_scheduled_look(
     settings = settings_with(database_url, s3_url, bucket, poll_initial_seconds=30,
                              poll_max_seconds=60)
     job_id = submit()
-    engine = running(settings, storage, Scripted([image_bytes()], asynchronous=True))
-    run_job(job_id, settings, storage, Steps(engine))
+    engine = running(settings, Scripted([image_bytes()], asynchronous=True))
+    run_job(job_id, engine.services, Steps(engine))
     wait_for(lambda: job_id in engine.held(), 5, "the engine to hold the job")
     # when the provider's webhook wakes it
     woken = time.monotonic()
@@ -152,8 +153,8 @@ def test_leases_of_followed_jobs_are_renewed_while_the_request_runs(
     settings = settings_with(database_url, s3_url, bucket, poll_initial_seconds=0.05,
                              poll_max_seconds=0.1, poll_lease_margin_seconds=0.6)
     job_id = submit()
-    engine = running(settings, storage, Scripted([None] * 10_000, asynchronous=True))
-    run_job(job_id, settings, storage, Steps(engine))
+    engine = running(settings, Scripted([None] * 10_000, asynchronous=True))
+    run_job(job_id, engine.services, Steps(engine))
     first = job_row(settings, job_id).lease_expires_at
     assert first is not None
     # then the lease keeps moving ahead of the clock
@@ -172,9 +173,9 @@ def test_stop_hands_back_every_job_it_follows_with_its_lease_cut(
     settings = settings_with(database_url, s3_url, bucket, poll_initial_seconds=0.05,
                              poll_max_seconds=0.1)
     first, second = submit(), submit()
-    engine = running(settings, storage, Scripted([None] * 10_000, asynchronous=True))
+    engine = running(settings, Scripted([None] * 10_000, asynchronous=True))
     for job_id in (first, second):
-        run_job(job_id, settings, storage, Steps(engine))
+        run_job(job_id, engine.services, Steps(engine))
     wait_for(lambda: len(engine.held()) == 2, 5, "the engine to hold both")
     # when the engine stops
     handed: list[Job] = []

@@ -15,6 +15,8 @@ from PIL import Image, ImageChops
 from shared.errors import InvalidInput, UnsupportedOption
 from shared.providers.base import ImageEditResult
 from shared.providers.router import build_options, generate_image_edit, validate_edit
+from shared.services import Services
+from tests.conftest import make_settings
 from tests.helpers import image_bytes
 
 pytestmark = pytest.mark.timeout(60)
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.timeout(60)
 RED = (200, 30, 30)  # the body colour of helpers.image_bytes
 BLUE = (20, 20, 220)  # its marker, in the top-left quarter
 SIZE = (64, 48)
+SERVICES = Services(make_settings(database_url="sqlite://"))
 
 
 def edit(operation: str, prompt: str | None = None, data: bytes | None = None,
@@ -29,7 +32,7 @@ def edit(operation: str, prompt: str | None = None, data: bytes | None = None,
     return generate_image_edit(build_options(
         images=[data if data is not None else image_bytes(SIZE)], operation=operation,
         model="local-pillow", prompt=prompt, options=options,
-    ))
+    ), SERVICES)
 
 
 def output(result: ImageEditResult) -> Image.Image:
@@ -163,7 +166,7 @@ class TestGeneralEdit:
         # when it is validated
         # then it is refused, saying what it understands
         with pytest.raises(InvalidInput, match="grayscale"):
-            validate_edit(options)
+            validate_edit(options, SERVICES)
 
 
 class TestValidation:
@@ -174,14 +177,14 @@ class TestValidation:
         # when it is validated
         # then it is refused
         with pytest.raises(InvalidInput, match="width or"):
-            validate_edit(options)
+            validate_edit(options, SERVICES)
 
     def test_validation_coerces_typed_fields(self) -> None:
         # given a width sent as the float 32.0
         options = build_options(images=[image_bytes()], operation="resize",
                                 model="local-pillow", options={"width": 32.0})
         # when it is validated
-        validate_edit(options)
+        validate_edit(options, SERVICES)
         # then the typed field holds the int 32
         assert options.width == 32
         assert type(options.width) is int
@@ -193,7 +196,7 @@ class TestValidation:
         # when it is validated
         # then it is refused by the catalog before the provider sees it
         with pytest.raises(UnsupportedOption, match="guidance_scale"):
-            validate_edit(options)
+            validate_edit(options, SERVICES)
 
     def test_mask_is_refused(self) -> None:
         # given a mask, which the local model does not take
@@ -202,7 +205,7 @@ class TestValidation:
         # when it is validated
         # then it is refused
         with pytest.raises(UnsupportedOption):
-            validate_edit(options)
+            validate_edit(options, SERVICES)
 
 
 class TestResult:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from shared import jobs, pipeline
+from shared import jobs
 from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import ProviderError
@@ -29,6 +29,7 @@ from shared.providers.base import (
     Submitted,
 )
 from shared.providers.catalog import ModelSpec
+from shared.services import Services
 from shared.storage import Storage
 from shared.submission import EditRequest, submit_job
 from shared.tenants import authenticate
@@ -70,19 +71,20 @@ class ScriptedProvider:
 
 
 @pytest.fixture
-def use_provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def use_provider(services: Services) -> Iterator[Any]:
     def install(provider: ScriptedProvider) -> ScriptedProvider:
-        monkeypatch.setattr(pipeline, "get_provider", lambda name, settings=None: provider)
+        for name in ("local", "wavespeed", "stability"):
+            services.providers[name] = provider  # type: ignore[assignment]
         return provider
 
     yield install
 
 
 @pytest.fixture
-def queued_job(settings: Settings, storage: Storage, tenant_key: str) -> str:
+def queued_job(settings: Settings, storage: Storage, tenant_key: str, services: Services) -> str:
     with session_scope(settings.database_url) as session:
         principal = authenticate(session, tenant_key)
-        job, _ = submit_job(session, storage, settings, principal,
+        job, _ = submit_job(session, services, principal,
                             EditRequest(images=[image_bytes()], operation="grayscale"))
     return job.id
 
@@ -110,12 +112,13 @@ def load(settings: Settings, job_id: str) -> tuple[Job, list[str]]:
 
 
 def test_success_stores_outputs_under_the_job_and_records_cost(
-        settings: Settings, storage: Storage, queued_job: str, use_provider: Any) -> None:
+        settings: Settings, storage: Storage, queued_job: str, use_provider: Any,
+                services: Services) -> None:
     # given a provider that returns one PNG
     output = image_bytes((30, 20))
     use_provider(ScriptedProvider([output]))
     # when the job runs
-    outcome = run_job(queued_job, settings, storage, Retries())
+    outcome = run_job(queued_job, services, Retries())
     # then it succeeded, with the output in S3 under the job's id and the provider's cost
     assert outcome.action == "succeeded"
     job, events = load(settings, queued_job)
@@ -129,11 +132,12 @@ def test_success_stores_outputs_under_the_job_and_records_cost(
 
 
 def test_a_second_run_of_a_finished_job_changes_nothing(
-        settings: Settings, storage: Storage, queued_job: str, use_provider: Any) -> None:
+        settings: Settings, storage: Storage, queued_job: str, use_provider: Any,
+                services: Services) -> None:
     provider = use_provider(ScriptedProvider([image_bytes(), image_bytes((9, 9))]))
-    assert run_job(queued_job, settings, storage, Retries()).action == "succeeded"
+    assert run_job(queued_job, services, Retries()).action == "succeeded"
     # when the same message is delivered again
-    again = run_job(queued_job, settings, storage, Retries())
+    again = run_job(queued_job, services, Retries())
     # then it is skipped without calling the provider
     assert again.action == "skipped"
     assert provider.calls == 1
@@ -166,7 +170,8 @@ def test_concurrent_claims_have_exactly_one_winner(settings: Settings,
 
 
 def test_retryable_failure_requeues_with_backoff_then_fails_after_max_attempts(
-        settings: Settings, storage: Storage, queued_job: str, use_provider: Any) -> None:
+        settings: Settings, storage: Storage, queued_job: str, use_provider: Any,
+                services: Services) -> None:
     # given a provider that is unavailable three times (the default maximum attempts)
     settings = Settings(**{**settings.model_dump(), "job_max_attempts": 3})
     busy = ProviderError("provider busy", code="provider_unavailable", retryable=True,
@@ -174,7 +179,7 @@ def test_retryable_failure_requeues_with_backoff_then_fails_after_max_attempts(
     use_provider(ScriptedProvider([busy, busy, busy]))
     retries = Retries()
     # when the job runs and each scheduled retry runs
-    actions = [run_job(queued_job, settings, storage, retries).action for _ in range(3)]
+    actions = [run_job(queued_job, services, retries).action for _ in range(3)]
     # then two retries were scheduled, honouring Retry-After, and the third attempt failed
     assert actions == ["retry", "retry", "failed"]
     assert [job_id for job_id, _ in retries.scheduled] == [queued_job, queued_job]
@@ -185,10 +190,11 @@ def test_retryable_failure_requeues_with_backoff_then_fails_after_max_attempts(
 
 
 def test_terminal_failure_fails_at_once_without_retry(
-        settings: Settings, storage: Storage, queued_job: str, use_provider: Any) -> None:
+        settings: Settings, storage: Storage, queued_job: str, use_provider: Any,
+                services: Services) -> None:
     use_provider(ScriptedProvider([ProviderError("nsfw", code="content_moderated")]))
     retries = Retries()
-    assert run_job(queued_job, settings, storage, retries).action == "failed"
+    assert run_job(queued_job, services, retries).action == "failed"
     job, _ = load(settings, queued_job)
     assert (job.status, job.error_code, job.error_message) == ("failed", "content_moderated",
                                                                 "nsfw")
@@ -197,9 +203,10 @@ def test_terminal_failure_fails_at_once_without_retry(
 
 
 def test_output_that_is_not_an_image_fails_the_job_and_stores_nothing(
-        settings: Settings, storage: Storage, queued_job: str, use_provider: Any) -> None:
+        settings: Settings, storage: Storage, queued_job: str, use_provider: Any,
+                services: Services) -> None:
     use_provider(ScriptedProvider([b"<html>gateway error</html>"]))
-    run_job(queued_job, settings, storage, Retries())
+    run_job(queued_job, services, Retries())
     job, _ = load(settings, queued_job)
     assert job.status == "failed" and job.error_code == "provider_bad_output"
     assert not storage.exists(f"outputs/{queued_job}/0.png")
@@ -207,7 +214,7 @@ def test_output_that_is_not_an_image_fails_the_job_and_stores_nothing(
 
 def test_cancel_while_running_discards_the_result(
         settings: Settings, storage: Storage, queued_job: str, tenant_key: str,
-        use_provider: Any) -> None:
+        use_provider: Any, services: Services) -> None:
     # given a job that its owner cancels while the provider is working on it
     with session_scope(settings.database_url) as session:
         tenant_id = authenticate(session, tenant_key).tenant_id
@@ -218,7 +225,7 @@ def test_cancel_while_running_discards_the_result(
 
     use_provider(ScriptedProvider([image_bytes()], before_return=cancel))
     # when the provider returns
-    outcome = run_job(queued_job, settings, storage, Retries())
+    outcome = run_job(queued_job, services, Retries())
     # then the job stays canceled, without outputs, charged for the call that completed
     assert outcome.action == "discarded"
     job, events = load(settings, queued_job)
@@ -228,7 +235,7 @@ def test_cancel_while_running_discards_the_result(
 
 def test_storage_outage_during_a_run_is_retried(
         settings: Settings, storage: Storage, queued_job: str, use_provider: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, services: Services) -> None:
     # given S3 failing when the output is written
     from shared.errors import StorageUnavailable
 
@@ -240,7 +247,7 @@ def test_storage_outage_during_a_run_is_retried(
     monkeypatch.setattr(storage, "put", broken_put)
     retries = Retries()
     # when the job runs
-    outcome = run_job(queued_job, settings, storage, retries)
+    outcome = run_job(queued_job, services, retries)
     # then it goes back to the queue for another attempt instead of failing
     assert outcome.action == "retry"
     job, events = load(settings, queued_job)

@@ -19,10 +19,11 @@ from shared.comparisons import new_comparison_id
 from shared.config import Settings
 from shared.db import session_scope
 from shared.models import Comparison, Job, Tenant
-from shared.providers.catalog import get_catalog
+from shared.providers.catalog import load_catalog
 from shared.recommendations import recommend
 from shared.tenants import get_or_create_tenant
 
+CATALOG = load_catalog()
 pytestmark = [pytest.mark.timeout(60), pytest.mark.every_database]
 _windows = itertools.count()
 
@@ -38,7 +39,7 @@ def tenant(session: Session) -> Tenant:
 
 def seed(session: Session, owner: Tenant, model: str, now: datetime, *, run_seconds: float,
          succeeded: int, failed: int = 0, days_ago: float = 1.0) -> None:
-    spec = get_catalog().get(model)
+    spec = CATALOG.get(model)
     for n in range(succeeded + failed):
         finished = now - timedelta(days=days_ago, seconds=n)
         session.add(Job(id=f"job_{uuid.uuid4().hex[:24]}", tenant_id=owner.id,
@@ -61,7 +62,7 @@ def vote(session: Session, owner: Tenant, model: str, times: int = 1) -> None:
 def ask(session: Session, settings: Settings, owner: Tenant, now: datetime,
         **kwargs: Any) -> dict[str, Any]:
     kwargs.setdefault("operation", "general_edit")
-    return recommend(session, settings, get_catalog(), owner.id, now=now, **kwargs)
+    return recommend(session, settings, CATALOG, owner.id, now=now, **kwargs)
 
 
 def test_fastest_and_most_reliable_come_from_the_window_of_finished_jobs(

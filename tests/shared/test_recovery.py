@@ -14,6 +14,7 @@ from shared.config import Settings
 from shared.db import session_scope, utcnow
 from shared.models import Job, JobEvent
 from shared.recovery import recover
+from shared.services import Services
 from shared.storage import Storage
 from shared.submission import EditRequest, submit_job
 from shared.tenants import authenticate
@@ -37,7 +38,7 @@ def running_job(settings: Settings, storage: Storage, key: str, **state: Any) ->
     """A job some worker claimed (and maybe submitted) before its lease ran out."""
     with session_scope(settings.database_url) as session:
         principal = authenticate(session, key)
-        job, _ = submit_job(session, storage, settings, principal,
+        job, _ = submit_job(session, Services(settings, storage=storage), principal,
                             EditRequest(images=[image_bytes()], operation="grayscale"))
         session.execute(update(Job).where(Job.id == job.id).values(
             **{"status": "running", "attempts": 1,
@@ -104,7 +105,7 @@ def queued_job(settings: Settings, storage: Storage, key: str, due_ago: timedelt
     """A queued job whose run message was due `due_ago` ago and never taken."""
     with session_scope(settings.database_url) as session:
         principal = authenticate(session, key)
-        job, _ = submit_job(session, storage, settings, principal,
+        job, _ = submit_job(session, Services(settings, storage=storage), principal,
                             EditRequest(images=[image_bytes()], operation="grayscale"))
         session.execute(update(Job).where(Job.id == job.id).values(
             lease_expires_at=utcnow() - due_ago))

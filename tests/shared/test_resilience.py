@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from shared.breaker import get_breaker
 from shared.config import Settings
 from shared.db import session_scope, utcnow
 from shared.errors import ProviderError
 from shared.models import Job
 from shared.pipeline import poll_job, run_job
+from shared.services import Services
 from shared.storage import Storage
 from tests.conftest import make_settings, redis_db
 from tests.helpers import image_bytes
@@ -36,10 +36,9 @@ def settings(database_url: str, s3_url: str, bucket: str, redis_base: str) -> Se
 
 
 @pytest.fixture(autouse=True)
-def fresh_breakers(settings: Settings) -> None:
-    get_breaker.cache_clear()
+def fresh_breakers(services: Services) -> None:
     for provider in ("wavespeed", "stability"):
-        breaker = get_breaker(provider, settings)
+        breaker = services.breaker(provider)
         assert breaker is not None
         breaker.record_success()
 
@@ -50,27 +49,35 @@ def move_deadline(settings: Settings, job_id: str, seconds_from_now: float) -> N
             deadline_at=utcnow() + timedelta(seconds=seconds_from_now)))
 
 
-def open_breaker(settings: Settings, provider: str) -> None:
-    breaker = get_breaker(provider, settings)
+def fallback_on(services: Services) -> Services:
+    """The same process, with EDITQ_BREAKER_FALLBACK on (and the providers installed)."""
+    return Services(services.settings.model_copy(update={"breaker_fallback": True}),
+                    storage=services.storage, providers=services.providers)
+
+
+def open_breaker(services: Services, provider: str) -> None:
+    breaker = services.breaker(provider)
     assert breaker is not None
-    for _ in range(settings.breaker_failures):
+    for _ in range(services.settings.breaker_failures):
         breaker.record_failure()
 
 
 class TestDeadlines:
     def test_a_job_past_its_deadline_fails_without_a_call(
-            self, settings: Settings, storage: Storage, submit: Any, use: Any) -> None:
+            self, settings: Settings, storage: Storage, submit: Any, use: Any,
+                    services: Services) -> None:
         job_id = submit(deadline_seconds=60)
         move_deadline(settings, job_id, -1)
         provider = use(Scripted([image_bytes()]))
-        assert run_job(job_id, settings, storage, Steps()).action == "failed"
+        assert run_job(job_id, services, Steps()).action == "failed"
         job = job_row(settings, job_id)
         assert (job.status, job.error_code, job.cost_actual) == ("failed",
                                                                  "deadline_exceeded", D(0))
         assert provider.submits == 0
 
     def test_a_retry_that_would_come_after_the_deadline_fails_instead(
-            self, settings: Settings, storage: Storage, submit: Any, use: Any) -> None:
+            self, settings: Settings, storage: Storage, submit: Any, use: Any,
+                    services: Services) -> None:
         # given a job with 1 s left and a provider asking to come back in 30 s
         job_id = submit(deadline_seconds=60)
         move_deadline(settings, job_id, 1)
@@ -78,28 +85,29 @@ class TestDeadlines:
                                     retry_after=30)]))
         steps = Steps()
         # when the attempt fails
-        assert run_job(job_id, settings, storage, steps).action == "failed"
+        assert run_job(job_id, services, steps).action == "failed"
         # then the job fails with deadline_exceeded rather than waiting past it
         job = job_row(settings, job_id)
         assert (job.error_code, steps.runs) == ("deadline_exceeded", [])
         assert "provider_rate_limited" in (job.error_message or "")
 
     def test_a_deadline_passing_while_the_call_is_out_fails_the_job_and_settles_the_call(
-            self, settings: Settings, storage: Storage, submit: Any, use: Any) -> None:
+            self, settings: Settings, storage: Storage, submit: Any, use: Any,
+                    services: Services) -> None:
         # given a call out at the provider
         job_id = submit("flux-kontext-pro", deadline_seconds=60)
         use(Scripted([None, image_bytes()], asynchronous=True))
         steps = Steps()
-        run_job(job_id, settings, storage, steps)
+        run_job(job_id, services, steps)
         # when its deadline passes and the worker looks again
         move_deadline(settings, job_id, -1)
-        assert poll_job(job_id, settings, storage, steps).action == "waiting"
+        assert poll_job(job_id, services, steps).action == "waiting"
         # then the job has failed for its owner at once, its cost not yet known
         job = job_row(settings, job_id)
         assert (job.status, job.error_code, job.cost_actual) == ("failed",
                                                                  "deadline_exceeded", None)
         # and when the call completes it is charged (the provider bills it), nothing kept
-        assert poll_job(job_id, settings, storage, steps).action == "discarded"
+        assert poll_job(job_id, services, steps).action == "discarded"
         [row] = ledger(settings, job_id)
         assert (row.reason, row.amount) == ("deadline_exceeded", D("0.04"))
         job = job_row(settings, job_id)
@@ -115,50 +123,53 @@ class TestDeadlines:
 
 class TestBreaker:
     def test_failures_in_a_row_open_it_and_jobs_then_wait_without_spending_attempts(
-            self, settings: Settings, storage: Storage, submit: Any, use: Any) -> None:
+            self, settings: Settings, storage: Storage, submit: Any, use: Any,
+                    services: Services) -> None:
         # given WaveSpeed failing with 503s
         first, second, third = submit(), submit(), submit()
         provider = use(Scripted([ProviderError("503", code="provider_unavailable",
                                                retryable=True)] * 2))
-        run_job(first, settings, storage, Steps())
-        run_job(second, settings, storage, Steps())
+        run_job(first, services, Steps())
+        run_job(second, services, Steps())
         # when a third job comes, after two failures in a row
         steps = Steps()
-        assert run_job(third, settings, storage, steps).action == "throttled"
+        assert run_job(third, services, steps).action == "throttled"
         # then it was not sent: it waits in the queue, with no attempt spent, and says why
         assert provider.submits == 2 and steps.runs == [third]
         job = job_row(settings, third)
         assert (job.status, job.attempts) == ("queued", 0)
         assert events(settings, third)[-1] == "throttled"
-        state = get_breaker("wavespeed", settings).state()  # type: ignore[union-attr]
+        state = services.breaker("wavespeed").state()  # type: ignore[union-attr]
         assert state["state"] == "open" and state["open_for_seconds"] > 20
 
     def test_a_rate_limit_or_a_bad_request_does_not_count(
-            self, settings: Settings, storage: Storage, submit: Any, use: Any) -> None:
+            self, services: Services, submit: Any, use: Any) -> None:
         use(Scripted([ProviderError("429", code="provider_rate_limited", retryable=True),
                       ProviderError("400", code="provider_invalid_request")]))
-        run_job(submit(), settings, storage, Steps())
-        run_job(submit(), settings, storage, Steps())
-        assert get_breaker("wavespeed", settings).state()["state"] == "closed"  # type: ignore[union-attr]
+        run_job(submit(), services, Steps())
+        run_job(submit(), services, Steps())
+        assert services.breaker("wavespeed").state()["state"] == "closed"  # type: ignore[union-attr]
 
 
 class TestFallback:
     def test_off_by_default_a_job_waits_for_its_provider(
-            self, settings: Settings, storage: Storage, submit: Any, use: Any) -> None:
+            self, settings: Settings, storage: Storage, submit: Any, use: Any,
+                    services: Services) -> None:
         job_id = submit("stability-inpaint", operation="inpaint", mask=image_bytes((96, 96)))
-        open_breaker(settings, "stability")
+        open_breaker(services, "stability")
         use(Scripted([image_bytes()]))
-        assert run_job(job_id, settings, storage, Steps()).action == "throttled"
+        assert run_job(job_id, services, Steps()).action == "throttled"
 
     def test_on_it_moves_to_the_cheapest_model_that_takes_the_job_as_it_is(
-            self, settings: Settings, storage: Storage, submit: Any, use: Any) -> None:
+            self, settings: Settings, storage: Storage, submit: Any, use: Any,
+                    services: Services) -> None:
         # given an inpaint job for Stability (0.05), whose breaker is open, and fallback on
-        settings = settings.model_copy(update={"breaker_fallback": True})
         job_id = submit("stability-inpaint", operation="inpaint", mask=image_bytes((96, 96)))
-        open_breaker(settings, "stability")
+        open_breaker(services, "stability")
         provider = use(Scripted([image_bytes()]))
+        services = fallback_on(services)
         # when it runs
-        assert run_job(job_id, settings, storage, Steps()).action == "succeeded"
+        assert run_job(job_id, services, Steps()).action == "succeeded"
         # then it ran on WaveSpeed's cheaper inpainting model, and says so
         job = job_row(settings, job_id)
         assert (job.model, job.provider, job.fallback_from) == (
@@ -170,14 +181,15 @@ class TestFallback:
         assert job.cost_estimated == D("0.05")
 
     def test_on_it_never_changes_the_request_to_fit_another_model(
-            self, settings: Settings, storage: Storage, submit: Any, use: Any) -> None:
+            self, settings: Settings, storage: Storage, submit: Any, use: Any,
+                    services: Services) -> None:
         # given options only Stability takes (grow_mask): no other model takes the job as is
-        settings = settings.model_copy(update={"breaker_fallback": True})
         job_id = submit("stability-inpaint", operation="inpaint", mask=image_bytes((96, 96)),
                         options={"grow_mask": 10})
-        open_breaker(settings, "stability")
+        open_breaker(services, "stability")
         use(Scripted([image_bytes()]))
-        assert run_job(job_id, settings, storage, Steps()).action == "throttled"
+        services = fallback_on(services)
+        assert run_job(job_id, services, Steps()).action == "throttled"
         assert job_row(settings, job_id).model == "stability-inpaint"
 
 

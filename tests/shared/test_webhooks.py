@@ -17,6 +17,7 @@ from shared import jobs, webhooks
 from shared.config import Settings
 from shared.db import session_scope, utcnow
 from shared.models import Tenant, WebhookAttempt, WebhookDelivery
+from shared.services import Services
 from shared.storage import Storage
 from shared.submission import EditRequest, submit_job
 from shared.tenants import Principal
@@ -38,11 +39,11 @@ def settings(database_url: str, s3_url: str, bucket: str) -> Settings:
 
 @pytest.fixture
 def job_with_hook(settings: Settings, storage: Storage,
-                  principal: Principal) -> Callable[..., str]:
+                  principal: Principal, services: Services) -> Callable[..., str]:
     def make(**fields: Any) -> str:
         fields.setdefault("webhook_url", HOOK)
         with session_scope(settings.database_url) as session:
-            job, _ = submit_job(session, storage, settings, principal,
+            job, _ = submit_job(session, services, principal,
                                 EditRequest(images=[image_bytes()], operation="grayscale",
                                             **fields))
         return job.id
@@ -279,7 +280,7 @@ def test_the_event_pictures_the_job_as_its_transaction_commits_it(
     from decimal import Decimal
 
     from shared import costs
-    from shared.providers.catalog import get_catalog
+    from shared.providers.catalog import load_catalog
 
     job_id = job_with_hook()
     with session_scope(settings.database_url) as session:
@@ -287,7 +288,7 @@ def test_the_event_pictures_the_job_as_its_transaction_commits_it(
     assert job is not None
     with session_scope(settings.database_url) as session:
         jobs.succeed(session, job_id, [])
-        costs.charge(session, job, get_catalog().get("local-pillow").price(), reason="succeeded")
+        costs.charge(session, job, load_catalog().get("local-pillow").price(), reason="succeeded")
         costs.close(session, job_id)
     # then the event carries the cost the transaction ended with
     [row] = outbox(settings, job_id)

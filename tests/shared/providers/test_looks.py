@@ -12,7 +12,7 @@ import pytest
 
 from shared.errors import ProviderError
 from shared.images import sniff_content_type
-from shared.providers.catalog import ModelSpec, get_catalog
+from shared.providers.catalog import ModelSpec, load_catalog
 from shared.providers.router import build_options
 from shared.providers.stability import StabilityEditProvider
 from shared.providers.stability_client import StabilityClient
@@ -73,7 +73,7 @@ def looks_until_done(provider: Any, request_id: str) -> tuple[int, Any]:
 
 def submit_edit(provider: WaveSpeedEditProvider, prompt: str) -> tuple[ModelSpec, str]:
     """A qwen-edit task at the simulator; (its model, its request id)."""
-    spec = get_catalog().get("qwen-edit")
+    spec = load_catalog().get("qwen-edit")
     submitted = provider.submit(spec, build_options(images=[image_bytes()],
                                                     operation="general_edit",
                                                     model=spec.id, prompt=prompt))
@@ -130,7 +130,7 @@ def test_a_stability_look_answers_the_artifact_that_collect_makes_the_result(
         stability_sim: RunningServer) -> None:
     provider = StabilityEditProvider(StabilityClient(stability_sim.url, KEY),
                                      filtered_is_success=False, poll_interval=0.05)
-    spec = get_catalog().get("stability-upscale-creative")
+    spec = load_catalog().get("stability-upscale-creative")
     submitted = provider.submit(spec, build_options(
         images=[image_bytes((64, 64))], operation="upscale_creative", model=spec.id,
         prompt="a sharper photo"))

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from shared.config import Settings, get_settings
-from shared.providers.catalog import get_catalog, load_catalog
+from shared.config import Settings
+from shared.providers.catalog import load_catalog
+from shared.services import Services
 
+CATALOG = load_catalog()  # the shipped file, no overrides
 pytestmark = pytest.mark.timeout(30)
 
 D = Decimal
@@ -44,7 +46,7 @@ D = Decimal
     ("local-pillow", {}, D("0")),
 ])
 def test_price_per_image(model: str, options: dict[str, Any], price: Decimal) -> None:
-    spec = get_catalog().get(model)
+    spec = CATALOG.get(model)
     estimate = spec.estimate(options)
     assert isinstance(estimate, Decimal)
     assert estimate == price
@@ -52,7 +54,7 @@ def test_price_per_image(model: str, options: dict[str, Any], price: Decimal) ->
 
 
 def test_every_wavespeed_model_is_in_the_catalog_with_a_dated_price() -> None:
-    wavespeed = [m for m in get_catalog().models if m.provider == "wavespeed"]
+    wavespeed = [m for m in CATALOG.models if m.provider == "wavespeed"]
     assert len(wavespeed) == 14
     assert all(m.pricing.taken.year >= 2025 and m.pricing.currency == "USD" for m in wavespeed)
 
@@ -65,14 +67,14 @@ def test_every_wavespeed_model_is_in_the_catalog_with_a_dated_price() -> None:
     ("stability-upscale-creative", 60),
 ])
 def test_stability_operations_price_in_credits(model: str, credits: int) -> None:
-    price = get_catalog().get(model).price({}, outputs=1)
+    price = CATALOG.get(model).price({}, outputs=1)
     assert (price.units, price.unit, price.unit_price) == (D(credits), "credit", D("0.01"))
     assert price.amount == D(credits) / 100
-    assert get_catalog().get(model).estimate() == D(credits) / 100
+    assert CATALOG.get(model).estimate() == D(credits) / 100
 
 
 def test_every_price_is_itemized_with_its_rule_and_date() -> None:
-    for spec in get_catalog().models:
+    for spec in CATALOG.models:
         price = spec.price({}, outputs=2)
         assert price.rule == spec.pricing.rule
         assert price.taken == spec.pricing.taken and price.currency == "USD"
@@ -116,19 +118,28 @@ def test_overrides_come_from_a_file_and_the_environment_which_wins(
     monkeypatch.setenv("EDITQ_PRICES_FILE", str(prices))
     monkeypatch.setenv("EDITQ_PRICE_OVERRIDES",
                        '{"qwen-edit": {"usd": "0.022", "taken": "2026-12-02"}}')
-    get_settings.cache_clear()
-    get_catalog.cache_clear()
-    try:
-        # when the process's catalog is loaded
-        catalog = get_catalog()
-        # then both apply, the variable over the file
-        assert catalog.get("qwen-edit").estimate() == D("0.022")
-        assert catalog.get("step1x-edit").estimate() == D("0.031")
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
-        get_catalog.cache_clear()
-    assert get_catalog().get("qwen-edit").estimate() == D("0.02")
+    # when a process builds its services from the environment
+    catalog = Services(Settings(database_url="sqlite://")).catalog
+    # then both apply, the variable over the file
+    assert catalog.get("qwen-edit").estimate() == D("0.022")
+    assert catalog.get("step1x-edit").estimate() == D("0.031")
+
+
+def test_the_catalog_takes_its_prices_from_the_settings_it_is_given(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # given an override in the environment, and settings built without it
+    monkeypatch.setenv("EDITQ_PRICE_OVERRIDES",
+                       '{"qwen-edit": {"usd": "0.5", "taken": "2026-12-02"}}')
+    given = Settings(database_url="sqlite://", price_overrides={
+        "qwen-edit": {"usd": "0.023", "taken": "2026-12-02"}})
+    # when services (and an app) are built over those settings
+    from api.app import create_app
+
+    app = create_app(given)
+    # then the catalog prices what the given settings say, not what the environment says
+    assert Services(given).catalog.get("qwen-edit").estimate() == D("0.023")
+    assert app.state.services.catalog.get("qwen-edit").estimate() == D("0.023")
+    assert load_catalog().get("qwen-edit").estimate() == D("0.02")
 
 
 def test_settings_refuse_an_override_without_its_date(tmp_path: Path) -> None:

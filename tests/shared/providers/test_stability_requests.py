@@ -11,26 +11,27 @@ import httpx
 import pytest
 
 from shared.errors import ProviderError, ProviderOutcomeUnknown
-from shared.providers.catalog import get_catalog
 from shared.providers.router import build_options, validate_edit
 from shared.providers.stability import StabilityEditProvider, build_form
 from shared.providers.stability_client import StabilityClient
+from shared.services import Services
 from tests.conftest import make_settings
 from tests.helpers import image_bytes
 
 pytestmark = pytest.mark.timeout(30)
 
 SETTINGS = make_settings(database_url="sqlite://", stability_api_key="sk-test")
+SERVICES = Services(SETTINGS)
 
 
 def form(model: str, images: int = 1, mask: bool = False, prompt: str | None = None,
          negative: str | None = None, **options: Any) -> tuple[dict[str, str], list[Any]]:
-    spec = get_catalog().get(model)
+    spec = SERVICES.catalog.get(model)
     opts = build_options(images=[image_bytes((128 + n, 128)) for n in range(images)],
                          operation=spec.operations[0], model=model, prompt=prompt,
                          mask=image_bytes((128, 128)) if mask else None,
                          negative_prompt=negative, options=options)
-    return build_form(validate_edit(opts, settings=SETTINGS), opts)
+    return build_form(validate_edit(opts, SERVICES), opts)
 
 
 def test_inpaint_form_has_image_mask_prompt_and_text_options() -> None:
@@ -114,7 +115,7 @@ def test_a_dropped_answer_is_an_unknown_outcome() -> None:
 def test_filtered_result_is_success_or_failure_by_setting() -> None:
     from shared.providers.stability_client import Artifact
 
-    spec = get_catalog().get("stability-erase")
+    spec = SERVICES.catalog.get("stability-erase")
     filtered = Artifact(image_bytes(), "image/png", "CONTENT_FILTERED", "1")
     keep = StabilityEditProvider(client_answering(lambda r: httpx.Response(500)),
                                  filtered_is_success=True, poll_interval=10)

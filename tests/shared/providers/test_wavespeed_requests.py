@@ -10,6 +10,7 @@ import pytest
 from shared.errors import InvalidInput, UnsupportedOption
 from shared.providers.router import build_options, validate_edit
 from shared.providers.wavespeed import build_request
+from shared.services import Services
 from tests.conftest import make_settings
 from tests.helpers import image_bytes
 
@@ -17,19 +18,18 @@ pytestmark = pytest.mark.timeout(30)
 
 SETTINGS = make_settings(database_url="sqlite://", wavespeed_api_key="sim-key",
                          wavespeed_base_url="http://127.0.0.1:9")
+SERVICES = Services(SETTINGS)
 
 
 def body_for(model: str, n_images: int = 1, mask: bool = False, prompt: str | None = "edit",
              operation: str | None = None, negative: str | None = None,
              **options: Any) -> dict[str, Any]:
-    from shared.providers.catalog import get_catalog
-
-    spec = get_catalog().get(model)
+    spec = SERVICES.catalog.get(model)
     opts = build_options(images=[image_bytes()] * n_images, operation=operation or
                          spec.operations[0], model=model, prompt=prompt,
                          mask=image_bytes() if mask else None, negative_prompt=negative,
                          options=options)
-    spec = validate_edit(opts, settings=SETTINGS)
+    spec = validate_edit(opts, SERVICES)
     return build_request(spec, opts)
 
 

@@ -1,0 +1,75 @@
+"""One process's services: built once at its start and passed down.
+
+The API builds one in `create_app` (kept on `app.state`), a worker in Celery's
+`worker_init` (worker.runtime), a CLI command when it runs. Everything that
+holds a connection pool or a per-process view of shared state hangs off it:
+the settings it was built from, the catalog with their prices, the storage
+client, and per provider its client, breaker and limiter.
+
+A provider, breaker or limiter is built the first time a job needs it, not at
+start: a deployment without a WaveSpeed key must start and refuse only WaveSpeed
+jobs (ProviderNotConfigured), and a process that never calls Stability should
+not hold a pool for it. Each is still built once, under a lock, and then shared
+by every thread of the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from shared.breaker import CircuitBreaker, build_breaker
+from shared.config import Settings
+from shared.providers.base import ImageEditProvider
+from shared.providers.catalog import Catalog, load_catalog
+from shared.providers.router import build_provider
+from shared.ratelimit import ProviderLimiter, build_limiter
+from shared.storage import Storage
+
+T = TypeVar("T")
+
+
+class Services:
+    def __init__(self, settings: Settings, *, catalog: Catalog | None = None,
+                 storage: Storage | None = None,
+                 providers: dict[str, ImageEditProvider] | None = None) -> None:
+        self.settings = settings
+        # Read now: a broken catalog or price override stops start-up, not a request.
+        self.catalog = catalog if catalog is not None else load_catalog(
+            price_overrides=settings.pricing_overrides())
+        self._storage = storage
+        self._lock = threading.Lock()
+        # Built as jobs need them; prebuilt ones (a test's scripted provider) may be given.
+        self.providers: dict[str, ImageEditProvider] = dict(providers or {})
+        self._breakers: dict[str, CircuitBreaker | None] = {}
+        self._limiters: dict[str, ProviderLimiter | None] = {}
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            with self._lock:
+                if self._storage is None:
+                    self._storage = Storage(self.settings)
+        return self._storage
+
+    def provider(self, name: str) -> ImageEditProvider:
+        """The provider called `name` (ProviderNotConfigured when its key is unset)."""
+        return self._once(self.providers, name, build_provider)
+
+    def breaker(self, provider: str) -> CircuitBreaker | None:
+        return self._once(self._breakers, provider, build_breaker)
+
+    def limiter(self, provider: str) -> ProviderLimiter | None:
+        return self._once(self._limiters, provider, build_limiter)
+
+    def _once(self, built: dict[str, T], name: str,
+              build: Callable[[str, Settings], T]) -> T:
+        try:
+            return built[name]
+        except KeyError:
+            pass
+        with self._lock:
+            if name not in built:
+                built[name] = build(name, self.settings)
+            return built[name]
