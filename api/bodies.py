@@ -18,7 +18,7 @@ from api.schemas import JobCreate
 from shared.config import Settings
 from shared.errors import InvalidInput, RequestTooLarge, UnsupportedMediaType
 from shared.images import decode_base64_image
-from shared.submission import EditRequest
+from shared.jobs.submission import EditRequest
 
 EDIT_REQUEST_BODY = {
     "requestBody": {

@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import UnknownQueryParameter
+from shared.formats import CURSOR_PATTERN
 from shared.inflight.wakeups import WakePublisher
-from shared.jobs import CURSOR_PATTERN
 from shared.services import Services
 from shared.storage import Storage
 from shared.tenants import Principal, authenticate, note_use

@@ -129,7 +129,7 @@ def insert_parents(database_url: str, storage: Any, count: int) -> float:
     """`count` succeeded local-pillow jobs of the owner, straight into the database, all
     on one stored input image; answers the seconds it took."""
     from shared.db import session_scope
-    from shared.jobs import new_job_id
+    from shared.jobs.states import new_job_id
     from shared.models import Job, Tenant
     from shared.storage import input_key
 

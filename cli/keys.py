@@ -55,7 +55,7 @@ def keys_create(tenant: str, admin: bool, budget: str | None, model_budgets: tup
                 raise click.BadParameter(f"{pair!r} is not MODEL=USD", param_hint="--model-budget")
             per_model[catalog.get(model.strip()).id] = parse_usd(amount, f"budget of {model}")
         if webhook_url and webhook_url.lower() != "none":
-            from shared.webhooks_ssrf import check_webhook_url
+            from shared.address_guard import check_webhook_url
 
             check_webhook_url(webhook_url, settings.webhook_allowed_host_set)
     except EditqError as exc:
@@ -90,7 +90,7 @@ def keys_list(tenant: str | None, show_all: bool) -> None:
     from rich.table import Table
 
     from shared.db import session_scope
-    from shared.views import iso
+    from shared.formats import iso
 
     settings = load_settings()
     require_database(settings)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
-from shared.webhook_signing import verify
+from shared.webhooks.signing import verify
 
 
 @dataclass(frozen=True)

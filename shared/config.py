@@ -2,6 +2,9 @@
 
 Every process (API, worker, CLI) reads the same `EDITQ_*` variables, so a
 misconfiguration is refused the same way everywhere, before any job is taken.
+
+(Over 300 lines because it is the one settings class: each field is declared once,
+with its default and its limits, and the checks that refuse unsafe values follow.)
 """
 
 from __future__ import annotations

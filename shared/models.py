@@ -2,6 +2,8 @@
 
 The database is the source of truth; the broker only carries job ids. Schema
 changes go through Alembic (`shared/migrations`), never `create_all` outside tests.
+
+(Over 300 lines: one declaration per table, kept together so the schema reads as one.)
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ class Job(Base):
     queue: Mapped[str] = mapped_column(String(16), default="interactive",
                                        server_default="interactive")
     # Running (or a canceled call settling): until when its worker is presumed alive.
-    # Queued: when its message is due; one long overdue was lost (shared.recovery).
+    # Queued: when its message is due; one long overdue was lost (shared.jobs.recovery).
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -19,12 +19,12 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from shared.breaker import CircuitBreaker, build_breaker
 from shared.config import Settings
+from shared.guards.breaker import CircuitBreaker, build_breaker
+from shared.guards.ratelimit import ProviderLimiter, build_limiter
 from shared.providers.base import ImageEditProvider
 from shared.providers.catalog import Catalog, load_catalog
 from shared.providers.router import build_provider
-from shared.ratelimit import ProviderLimiter, build_limiter
 from shared.storage import Storage
 
 T = TypeVar("T")

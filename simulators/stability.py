@@ -8,6 +8,8 @@ id to poll at `GET /v2beta/results/{id}`.
 
 Besides the provider's endpoints it serves `/_sim/...` admin endpoints
 (stability_admin.py): no key, no rate limit, no faults.
+
+(Over 300 lines: one handler per endpoint of the provider's API.)
 """
 
 from __future__ import annotations

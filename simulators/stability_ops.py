@@ -10,6 +10,8 @@ Unknown fields are refused with 400. The real API's handling of them is
 UNCONFIRMED (Stability's own examples send a dummy `none` file part to force
 multipart on the generate endpoints, which hints that it ignores them); the
 simulator is strict because a silently ignored field is how a client bug hides.
+
+(Over 300 lines: one table entry per operation of the ten, each with its checks.)
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ which only a server that hands out its transport allows.
 
 Besides the provider's endpoints it serves `/_sim/...` admin endpoints (stats,
 the submit log, faults, latency, reset). They need no key and never fail.
+
+(Over 300 lines: one handler per endpoint of the provider's API.)
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from shared.expansion import expand, feed, finish_batches
-from shared.pipeline import adopt
-from shared.pipeline import run_job as run_step
+from shared.batches.expansion import expand, feed, finish_batches
+from shared.jobs.pipeline import adopt
+from shared.jobs.pipeline import run_job as run_step
+from shared.jobs.recovery import recover
 from shared.queue import (
     BULK,
     DELIVER_WEBHOOK_TASK,
@@ -21,8 +22,7 @@ from shared.queue import (
     enqueue_expansion,
     enqueue_run,
 )
-from shared.recovery import recover
-from shared.webhook_delivery import deliver, take_due
+from shared.webhooks.delivery import deliver, take_due
 from worker import runtime
 from worker.celery_app import app
 

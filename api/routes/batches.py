@@ -1,7 +1,7 @@
 """/v1/batches: many jobs at once (items, inline or JSONL), or reprocessing of stored jobs.
 
 Accepting a batch checks every item, stores their images and admits the whole
-estimate; the worker creates the jobs afterwards (shared.expansion), so even a
+estimate; the worker creates the jobs afterwards (shared.batches.expansion), so even a
 100,000-job batch is answered in the time it takes to check it.
 """
 
@@ -29,8 +29,8 @@ from api.deps import (
     WorkDep,
 )
 from api.schemas import BatchList, BatchOut
-from shared import batch_requests, batches
-from shared.batch_requests import BatchCreate
+from shared.batches import intake, records
+from shared.batches.intake import BatchCreate
 from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import InvalidInput, RequestTooLarge, UnsupportedMediaType
@@ -93,7 +93,7 @@ async def create_batch(request: Request, response: Response, services: ServicesD
     (`Idempotent-Replayed: true`); a dry run creates nothing and ignores the key."""
     body, upload = await _read(request, services.settings)
     decode = partial(edit_request_from_dict, max_bytes=services.settings.max_image_bytes)
-    accepted = await run_in_threadpool(batch_requests.accept, services, principal, body,
+    accepted = await run_in_threadpool(intake.accept, services, principal, body,
                                        upload, decode, idempotency_key)
     if accepted.batch_id is None:
         response.status_code = 200
@@ -110,15 +110,15 @@ async def create_batch(request: Request, response: Response, services: ServicesD
 def list_batches(work: WorkDep, storage: StorageDep, principal: PrincipalDep,
                  limit: Annotated[int, Query(ge=1, le=100)] = 20,
                  cursor: CursorQuery = None) -> dict[str, Any]:
-    return work.now(lambda session: batch_requests.list_page(
+    return work.now(lambda session: intake.list_page(
         session, storage, principal.tenant_id, limit, cursor))
 
 
 @router.get("/{batch_id}", response_model=BatchOut)
 def get_batch(batch_id: str, work: WorkDep, storage: StorageDep,
               principal: PrincipalDep) -> dict[str, Any]:
-    return work.now(lambda session: batches.batch_view(
-        session, batches.get_batch(session, principal.tenant_id, batch_id), storage))
+    return work.now(lambda session: records.batch_view(
+        session, records.get_batch(session, principal.tenant_id, batch_id), storage))
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchOut)
@@ -127,9 +127,9 @@ def cancel_batch(batch_id: str, work: WorkDep, storage: StorageDep,
     """Cancels its queued jobs and stops its expansion; running jobs finish."""
 
     def cancel(session: Session) -> dict[str, Any]:
-        batch = batches.cancel(session, principal.tenant_id, batch_id)
+        batch = records.cancel(session, principal.tenant_id, batch_id)
         session.commit()
-        return batches.batch_view(session, batch, storage)
+        return records.batch_view(session, batch, storage)
 
     return work.now(cancel)
 
@@ -139,11 +139,11 @@ def batch_results(batch_id: str, settings: SettingsDep, work: WorkDep, storage: 
                   principal: PrincipalDep) -> StreamingResponse:
     """JSONL, one line per job in batch order: id, parent_job_id, status, output URLs,
     cost and error. Streamed: a 100,000-job batch is never held in memory whole."""
-    work.now(lambda session: batches.get_batch(session, principal.tenant_id, batch_id))
+    work.now(lambda session: records.get_batch(session, principal.tenant_id, batch_id))
 
     def lines() -> Any:
         with session_scope(settings.database_url) as session:
-            batch = batches.get_batch(session, principal.tenant_id, batch_id)
-            yield from batches.result_lines(session, batch, storage)
+            batch = records.get_batch(session, principal.tenant_id, batch_id)
+            yield from records.result_lines(session, batch, storage)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -13,7 +13,7 @@ from api.bodies import EDIT_REQUEST_BODY, read_comparison_request
 from api.deps import CeleryDep, CursorQuery, PrincipalDep, ServicesDep, StorageDep, WorkDep
 from api.routes.jobs import enqueue_job
 from api.schemas import ComparisonList, ComparisonOut, JobCreate
-from shared import comparisons
+from shared.selection import comparisons
 
 router = APIRouter(prefix="/v1/comparisons", tags=["comparisons"])
 

@@ -1,6 +1,6 @@
 """GET /v1/costs (cost reports, JSON or CSV) and GET /metrics (Prometheus).
 
-Both read the ledger through shared/reports.py, the one implementation the
+Both read the ledger through shared/money/reports.py, the one implementation the
 `editq costs` command uses too. /metrics is computed from the database at
 scrape time, so every API process answers the same figures, and they survive
 restarts (nothing is counted in memory).
@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 
 from api.deps import PrincipalDep, SettingsDep, WorkDep
 from api.schemas import BudgetOut, CostReportOut
-from shared import budgets
 from shared.db import session_scope
 from shared.errors import Forbidden
-from shared.reports import (
+from shared.formats import money
+from shared.money import budgets
+from shared.money.reports import (
     FINISHED_STATUSES,
     GROUP_BY,
     IN_PROGRESS_STATUSES,
@@ -35,7 +36,6 @@ from shared.reports import (
     tenant_id_for,
     to_csv,
 )
-from shared.views import money
 
 router = APIRouter()
 

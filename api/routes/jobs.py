@@ -28,12 +28,12 @@ from api.deps import (
     WorkDep,
 )
 from api.schemas import EventList, JobList, JobOut, Status
-from shared import jobs
 from shared.errors import InvalidInput
+from shared.formats import parse_instant
+from shared.jobs import lookup, states
+from shared.jobs.submission import submit_job
+from shared.jobs.views import event_view, job_view
 from shared.queue import enqueue_run
-from shared.reports import parse_instant
-from shared.submission import submit_job
-from shared.views import event_view, job_view
 
 log = logging.getLogger(__name__)
 # Keys a metadata filter may name: plain ones, so every database reads the same path.
@@ -72,7 +72,7 @@ def enqueue_job(celery: Any, work: Work, job_id: str) -> None:
     except Exception as exc:
         error = type(exc).__name__
         log.error("job %s: enqueue failed: %s", job_id, error)
-        work.now(lambda session: jobs.add_event(session, job_id, "enqueue_failed",
+        work.now(lambda session: states.add_event(session, job_id, "enqueue_failed",
                                                 error=error))
 
 
@@ -94,14 +94,14 @@ def list_jobs(work: WorkDep, storage: StorageDep, principal: PrincipalDep,
             raise InvalidInput("metadata filters are key:value, the key made of letters, "
                                "digits, '_', '.' or '-' (at most 64)", field="metadata")
         pairs.append((key, value))
-    filters = jobs.JobFilter(
+    filters = lookup.JobFilter(
         status=status, model=model, batch_id=batch_id,
         created_after=parse_instant(created_after, field="created_after")
         if created_after else None,
         created_before=parse_instant(created_before, field="created_before")
         if created_before else None,
         comparison_id=comparison_id, metadata=tuple(pairs))
-    rows, next_cursor = work.now(lambda session: jobs.list_jobs(
+    rows, next_cursor = work.now(lambda session: lookup.list_jobs(
         session, principal.tenant_id, filters, limit=limit, cursor=cursor))
     return {"data": [job_view(j, storage) for j in rows], "next_cursor": next_cursor}
 
@@ -116,12 +116,12 @@ async def get_job(job_id: str, settings: SettingsDep, storage: StorageDep, work:
         raise InvalidInput(f"wait is at most {settings.max_wait_seconds} seconds", field="wait")
 
     def read(session: Session) -> dict[str, Any]:
-        return job_view(jobs.get_job(session, principal.tenant_id, job_id), storage)
+        return job_view(lookup.get_job(session, principal.tenant_id, job_id), storage)
 
     deadline = time.monotonic() + wait
     pause = 0.05
     view = await work(read)
-    while view["status"] not in jobs.TERMINAL and time.monotonic() < deadline:
+    while view["status"] not in states.TERMINAL and time.monotonic() < deadline:
         await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = min(pause * 1.5, 0.5)
         view = await work(read)
@@ -131,11 +131,11 @@ async def get_job(job_id: str, settings: SettingsDep, storage: StorageDep, work:
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, work: WorkDep, storage: StorageDep,
                principal: PrincipalDep) -> dict[str, Any]:
-    job = work.now(lambda session: jobs.cancel(session, principal.tenant_id, job_id))
+    job = work.now(lambda session: lookup.cancel(session, principal.tenant_id, job_id))
     return job_view(job, storage)
 
 
 @router.get("/{job_id}/events", response_model=EventList)
 def job_events(job_id: str, work: WorkDep, principal: PrincipalDep) -> dict[str, Any]:
-    events = work.now(lambda session: jobs.list_events(session, principal.tenant_id, job_id))
+    events = work.now(lambda session: lookup.list_events(session, principal.tenant_id, job_id))
     return {"data": [event_view(e) for e in events]}

@@ -14,9 +14,9 @@ from api.deps import CeleryDep, PrincipalDep, ServicesDep, StorageDep, WorkDep
 from api.problems import problem
 from api.schemas import ModelList, ReadyOut, RecommendationsOut
 from shared.errors import UnsupportedOperation
+from shared.formats import money
 from shared.providers.catalog import ModelSpec
-from shared.recommendations import recommend
-from shared.views import money
+from shared.selection.recommendations import recommend
 
 log = logging.getLogger(__name__)
 router = APIRouter()

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep, WakeDep, WorkDep
 from shared.errors import InvalidInput
-from shared.jobs import find_by_request
+from shared.jobs.lookup import find_by_request
 from shared.providers.wavespeed import WaveSpeedEditProvider
 from shared.providers.wavespeed_webhooks import verify
 

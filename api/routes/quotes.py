@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from api.bodies import EDIT_REQUEST_BODY, read_edit_request
 from api.deps import PrincipalDep, ServicesDep, WorkDep
 from api.schemas import QuoteOut
-from shared.submission import quote
+from shared.jobs.submission import quote
 
 router = APIRouter(prefix="/v1/quotes", tags=["costs"])
 

@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session
 
 from api.deps import CursorQuery, PrincipalDep, SettingsDep, WorkDep
 from api.schemas import DeliveryList, DeliveryOut, SecretOut
-from shared import webhooks
 from shared.db import utcnow
-from shared.jobs import decode_cursor, encode_cursor
+from shared.formats import decode_cursor, encode_cursor
+from shared.webhooks import outbox
 
 router = APIRouter(tags=["webhooks"])
 
@@ -21,8 +21,8 @@ DeliveryStatus = Literal["pending", "delivered", "failed", "gone"]
 @router.get("/v1/webhook-secret", response_model=SecretOut)
 def get_secret(work: WorkDep, principal: PrincipalDep) -> dict[str, Any]:
     """The secret that signs this tenant's webhooks (`whsec_...`, Standard Webhooks)."""
-    ring = work.now(lambda session: webhooks.secret_ring(session, principal.tenant_id))
-    return webhooks.secret_view(ring, utcnow())
+    ring = work.now(lambda session: outbox.secret_ring(session, principal.tenant_id))
+    return outbox.secret_view(ring, utcnow())
 
 
 @router.post("/v1/webhook-secret/rotate", response_model=SecretOut)
@@ -30,9 +30,9 @@ def rotate_secret(settings: SettingsDep, work: WorkDep,
                   principal: PrincipalDep) -> dict[str, Any]:
     """A new secret. The previous one keeps signing too (two signatures are sent) until
     `previous_valid_until`, so receivers can switch without missing a delivery."""
-    ring = work.now(lambda session: webhooks.rotate_secret(session, settings,
+    ring = work.now(lambda session: outbox.rotate_secret(session, settings,
                                                            principal.tenant_id))
-    return webhooks.secret_view(ring, utcnow())
+    return outbox.secret_view(ring, utcnow())
 
 
 @router.get("/v1/webhook-deliveries", response_model=DeliveryList)
@@ -42,11 +42,11 @@ def list_deliveries(work: WorkDep, principal: PrincipalDep,
                     cursor: CursorQuery = None) -> dict[str, Any]:
     """Newest first, each with its attempts: time, status code, error, latency."""
     def read(session: Session) -> dict[str, Any]:
-        rows, attempts = webhooks.list_deliveries(
-            session, principal.tenant_id, webhooks.DeliveryFilter(status, job_id),
+        rows, attempts = outbox.list_deliveries(
+            session, principal.tenant_id, outbox.DeliveryFilter(status, job_id),
             limit=limit + 1, before_seq=decode_cursor(cursor) if cursor else None)
         page = rows[:limit]
-        return {"data": [webhooks.delivery_view(d, attempts[d.id]) for d in page],
+        return {"data": [outbox.delivery_view(d, attempts[d.id]) for d in page],
                 "next_cursor": encode_cursor(page[-1].seq) if len(rows) > limit else None}
 
     return work.now(read)
@@ -57,7 +57,7 @@ def list_deliveries(work: WorkDep, principal: PrincipalDep,
 def redeliver(delivery_id: str, work: WorkDep, principal: PrincipalDep) -> dict[str, Any]:
     """Send it again now (same `webhook-id`), whatever became of it before."""
     def send(session: Session) -> dict[str, Any]:
-        delivery = webhooks.redeliver(session, principal.tenant_id, delivery_id)
-        return webhooks.delivery_view(delivery, webhooks.attempts_of(session, delivery_id))
+        delivery = outbox.redeliver(session, principal.tenant_id, delivery_id)
+        return outbox.delivery_view(delivery, outbox.attempts_of(session, delivery_id))
 
     return work.now(send)

@@ -17,6 +17,9 @@ passed), run in a bounded thread pool off the loop, and one UPDATE per interval 
 renews the leases of every job held here. A worker that dies loses nothing: the leases
 lapse and the reaper hands the saved request ids to another worker's engine. A worker
 that stops hands its jobs back first (`stop`), so another takes them at once.
+
+(Over 300 lines: one class whose loop, heap and pools share state that cannot be
+split without locks between the parts.)
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from shared import pipeline
 from shared.db import session_scope
 from shared.errors import EditqError, ProviderError
-from shared.jobs import RUNNING, release_leases, renew_leases
+from shared.jobs import pipeline
+from shared.jobs.pipeline import Action, RunOutcome
+from shared.jobs.states import RUNNING, release_leases, renew_leases
 from shared.models import Job
-from shared.pipeline import Action, RunOutcome
 from shared.providers.looks import Looker
 from shared.services import Services
 

@@ -4,6 +4,9 @@ A new model is an entry in `catalog.toml`, not a new class. The file is
 loaded and checked once per process; a malformed entry stops start-up.
 Parameter names are the provider's own field names, so a request's options
 travel to the provider unchanged once checked.
+
+(About 300 lines: the schema of an entry and the checks of a request against it
+are one contract, read together.)
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from shared.errors import (
     UnsupportedOption,
 )
 from shared.images import ImageInfo
-from shared.providers.limits import ImageLimits, ImageOutOfLimits, MaskRequired, Requirement
+from shared.providers.input_rules import ImageLimits, ImageOutOfLimits, MaskRequired, Requirement
 from shared.providers.pricing import Price, PricingRule
 
 CATALOG_FILE = Path(__file__).with_name("catalog.toml")

@@ -4,7 +4,7 @@ Retryable means the same work may succeed later (429, 5xx, 5xxx task codes,
 network trouble); terminal means the request itself must change (4xx, 1xxx
 task codes, moderation). The `code` is what the job shows in `error.code`.
 `trips_breaker` marks the failures that say the provider itself is in trouble
-(shared.breaker counts them); a 429 is the rate limiter's, a 4xx the caller's.
+(shared.guards.breaker counts them); a 429 is the rate limiter's, a 4xx the caller's.
 """
 
 from __future__ import annotations

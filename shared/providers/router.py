@@ -87,7 +87,7 @@ def generate_image_edit(options: ImageEditOptions, services: Services, *,
     """Route an edit to the provider that serves its model and wait for it (blocking).
 
     For scripts and tests; the service itself never waits like this (see
-    `shared.pipeline`, which polls with scheduled tasks instead).
+    `shared.jobs.pipeline`, which polls with scheduled tasks instead).
     """
     spec = validate_edit(options, services)
     provider = services.provider(spec.provider)

@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from shared.address_guard import check_webhook_url, pinned_request
 from shared.errors import EditqError, ProviderError, ProviderOutcomeUnknown
 from shared.providers.classify import (
     AMBIGUOUS,
@@ -25,7 +26,6 @@ from shared.providers.classify import (
 )
 from shared.providers.http import post_once
 from shared.providers.looks import Answer
-from shared.webhooks_ssrf import check_webhook_url, pinned_request
 
 MAX_REDIRECTS = 5
 

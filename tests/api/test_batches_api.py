@@ -1,9 +1,9 @@
 """/v1/batches in-process (TestClient) over a real database and a real S3 server.
 
 No worker runs here: where a test needs a batch's jobs, it expands the batch itself
-(shared.expansion.expand, what the worker's editq.expand_batch does), runs a job
+(shared.batches.expansion.expand, what the worker's editq.expand_batch does), runs a job
 through the pipeline itself (local-pillow works in-process), and finishes batches
-itself (shared.expansion.finish_batches, what beat's editq.feed_bulk does).
+itself (shared.batches.expansion.finish_batches, what beat's editq.feed_bulk does).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from api.app import create_app
-from shared import batches, expansion
+from shared.batches import checks, expansion, records
 from shared.config import Settings
 from shared.db import session_scope
+from shared.jobs.pipeline import run_job
 from shared.models import Batch, Job, WebhookDelivery
-from shared.pipeline import run_job
 from shared.services import Services
 from shared.storage import Storage, input_key
 from shared.tenants import create_api_key, get_or_create_tenant, set_limits
@@ -91,7 +91,7 @@ def cancel_leftovers(settings: Settings) -> Iterator[None]:
     with session_scope(settings.database_url) as session:
         for batch in list(session.scalars(select(Batch).where(
                 Batch.tenant_id.in_(_TENANTS), Batch.status.in_(("expanding", "running"))))):
-            batches.cancel(session, batch.tenant_id, batch.id)
+            records.cancel(session, batch.tenant_id, batch.id)
     _TENANTS.clear()
 
 
@@ -556,11 +556,11 @@ class TestIdempotency:
         from shared.tenants import authenticate
 
         key = key_for(settings)
-        checked = batches.Checked(items=[{"model": "qwen-edit", "estimate": "0.02"}] * 2)
+        checked = checks.Checked(items=[{"model": "qwen-edit", "estimate": "0.02"}] * 2)
         spec = {"filter": {"model": "local-pillow"}, "override": {"model": "qwen-edit"}}
 
         def create(session: Any) -> tuple[str, bool]:
-            batch, created = batches.create(
+            batch, created = records.create(
                 session, Services(settings, storage=storage), authenticate(session, key),
                 kind="reprocess",
                 checked=checked, spec=spec, skip_invalid=False, webhook_url=None,

@@ -1,6 +1,6 @@
 """GET /v1/costs and GET /metrics through the real app, on SQLite and PostgreSQL.
 
-The ledger is seeded directly (tests/shared/test_reports.py's helpers), each
+The ledger is seeded directly (tests/shared/money/test_reports.py's helpers), each
 test in a window of days no other test uses, so every figure is exact.
 """
 
@@ -17,7 +17,7 @@ from api.app import create_app
 from shared.config import Settings
 from shared.db import session_scope, utcnow
 from shared.tenants import create_api_key
-from tests.shared.test_reports import (
+from tests.shared.money.test_reports import (
     Seeded,
     add_charge,
     add_job,

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from shared.breaker import build_breaker
 from shared.config import Settings
+from shared.guards.breaker import build_breaker
 from tests.api.test_jobs_api import assert_problem, auth
 from tests.conftest import make_settings, redis_db
 

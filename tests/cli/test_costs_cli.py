@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli.main import main
-from tests.shared.test_reports import Seeded, seed_two_tenants, unique
+from tests.shared.money.test_reports import Seeded, seed_two_tenants, unique
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -42,9 +42,9 @@ from sqlalchemy import func, insert, select, update
 
 from cli.client import ApiClient
 from cli.stack import Child, Stack, temporary_postgres_database
+from shared.batches.expansion import feed
 from shared.db import session_scope, utcnow
-from shared.expansion import feed
-from shared.jobs import new_job_id
+from shared.jobs.states import new_job_id
 from shared.migrate import upgrade
 from shared.models import Batch, Job, JobEvent, Tenant
 from shared.storage import Storage, input_key

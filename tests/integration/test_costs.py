@@ -1,6 +1,7 @@
 """The cost ledger and budgets, end to end: API, worker, simulators over HTTP, S3.
 
-The money rules under test (shared/costs.py, shared/budgets.py, shared/pipeline.py):
+The money rules under test (shared/money/ledger.py, shared/money/budgets.py,
+shared/jobs/pipeline.py):
 - parallel submissions of one tenant are admitted one after another, so
   together they never take it over its monthly budget;
 - a provider call is charged once, in the transaction that records its
@@ -35,17 +36,17 @@ from sqlalchemy import event, func, select
 
 from cli.client import ApiClient
 from cli.stack import Child, Stack
-from shared import budgets
 from shared.config import Settings
-from shared.costs import charge
 from shared.db import get_engine, session_scope
 from shared.errors import BudgetExceeded
-from shared.jobs import new_job_id, succeed
+from shared.formats import money as usd
+from shared.jobs.states import new_job_id, succeed
 from shared.models import Charge, Job, Tenant
+from shared.money import budgets
+from shared.money.ledger import charge
 from shared.providers.catalog import load_catalog
 from shared.storage import Storage, output_key
 from shared.tenants import create_api_key, get_or_create_tenant, set_limits
-from shared.views import money as usd
 from tests.conftest import SIM_KEY, db_kind, live_env, make_settings, redis_db
 from tests.helpers import b64, image_bytes, wait_for
 

@@ -94,8 +94,8 @@ def test_duplicated_run_messages_run_the_job_once(live: Live) -> None:
 def test_cancel_of_queued_job_is_never_run(live: Live) -> None:
     # given a job canceled before any worker could claim it (its message is held back)
     client = live.client("e2e-cancel")
+    from shared.jobs.submission import EditRequest, submit_job
     from shared.services import Services
-    from shared.submission import EditRequest, submit_job
     from shared.tenants import authenticate
 
     with session_scope(live.settings.database_url) as session:

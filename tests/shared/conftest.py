@@ -12,9 +12,9 @@ import pytest
 
 from shared.config import Settings
 from shared.db import session_scope
+from shared.jobs.submission import EditRequest, submit_job
 from shared.services import Services
 from shared.storage import Storage
-from shared.submission import EditRequest, submit_job
 from shared.tenants import Principal, authenticate
 from tests.helpers import image_bytes
 from tests.shared.scripted import Scripted

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import StatementError
 
 from shared.db import session_scope
-from shared.jobs import new_job_id
+from shared.jobs.states import new_job_id
 from shared.models import Job
 from shared.tenants import get_or_create_tenant
 

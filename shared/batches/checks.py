@@ -1,0 +1,229 @@
+"""Checking a batch before anything is stored: every item line, or every child of a
+reprocessing, checked and priced as the job it would become."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Text, cast, func, select
+from sqlalchemy.orm import Session
+
+from shared.errors import EditqError, InvalidInput
+from shared.formats import parse_instant
+from shared.jobs.submission import EditRequest, check_request
+from shared.models import Job
+from shared.providers.catalog import Catalog
+from shared.providers.pricing import Price
+from shared.services import Services
+from shared.storage import input_key
+
+FILTER_FIELDS = ("model", "operation", "status", "batch_id", "job_ids", "created_after",
+                 "created_before", "metadata")
+
+
+OVERRIDE_FIELDS = ("model", "prompt", "operation", "options")
+
+
+# What a reprocessing reads of each parent: enough to make its child, no more (rows, not
+# ORM objects: accepting 10,000 parents must not cost a second of the API's time).
+PARENT_COLUMNS = (Job.seq, Job.id, Job.model, Job.operation, Job.prompt, Job.negative_prompt,
+                  Job.options, Job.metadata_, Job.input_keys, Job.mask_key)
+
+
+# What accepting one needs of each parent: less again, JSON left undecoded.
+CHECK_COLUMNS = (Job.id, Job.model, Job.operation, Job.prompt, Job.negative_prompt,
+                 cast(Job.options, Text).label("options_json"),
+                 func.json_array_length(Job.input_keys).label("image_count"), Job.mask_key)
+
+
+class BatchInvalid(InvalidInput):
+    """Some lines of a batch are not valid jobs; `errors` lists them by line."""
+
+    code = "batch_invalid"
+    title = "The batch has invalid items"
+
+
+@dataclass
+class Checked:
+    """What survived checking: items ready to become jobs, and the errors by line."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def estimate(self) -> Decimal:
+        return sum((Decimal(i["estimate"]) for i in self.items), Decimal(0))
+
+    def by_model(self) -> dict[str, Decimal]:
+        totals: dict[str, Decimal] = {}
+        for item in self.items:
+            totals[item["model"]] = totals.get(item["model"], Decimal(0)) + Decimal(
+                item["estimate"])
+        return totals
+
+
+def check_items(lines: list[tuple[int, dict[str, Any]]], defaults: dict[str, Any],
+                services: Services, decode: Any, store: bool = True) -> Checked:
+    """Check each item (a POST /v1/jobs body, over `defaults`); store the good ones' images
+    (unless `store` is false: a dry run leaves nothing behind, not even in S3).
+
+    `decode` turns a request body into an EditRequest (the API's JSON decoder), so an
+    item is read exactly as a job would be.
+    """
+    checked = Checked()
+    stored: set[str] = set()
+    for line, raw in lines:
+        try:
+            req: EditRequest = decode({**defaults, **raw})
+            result = check_request(req, services)
+        except EditqError as exc:
+            checked.errors.append({"line": line, "code": exc.code, "message": exc.message})
+            continue
+        for info in [*result.images, *([result.mask] if result.mask else [])]:
+            if store and info.sha256 not in stored:  # many items often share their images
+                services.storage.put_if_absent(input_key(info.sha256), info.data,
+                                                info.content_type)
+                stored.add(info.sha256)
+        keys = [input_key(info.sha256) for info in result.images]
+        mask_key = input_key(result.mask.sha256) if result.mask is not None else None
+        checked.items.append({
+            "line": line, "operation": req.operation, "model": result.spec.id,
+            "provider": result.spec.provider, "prompt": req.prompt,
+            "negative_prompt": req.negative_prompt, "options": result.options.extra,
+            "metadata": req.metadata, "input_keys": keys, "mask_key": mask_key,
+            "estimate": str(result.price.amount), "currency": result.price.currency,
+            "deadline_seconds": req.deadline_seconds, "webhook_url": req.webhook_url,
+            "webhook_events": req.webhook_events,
+        })
+    return checked
+
+
+def parents_query(tenant_id: str, filters: dict[str, Any], before: datetime,
+                  exclude_batch: str | None = None,
+                  columns: tuple[Any, ...] = PARENT_COLUMNS) -> Any:
+    """The stored jobs a reprocessing filter selects, oldest first (a stable order to
+    expand by, resumable from the last parent's seq), as rows of `columns`."""
+    unknown = sorted(set(filters) - set(FILTER_FIELDS))
+    if unknown:
+        raise InvalidInput(f"unknown filter fields: {', '.join(unknown)}", field="filter")
+    query = select(*columns).where(Job.tenant_id == tenant_id, Job.created_at < before,
+                              func.coalesce(Job.batch_id, "") != (exclude_batch or "-"))
+    for name in ("model", "operation", "status", "batch_id"):
+        if filters.get(name) is not None:
+            query = query.where(getattr(Job, name) == str(filters[name]))
+    if filters.get("job_ids") is not None:
+        ids = filters["job_ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise InvalidInput("filter.job_ids must be a list of job ids", field="filter")
+        query = query.where(Job.id.in_(ids))
+    for name, op in (("created_after", "__ge__"), ("created_before", "__lt__")):
+        if filters.get(name):
+            when = parse_instant(str(filters[name]), field=f"filter.{name}")
+            query = query.where(getattr(Job.created_at, op)(when))
+    metadata = filters.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InvalidInput("filter.metadata must be an object", field="filter")
+    for key, value in metadata.items():
+        query = query.where(Job.metadata_[key].as_string() == str(value))
+    return query.order_by(Job.seq)
+
+
+class Children:
+    """The children of parents under one override.
+
+    The check and the price depend on the model, the operation, the options and a few
+    facts about the parent (has a prompt, how many images, a mask, a negative prompt),
+    not on the parent itself: a 10,000-job reprocessing has a handful of distinct
+    combinations, each checked once instead of 10,000 times.
+    """
+
+    def __init__(self, override: dict[str, Any], catalog: Catalog) -> None:
+        self.override = override
+        self.catalog = catalog
+        self._checked: dict[tuple[Any, ...], tuple[dict[str, Any], Price] | EditqError] = {}
+
+    def of(self, parent: Any) -> dict[str, Any]:
+        """The child of one parent (a row of PARENT_COLUMNS), checked, with its estimate;
+        raises the EditqError the catalog gives for it."""
+        model, operation, prompt = self._resolve(parent)
+        options = self.override.get("options", parent.options)
+        checked, price = self._outcome(
+            model, operation, prompt, len(parent.input_keys), parent,
+            json.dumps(options, sort_keys=True, default=str), lambda: options)
+        return {"parent_job_id": parent.id, "operation": operation, "model": model,
+                "provider": self.catalog.get(model).provider, "prompt": prompt,
+                "negative_prompt": parent.negative_prompt,
+                "options": dict(checked), "metadata": parent.metadata_,
+                "input_keys": list(parent.input_keys), "mask_key": parent.mask_key,
+                "estimate": str(price.amount), "currency": price.currency}
+
+    def priced(self, parent: Any) -> tuple[str, Price]:
+        """The model and price of one parent's child (a row of CHECK_COLUMNS: its options
+        as JSON text, its image count), without building the child; raises likewise."""
+        model, operation, prompt = self._resolve(parent)
+        if "options" in self.override:
+            key = json.dumps(self.override["options"], sort_keys=True, default=str)
+        else:
+            key = parent.options_json
+        _, price = self._outcome(
+            model, operation, prompt, parent.image_count or 0, parent, key,
+            lambda: self.override.get("options", json.loads(parent.options_json or "{}")))
+        return model, price
+
+    def _resolve(self, parent: Any) -> tuple[str, str, str | None]:
+        return (self.override.get("model") or parent.model,
+                self.override.get("operation") or parent.operation,
+                self.override.get("prompt", parent.prompt))
+
+    def _outcome(self, model: str, operation: str, prompt: str | None, image_count: int,
+                 parent: Any, options_key: str,
+                 options: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], Price]:
+        has_mask, has_negative = parent.mask_key is not None, bool(parent.negative_prompt)
+        key = (model, operation, bool(prompt), bool(prompt and prompt.strip()), image_count,
+               has_mask, has_negative, options_key)
+        if key not in self._checked:
+            try:
+                spec = self.catalog.get(model)
+                checked = spec.check_request(
+                    operation=operation, prompt=prompt, image_count=image_count,
+                    has_mask=has_mask, has_negative_prompt=has_negative, options=options())
+                self._checked[key] = checked, spec.price(checked)
+            except EditqError as exc:
+                self._checked[key] = exc
+        outcome = self._checked[key]
+        if isinstance(outcome, EditqError):
+            raise outcome
+        return outcome
+
+
+def check_reprocess(session: Session, catalog: Catalog, tenant_id: str, spec: dict[str, Any],
+                    now: datetime) -> Checked:
+    """Every child the filter gives, checked and priced (its model and estimate: the jobs
+    are made by the expansion); a parent without stored inputs is an error."""
+    filters, override = spec.get("filter") or {}, spec.get("override") or {}
+    if not isinstance(filters, dict) or not isinstance(override, dict):
+        raise InvalidInput("reprocess needs filter{} and override{} objects", field="reprocess")
+    unknown = sorted(set(override) - set(OVERRIDE_FIELDS))
+    if unknown:
+        raise InvalidInput(f"unknown override fields: {', '.join(unknown)}", field="override")
+    checked, children = Checked(), Children(override, catalog)
+    query = parents_query(tenant_id, filters, now, columns=CHECK_COLUMNS)
+    for n, parent in enumerate(session.execute(query)):
+        if not parent.image_count:
+            checked.errors.append({"line": n + 1, "job_id": parent.id,
+                                   "code": "no_stored_inputs",
+                                   "message": f"job {parent.id} has no stored inputs"})
+            continue
+        try:
+            model, price = children.priced(parent)
+        except EditqError as exc:
+            checked.errors.append({"line": n + 1, "job_id": parent.id, "code": exc.code,
+                                   "message": exc.message})
+            continue
+        checked.items.append({"model": model, "estimate": str(price.amount)})
+    return checked

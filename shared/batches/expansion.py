@@ -1,0 +1,271 @@
+"""Expanding batches into jobs, feeding them to the bulk queue, and finishing batches.
+
+- Expansion runs in the worker, `batch_chunk_size` jobs per transaction. The same
+  transaction moves the batch's cursor (and its pending estimate to the jobs), and
+  (batch_id, batch_index) is unique, so a worker that dies mid-way is resumed by
+  another from the cursor: no job twice, none missing. A batch holds a lease while
+  it expands; the reaper restarts one whose lease ran out.
+- Batch jobs are created queued but not sent. The feeder (beat, every
+  `bulk_feed_interval_seconds`, and after the last chunk) sends the oldest of them
+  to the bulk queue while fewer than `bulk_max_in_flight` bulk jobs are in flight,
+  so a 100,000-job batch never floods the broker nor starves interactive jobs.
+- Tenants take turns for the room under the cap, oldest job first within each.
+- A batch's jobs are sent only once it is fully expanded. Expanding takes seconds;
+  its first jobs running alongside it made it take three times as long on a small
+  machine (bench/README.md, "Bulk"), and the jobs waited for it anyway.
+- A batch whose jobs are all terminal is finished once: its manifest (one JSON
+  line per job) goes to S3, then the status changes and the `batch.completed`
+  webhook is written in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import false, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from shared.batches.checks import Children, parents_query
+from shared.batches.records import COMPLETED, EXPANDING, RUNNING, result_lines
+from shared.config import Settings
+from shared.db import session_scope, utcnow
+from shared.errors import EditqError
+from shared.formats import iso
+from shared.jobs.states import CANCELED, QUEUED, TERMINAL, new_job_id
+from shared.jobs.states import RUNNING as JOB_RUNNING
+from shared.models import Batch, Job, JobEvent, WebhookDelivery
+from shared.providers.catalog import Catalog
+from shared.services import Services
+from shared.storage import Storage
+from shared.webhooks.outbox import PENDING
+
+BULK = "bulk"
+FEED_LOCK = 0x6564_6974_7166_6564  # PostgreSQL advisory lock: one bulk feeder at a time
+
+
+def take_expansion(settings: Settings, batch_id: str) -> bool:
+    """The right to expand this batch now: one worker at a time, under a lease."""
+    now = utcnow()
+    lease = timedelta(seconds=settings.batch_expansion_lease_seconds)
+    with session_scope(settings.database_url) as session:
+        moved = session.execute(
+            update(Batch).where(Batch.id == batch_id, Batch.status == EXPANDING,
+                                or_(Batch.lease_expires_at.is_(None),
+                                    Batch.lease_expires_at < now))
+            .values(lease_expires_at=now + lease)
+            .execution_options(synchronize_session=False))
+        return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def expand(services: Services, batch_id: str) -> int:
+    """Create the batch's remaining jobs, chunk by chunk; answer how many this call made."""
+    settings = services.settings
+    if not take_expansion(settings, batch_id):
+        return 0
+    with session_scope(settings.database_url) as session:
+        batch = session.scalars(select(Batch).where(Batch.id == batch_id)).one()
+    items = _items(services.storage, batch) if batch.kind == "items" else None
+    lease = timedelta(seconds=settings.batch_expansion_lease_seconds)
+    made = 0
+    while True:
+        with session_scope(settings.database_url) as session:
+            # Lock the batch first: a cancel then waits for this chunk, and sees its jobs.
+            alive = session.execute(
+                update(Batch).where(Batch.id == batch_id, Batch.status == EXPANDING)
+                .values(updated_at=utcnow(),
+                        lease_expires_at=utcnow() + lease)
+                .execution_options(synchronize_session=False))
+            if alive.rowcount != 1:  # type: ignore[attr-defined]
+                # Canceled: this worker inserts nothing more, so the batch may finish
+                # now rather than when its lease runs out.
+                session.execute(update(Batch).where(Batch.id == batch_id,
+                                                    Batch.status == CANCELED)
+                                .values(lease_expires_at=None)
+                                .execution_options(synchronize_session=False))
+                return made
+            batch = session.scalars(select(Batch).where(Batch.id == batch_id)
+                                    .execution_options(populate_existing=True)).one()
+            if items is not None:
+                chunk = items[batch.expanded:batch.expanded + settings.batch_chunk_size]
+                cursor = batch.expanded + len(chunk)
+                done = cursor >= len(items)
+            else:
+                chunk, cursor, done = _reprocess_chunk(session, services.catalog, batch,
+                                                       settings.batch_chunk_size)
+            if chunk:
+                _insert_jobs(session, batch, chunk)
+                made += len(chunk)
+            pending = sum((Decimal(c["estimate"]) for c in chunk), Decimal(0))
+            final = {"status": RUNNING, "expanded_at": utcnow(), "lease_expires_at": None,
+                     "total": batch.expanded + len(chunk), "estimate_pending": Decimal(0)}
+            values: dict[str, Any] = {"expanded": Batch.expanded + len(chunk), "cursor": cursor,
+                                      "estimate_pending": Batch.estimate_pending - pending}
+            session.execute(update(Batch).where(Batch.id == batch_id)
+                            .values(**{**values, **(final if done else {})})
+                            .execution_options(synchronize_session=False))
+        if done:
+            return made
+
+
+def _items(storage: Storage, batch: Batch) -> list[dict[str, Any]]:
+    raw = storage.get(batch.spec["items_key"]).decode()
+    return [json.loads(line) for line in raw.splitlines() if line.strip()]
+
+
+def _reprocess_chunk(session: Session, catalog: Catalog, batch: Batch,
+                     size: int) -> tuple[list[dict[str, Any]], int, bool]:
+    """The next children, the cursor after them, and whether the expansion is done: the
+    parents are exhausted, or there are as many jobs as were admitted at acceptance."""
+    spec = batch.spec
+    query = parents_query(batch.tenant_id, spec.get("filter") or {}, batch.created_at,
+                          exclude_batch=batch.id).where(Job.seq > batch.cursor)
+    limit = max(0, min(size, batch.total - batch.expanded))
+    parents = session.execute(query.limit(limit)).all()
+    children, maker = [], Children(spec.get("override") or {}, catalog)
+    for parent in parents:
+        if not parent.input_keys:
+            continue
+        try:
+            children.append(maker.of(parent))
+        except EditqError:  # checked at acceptance; a parent changed since is skipped
+            continue
+    cursor = parents[-1].seq if parents else batch.cursor
+    done = len(parents) < limit or batch.expanded + len(children) >= batch.total
+    return children, cursor, done
+
+
+def _insert_jobs(session: Session, batch: Batch, chunk: list[dict[str, Any]]) -> None:
+    now = utcnow()
+    deadline_seconds = batch.spec.get("deadline_seconds")
+    job_events = [e for e in (batch.webhook_events or []) if e.startswith("job.")]
+    rows = [{
+        "id": new_job_id(), "tenant_id": batch.tenant_id, "status": QUEUED,
+        "operation": c["operation"], "model": c["model"], "provider": c["provider"],
+        "prompt": c["prompt"], "negative_prompt": c.get("negative_prompt"),
+        "options": c["options"], "metadata_": c.get("metadata") or {},
+        "input_keys": c["input_keys"], "mask_key": c.get("mask_key"), "outputs": [],
+        "attempts": 0, "cost_estimated": Decimal(c["estimate"]),
+        "currency": c.get("currency", "USD"), "queue": BULK, "batch_id": batch.id,
+        "batch_index": batch.expanded + n, "parent_job_id": c.get("parent_job_id"),
+        # An item's own subscription, else the job events the batch subscribes to (an
+        # empty list: none, not the tenant's default for every job of a big batch).
+        "webhook_url": c.get("webhook_url") or (batch.webhook_url if job_events else None),
+        "webhook_events": (c.get("webhook_events") if c.get("webhook_url") else job_events),
+        "deadline_at": _deadline(now, c.get("deadline_seconds") or deadline_seconds),
+        # Not sent yet: the feeder sends it (and sets this) when there is room.
+        "lease_expires_at": None, "created_at": now, "updated_at": now,
+    } for n, c in enumerate(chunk)]
+    session.execute(insert(Job), rows)
+    session.execute(insert(JobEvent), [
+        {"job_id": r["id"], "type": "created", "to_status": QUEUED, "at": now,
+         "detail": {"model": r["model"], "provider": r["provider"], "batch_id": batch.id,
+                    "estimated": str(r["cost_estimated"])}} for r in rows])
+
+
+def _one_feeder_at_a_time(session: Session) -> None:
+    """Feeders run at once (beat's, and one after each chunk): each must count the jobs in
+    flight and mark the ones it sends without another doing the same in between, else
+    both fill the same room (over the cap) or send the same jobs twice."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(FEED_LOCK)))
+    else:  # SQLite: a write, even of no row, holds the database's write lock until commit
+        session.execute(update(Job).where(false()).values(lease_expires_at=None)
+                        .execution_options(synchronize_session=False))
+
+
+def _deadline(now: datetime, seconds: int | None) -> datetime | None:
+    return now + timedelta(seconds=seconds) if seconds else None
+
+
+def feed(settings: Settings, send: Callable[[str], None]) -> int:
+    """Send waiting batch jobs to the bulk queue while there is room under the cap."""
+    now = utcnow()
+    with session_scope(settings.database_url) as session:
+        _one_feeder_at_a_time(session)
+        in_flight = session.scalar(select(func.count()).select_from(Job).where(
+            Job.queue == BULK, or_(Job.status == JOB_RUNNING,
+                                   (Job.status == QUEUED) & Job.lease_expires_at.is_not(None))))
+        room = settings.bulk_max_in_flight - (in_flight or 0)
+        if room <= 0:
+            return 0
+        # Tenants take turns: each tenant's oldest waiting job, then each one's second,
+        # and so on. A tenant's 100,000-job batch must not make another's 10 jobs wait
+        # for all of it.
+        turn = func.row_number().over(partition_by=Job.tenant_id, order_by=Job.seq)
+        ranked = (select(Job.id, Job.seq, turn.label("turn"))
+                  .join(Batch, Batch.id == Job.batch_id)
+                  .where(Job.queue == BULK, Job.status == QUEUED,
+                         Job.lease_expires_at.is_(None), Batch.status == RUNNING)
+                  .subquery())
+        waiting = list(session.scalars(select(ranked.c.id)
+                                       .order_by(ranked.c.turn, ranked.c.seq).limit(room)))
+        if waiting:  # (only the jobs marked here are sent: one canceled meanwhile is not)
+            waiting = list(session.scalars(
+                update(Job).where(Job.id.in_(waiting), Job.status == QUEUED,
+                                  Job.lease_expires_at.is_(None))
+                .values(lease_expires_at=now)
+                .execution_options(synchronize_session=False).returning(Job.id)))
+    for job_id in waiting:
+        send(job_id)
+    return len(waiting)
+
+
+def finish_batches(settings: Settings, storage: Storage, limit: int = 50) -> list[str]:
+    """Finish every batch that is expanded (or canceled) and has no job left to run."""
+    now = utcnow()
+    with session_scope(settings.database_url) as session:
+        # Only batches that can finish now: `limit` unfinishable ones (long batches still
+        # running) must not hide the finishable ones behind them.
+        unfinished = select(Job.id).where(Job.batch_id == Batch.id,
+                                          Job.status.not_in(tuple(TERMINAL)))
+        candidates = list(session.scalars(select(Batch.id).where(
+            Batch.status.in_((RUNNING, CANCELED)), Batch.finished_at.is_(None),
+            ~unfinished.exists(),
+            or_(Batch.status != CANCELED, Batch.lease_expires_at.is_(None),
+                Batch.lease_expires_at <= now)).order_by(Batch.seq).limit(limit)))
+    finished = []
+    for batch_id in candidates:
+        with session_scope(settings.database_url) as session:
+            unfinished = session.scalar(select(func.count()).select_from(Job).where(
+                Job.batch_id == batch_id, Job.status.not_in(tuple(TERMINAL))))
+            batch = session.scalars(select(Batch).where(Batch.id == batch_id)).one()
+            if unfinished or (batch.status == CANCELED and batch.lease_expires_at is not None
+                              and batch.lease_expires_at > utcnow()):
+                continue
+            key = f"batches/{batch_id}/manifest.jsonl"
+            manifest = "".join(result_lines(session, batch, storage)).encode()
+        storage.put(key, manifest, "application/x-ndjson")
+        with session_scope(settings.database_url) as session:
+            now = utcnow()
+            moved = session.execute(
+                update(Batch).where(Batch.id == batch_id, Batch.finished_at.is_(None))
+                .values(status=(COMPLETED if batch.status == RUNNING else CANCELED),
+                        finished_at=now, updated_at=now, manifest_key=key)
+                .execution_options(synchronize_session=False))
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                continue
+            _batch_event(session, batch_id)
+            finished.append(batch_id)
+    return finished
+
+
+def _batch_event(session: Session, batch_id: str) -> None:
+    from shared.batches.records import batch_view  # (a view needs storage only for the manifest)
+
+    batch = session.scalars(select(Batch).where(Batch.id == batch_id)
+                            .execution_options(populate_existing=True)).one()
+    if not batch.webhook_url or "batch.completed" not in (
+            batch.webhook_events or ["batch.completed"]):
+        return
+    data = batch_view(session, batch, None)  # its manifest link is presigned at send
+    session.add(WebhookDelivery(
+        id="whd_" + uuid.uuid4().hex[:24], msg_id="msg_" + uuid.uuid4().hex,
+        tenant_id=batch.tenant_id, batch_id=batch.id, event_type="batch.completed",
+        url=batch.webhook_url, payload={"type": "batch.completed",
+                                        "timestamp": iso(utcnow()), "data": data},
+        status=PENDING, attempts=0, next_attempt_at=utcnow()))

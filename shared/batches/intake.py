@@ -1,0 +1,168 @@
+"""Accepting a batch request: the one call POST /v1/batches makes (as POST /v1/jobs
+calls `submission.submit_job`), and the listing of a tenant's batches.
+
+The route reads the HTTP body (JSON, or a multipart JSONL upload) into a
+`BatchCreate`; everything after that, from the Idempotency-Key to the dry run,
+is here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.address_guard import check_webhook_url
+from shared.batches import checks, records
+from shared.db import session_scope, utcnow
+from shared.errors import InvalidInput
+from shared.formats import decode_cursor, encode_cursor, money
+from shared.idempotency import replay
+from shared.jobs.submission import EditRequest
+from shared.models import Batch
+from shared.money import budgets
+from shared.services import Services
+from shared.storage import Storage
+from shared.tenants import Principal
+
+
+class Reprocess(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filter: dict[str, Any] = Field(default_factory=dict,
+                                   description=", ".join(checks.FILTER_FIELDS))
+    override: dict[str, Any] = Field(default_factory=dict,
+                                     description=", ".join(checks.OVERRIDE_FIELDS))
+
+
+class BatchCreate(BaseModel):
+    """Either `items` (job requests, over `defaults`) or `reprocess`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[dict[str, Any]] | None = None
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    reprocess: Reprocess | None = None
+    on_error: Literal["reject", "skip"] = Field(
+        "reject", description="reject: any invalid item refuses the batch; skip: the valid "
+                              "items are accepted and the others reported")
+    dry_run: bool = False
+    webhook_url: str | None = Field(None, max_length=2048)
+    webhook_events: list[str] | None = Field(
+        None, description="batch.completed (default) and any job events for its jobs")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What POST /v1/batches answers: the batch (or a dry run's estimate, `batch_id`
+    None), and whether this request created it (False: an Idempotency-Key replay)."""
+
+    view: dict[str, Any]
+    batch_id: str | None
+    created: bool
+
+
+def parse_jsonl(text: str, limit: int) -> tuple[list[tuple[int, dict[str, Any]]],
+                                                list[dict[str, Any]]]:
+    """The upload's items by line number, and the lines that are not JSON objects."""
+    lines, errors = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append({"line": number, "code": "invalid_json", "message": str(exc)})
+            continue
+        if not isinstance(item, dict):
+            errors.append({"line": number, "code": "invalid_json",
+                           "message": "each line must be a JSON object"})
+            continue
+        lines.append((number, item))
+        if len(lines) > limit:
+            raise InvalidInput(f"a batch holds at most {limit} items", field="file")
+    return lines, errors
+
+
+def fingerprint(body: BatchCreate, upload: str | None) -> str:
+    """What makes two POSTs the same batch, for Idempotency-Key."""
+    canonical = json.dumps(body.model_dump(mode="json", exclude={"dry_run"}), sort_keys=True)
+    return hashlib.sha256(f"{canonical}\n{upload or ''}".encode()).hexdigest()
+
+
+def accept(services: Services, principal: Principal, body: BatchCreate, upload: str | None,
+           decode: Callable[[dict[str, Any]], EditRequest],
+           idempotency_key: str | None = None) -> Accepted:
+    """Check the batch, store its items' images, admit its estimate and record it (the
+    caller then enqueues the expansion of a batch it created). Blocking: run it in a
+    thread (it may wait for DNS, S3 and the database)."""
+    settings = services.settings
+    if (body.items is not None or upload is not None) == (body.reprocess is not None):
+        raise InvalidInput("send items (inline or a JSONL file) or reprocess, one of them",
+                           field="items")
+    if body.items is not None and len(body.items) > settings.batch_max_items:
+        raise InvalidInput(f"at most {settings.batch_max_items} inline items; upload a JSONL "
+                           "file for more", field="items")
+    if body.webhook_url:
+        check_webhook_url(body.webhook_url, settings.webhook_allowed_host_set)
+    key = None if body.dry_run else idempotency_key  # a dry run creates nothing
+    fingerprint_ = fingerprint(body, upload) if key else None
+    with session_scope(settings.database_url) as session:
+        if key and fingerprint_ and (earlier := replay(session, Batch, principal.tenant_id, key,
+                                                 fingerprint_, what="batch")):
+            return Accepted(records.batch_view(session, earlier, services.storage),
+                            earlier.id, False)
+        if body.reprocess is not None:
+            kind, spec = "reprocess", body.reprocess.model_dump()
+            checked = checks.check_reprocess(session, services.catalog, principal.tenant_id,
+                                              spec, utcnow())
+        else:
+            kind, spec = "items", {"defaults_given": bool(body.defaults)}
+            lines, errors = (parse_jsonl(upload, settings.batch_max_jobs)
+                             if upload is not None
+                             else (list(enumerate(body.items or [], start=1)), []))
+            checked = checks.check_items(lines, body.defaults, services, decode,
+                                          store=not body.dry_run)
+            checked.errors = sorted(errors + checked.errors, key=lambda e: e["line"])
+        if body.dry_run:
+            return Accepted(_dry_run(session, services, principal.tenant_id, checked),
+                            None, False)
+        batch, created = records.create(
+            session, services, principal, kind=kind, checked=checked, spec=spec,
+            skip_invalid=body.on_error == "skip", webhook_url=body.webhook_url,
+            webhook_events=body.webhook_events, metadata=body.metadata,
+            idempotency_key=key, fingerprint=fingerprint_)
+        session.commit()
+        view = records.batch_view(session, batch, services.storage)
+        if created:
+            view["invalid"] = checked.errors[:1000]
+        return Accepted(view, batch.id, created)
+
+
+def _dry_run(session: Session, services: Services, tenant_id: str,
+             checked: checks.Checked) -> dict[str, Any]:
+    by_model = checked.by_model()
+    verdict = budgets.evaluate(session, services.settings, tenant_id, next(iter(by_model), ""),
+                               checked.estimate, count=len(checked.items), per_model=by_model)
+    return {"count": len(checked.items), "estimated_cost": money(checked.estimate),
+            "currency": "USD", "budget_ok": verdict.ok, "budget": verdict.as_dict(),
+            "invalid": checked.errors[:1000]}
+
+
+def list_page(session: Session, storage: Storage, tenant_id: str, limit: int,
+              cursor: str | None) -> dict[str, Any]:
+    """One page of the tenant's batches, newest first."""
+    query = select(Batch).where(Batch.tenant_id == tenant_id)
+    if cursor:
+        query = query.where(Batch.seq < decode_cursor(cursor))
+    rows = list(session.scalars(query.order_by(Batch.seq.desc()).limit(limit + 1)))
+    page = rows[:limit]
+    return {"data": [records.batch_view(session, b, storage) for b in page],
+            "next_cursor": encode_cursor(page[-1].seq) if len(rows) > limit else None}

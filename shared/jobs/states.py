@@ -1,0 +1,280 @@
+"""The job state machine. Every status change is a conditional UPDATE plus an event.
+
+Conditional updates (`... WHERE status IN (...)`) are what make redelivered
+messages harmless: a second worker's claim, or a finish after a cancel,
+matches no row and changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from shared.db import utcnow
+from shared.models import Job, JobEvent, Tenant
+from shared.webhooks.outbox import record_job_event, wants_event
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = (
+    "queued", "running", "succeeded", "failed", "canceled")
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
+DEADLINE_EXCEEDED = "deadline_exceeded"
+# The transitions users can subscribe to (a job that runs again after a retry is not
+# started again: the outbox keeps one row per job and event).
+WEBHOOK_EVENTS = {RUNNING: "job.started", SUCCEEDED: "job.succeeded", FAILED: "job.failed",
+                  CANCELED: "job.canceled"}
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
+# The job state machine, as data: each event, the statuses it may move a job from, and
+# the status it moves it to. `transition()` reads it, so a move that is not here cannot
+# be made; tests/shared/jobs/test_states.py checks the table and each move on a database.
+TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "started": (frozenset({QUEUED}), RUNNING),                # claimed by one worker
+    "succeeded": (frozenset({RUNNING}), SUCCEEDED),
+    "failed": (frozenset({RUNNING}), FAILED),
+    "retry_scheduled": (frozenset({RUNNING}), QUEUED),        # a new attempt, later
+    "throttled": (frozenset({RUNNING}), QUEUED),              # never reached the provider
+    "canceled": (frozenset({QUEUED, RUNNING}), CANCELED),
+}
+# A job that ended (canceled, or failed by its deadline) while its provider call was
+# out: the call is followed, under a lease, until its cost is known. (A job failed as
+# provider_outcome_unknown has no lease: there is no call to follow.)
+SETTLING = and_(Job.status.in_((CANCELED, FAILED)), Job.cost_actual.is_(None),
+                Job.provider_state.in_(("submitting", "submitted")),
+                Job.lease_expires_at.is_not(None))
+
+
+def is_settling(job: Job | None) -> bool:
+    """The Python twin of SETTLING, for a row already loaded."""
+    return (job is not None and job.status in (CANCELED, FAILED) and job.cost_actual is None
+            and job.provider_state in ("submitting", "submitted")
+            and job.lease_expires_at is not None)
+
+
+def new_job_id() -> str:
+    return "job_" + uuid.uuid4().hex[:24]
+
+
+def add_event(session: Session, job_id: str, type_: str, *, from_status: str | None = None,
+              to_status: str | None = None, **detail: Any) -> None:
+    session.add(JobEvent(job_id=job_id, type=type_, from_status=from_status,
+                         to_status=to_status, detail=detail, at=utcnow()))
+
+
+def transition(session: Session, job_id: str, event: str,
+               detail: dict[str, Any] | None = None, **values: Any) -> bool:
+    """Move a job as `TRANSITIONS[event]` says, only if it is still in a status the event
+    may leave; say whether it moved.
+
+    The event is written in the same transaction, so the timeline never
+    disagrees with the status.
+    """
+    return _move(session, job_id, event, detail, **values) is not None
+
+
+# Where the job's webhooks go, read by the UPDATE that moves it (no second query).
+_WEBHOOK_URL = (select(Tenant.webhook_url).where(Tenant.id == Job.tenant_id)
+                .correlate(Job).scalar_subquery())
+
+
+def _move(session: Session, job_id: str, event: str, detail: dict[str, Any] | None = None,
+          **values: Any) -> Job | None:
+    """`transition`, answering the job as the UPDATE left it (RETURNING: one statement)."""
+    sources, to_status = TRANSITIONS[event]
+    from_statuses = tuple(sorted(sources))
+    now = utcnow()
+    row = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(from_statuses))
+        .values(status=to_status, updated_at=now, **values)
+        .returning(Job, _WEBHOOK_URL)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).first()
+    if row is None:
+        return None
+    job: Job = row[0]
+    tenant_url: str | None = row[1]
+    previous = from_statuses[0] if len(from_statuses) == 1 else None
+    add_event(session, job_id, event, from_status=previous, to_status=to_status,
+              **(detail or {}))
+    webhook_event = WEBHOOK_EVENTS.get(to_status)
+    if webhook_event is not None and wants_event(job, tenant_url, webhook_event):
+        record_job_event(session, job_id, webhook_event)
+    return job
+
+
+def claim(session: Session, job_id: str, lease_seconds: int) -> Job | None:
+    """queued -> running for exactly one worker; None if someone else has it or it is done."""
+    now = utcnow()
+    return _move(
+        session, job_id, "started",
+        started_at=now, attempts=Job.attempts + 1,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+    )
+
+
+def succeed(session: Session, job_id: str, outputs: list[dict[str, Any]]) -> bool:
+    """running -> succeeded; the caller charges the call in the same transaction."""
+    return transition(session, job_id, "succeeded",
+                      {"outputs": len(outputs)}, outputs=outputs,
+                      finished_at=utcnow(), lease_expires_at=None)
+
+
+def fail(session: Session, job_id: str, code: str, message: str) -> bool:
+    return transition(session, job_id, "failed",
+                      {"code": code, "message": message}, error_code=code,
+                      error_message=message, finished_at=utcnow(), lease_expires_at=None)
+
+
+def fail_while_out(session: Session, job_id: str, code: str, message: str) -> bool:
+    """running -> failed while its provider call is still out: the job is over for its
+    owner now, and the call is followed (its lease kept) until its cost settles."""
+    return transition(session, job_id, "failed",
+                      {"code": code, "message": message, "call_settling": True},
+                      error_code=code, error_message=message, finished_at=utcnow())
+
+
+def requeue(session: Session, job_id: str, reason: str, delay_seconds: float) -> bool:
+    """running -> queued for another attempt (a new provider request); the caller enqueues.
+
+    A queued job's lease is when its message is due: the reaper re-enqueues one whose
+    message is long overdue (lost with the broker's data)."""
+    return transition(session, job_id, "retry_scheduled",
+                      {"reason": reason, "delay_seconds": round(delay_seconds, 3)},
+                      lease_expires_at=utcnow() + timedelta(seconds=delay_seconds),
+                      provider_request_id=None, provider_state=None,
+                      provider_submitted_at=None)
+
+
+def unclaim(session: Session, job_id: str, reason: str, delay_seconds: float) -> bool:
+    """running -> queued without spending an attempt: the job never reached the provider."""
+    return transition(session, job_id, "throttled",
+                      {"reason": reason, "delay_seconds": round(delay_seconds, 3)},
+                      attempts=Job.attempts - 1, provider_state=None, started_at=None,
+                      lease_expires_at=utcnow() + timedelta(seconds=delay_seconds))
+
+
+def _update_running(session: Session, job_id: str, **values: Any) -> bool:
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == RUNNING)
+        .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def mark_submitting(session: Session, job_id: str) -> bool:
+    """Recorded before the POST: if the worker dies now, nobody knows if the provider has it."""
+    return _update_running(session, job_id, provider_state="submitting")
+
+
+def record_submitted(session: Session, job_id: str, request_id: str,
+                     lease_seconds: float) -> bool:
+    """The provider's request id, saved the moment it answers, so polling can resume."""
+    now = utcnow()
+    moved = _update_running(session, job_id, provider_state="submitted",
+                            provider_request_id=request_id, provider_submitted_at=now,
+                            lease_expires_at=now + timedelta(seconds=lease_seconds))
+    if moved:
+        add_event(session, job_id, "submitted", request_id=request_id)
+    return moved
+
+
+def switch_model(session: Session, job_id: str, model: str, provider: str,
+                 options: dict[str, Any], reason: str) -> bool:
+    """A running job moves to another model (a fallback); the timeline says from what."""
+    job = session.scalar(select(Job).where(Job.id == job_id))
+    if job is None:
+        return False
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == RUNNING)
+        .values(model=model, provider=provider, options=options, updated_at=utcnow(),
+                fallback_from=job.fallback_from or job.model)
+        .execution_options(synchronize_session=False))
+    moved = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if moved:
+        add_event(session, job_id, "fell_back", from_model=job.model, to_model=model,
+                  reason=reason)
+    return moved
+
+
+def record_submitted_after_cancel(session: Session, job_id: str, request_id: str) -> bool:
+    """The POST answered after the job was canceled: keep its id, to settle its cost."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == CANCELED, Job.cost_actual.is_(None))
+        .values(provider_state="submitted", provider_request_id=request_id,
+                provider_submitted_at=utcnow(), updated_at=utcnow())
+        .execution_options(synchronize_session=False))
+    moved = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if moved:
+        add_event(session, job_id, "submitted_after_cancel", request_id=request_id)
+    return moved
+
+
+def settle(session: Session, job_id: str, why: str, charged: Decimal | None) -> None:
+    """A canceled job's last call has ended; nothing more will be charged for it."""
+    session.execute(update(Job).where(Job.id == job_id)
+                    .values(provider_state="settled", updated_at=utcnow())
+                    .execution_options(synchronize_session=False))
+    add_event(session, job_id, "call_settled", reason=why,
+              charged=None if charged is None else str(charged))
+
+
+def extend_lease(session: Session, job_id: str, lease_seconds: float) -> bool:
+    """Renew a running job's lease, or a canceled job's whose call is still settling."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, or_(Job.status == RUNNING, SETTLING))
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+# Ids per statement when renewing many leases: under every database's parameter limit.
+_LEASE_CHUNK = 500
+
+
+def renew_leases(session: Session, job_ids: list[str], lease_seconds: float) -> int:
+    """Renew the leases of every job one worker follows: one UPDATE per 500 jobs, not
+    one per look. Jobs that have ended since are left alone."""
+    until = utcnow() + timedelta(seconds=lease_seconds)
+    renewed = 0
+    for start in range(0, len(job_ids), _LEASE_CHUNK):
+        result = session.execute(
+            update(Job).where(Job.id.in_(job_ids[start:start + _LEASE_CHUNK]),
+                              or_(Job.status == RUNNING, SETTLING))
+            .values(lease_expires_at=until).execution_options(synchronize_session=False))
+        renewed += int(result.rowcount)  # type: ignore[attr-defined]
+    return renewed
+
+
+def release_leases(session: Session, job_ids: list[str], grace_seconds: float) -> None:
+    """A stopping worker hands its jobs back: their leases are cut to `grace_seconds`,
+    time for the worker it hands them to to take them (the reaper's turn comes after,
+    should that hand-off be lost), and each timeline says so."""
+    until = utcnow() + timedelta(seconds=grace_seconds)
+    for start in range(0, len(job_ids), _LEASE_CHUNK):
+        chunk = job_ids[start:start + _LEASE_CHUNK]
+        session.execute(
+            update(Job).where(Job.id.in_(chunk), or_(Job.status == RUNNING, SETTLING))
+            .values(lease_expires_at=until).execution_options(synchronize_session=False))
+        for job_id in chunk:
+            add_event(session, job_id, "handed_back", reason="its worker is stopping")
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+

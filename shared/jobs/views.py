@@ -1,0 +1,75 @@
+"""The public shape of a job, shared by GET /v1/jobs/{id} and (later) webhook bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.formats import iso, money
+from shared.models import Job, JobEvent
+from shared.storage import Storage
+
+
+def job_view(job: Job, storage: Storage) -> dict[str, Any]:
+    """A job as clients see it: output URLs are presigned at read time, never stored."""
+    return presign_outputs(job_snapshot(job), storage)
+
+
+def job_snapshot(job: Job) -> dict[str, Any]:
+    """The job as GET shows it, with each output's storage `key` in place of its URL:
+    what a webhook keeps in its outbox row, presigned afresh at each attempt."""
+    return {
+        "id": job.id,
+        "status": job.status,
+        "operation": job.operation,
+        "model": job.model,
+        "provider": job.provider,
+        "prompt": job.prompt,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "attempts": job.attempts,
+        "outputs": [
+            {
+                "key": out["key"],
+                "content_type": out["content_type"],
+                "width": out["width"],
+                "height": out["height"],
+                "bytes": out["bytes"],
+                "content_filtered": bool(out.get("content_filtered", False)),
+            }
+            for out in job.outputs
+        ],
+        "cost": {
+            "estimated": money(job.cost_estimated),
+            "actual": money(job.cost_actual) if job.cost_actual is not None else None,
+            "currency": job.currency,
+        },
+        "error": ({"code": job.error_code, "message": job.error_message}
+                  if job.error_code else None),
+        "options": job.options,
+        "metadata": job.metadata_,
+        "deadline_at": iso(job.deadline_at),
+        "fallback_from": job.fallback_from,
+        "webhook_url": job.webhook_url,
+        "webhook_events": job.webhook_events,
+        "batch_id": job.batch_id,
+        "comparison_id": job.comparison_id,
+    }
+
+
+def presign_outputs(snapshot: dict[str, Any], storage: Storage) -> dict[str, Any]:
+    outputs = [{"url": storage.presigned_get_url(out["key"]),
+                **{k: v for k, v in out.items() if k != "key"}}
+               for out in snapshot["outputs"]]
+    return {**snapshot, "outputs": outputs}
+
+
+def event_view(event: JobEvent) -> dict[str, Any]:
+    return {
+        "at": iso(event.at),
+        "type": event.type,
+        "from_status": event.from_status,
+        "to_status": event.to_status,
+        "detail": event.detail,
+    }
