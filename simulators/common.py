@@ -4,7 +4,8 @@ They live apart from any one provider so that the Stability simulator injects
 the same faults with the same spec language, and a chaos run can describe
 both providers with one vocabulary.
 
-(Over 300 lines: the fault language, latency models, serving and image pieces every simulator needs.)
+(Over 300 lines: the fault language, latency models, serving and image pieces
+every simulator needs.)
 """
 
 from __future__ import annotations

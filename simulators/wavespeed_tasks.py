@@ -4,7 +4,8 @@ A task costs a timer and a few references until someone downloads its
 output, so a benchmark can keep thousands in flight: images are rendered
 lazily, on the first download or base64 poll, in a worker thread.
 
-(Over 300 lines: a task's life, its billing and its webhooks share one clock and one table of tasks.)
+(Over 300 lines: a task's life, its billing and its webhooks share one clock and
+one table of tasks.)
 """
 
 from __future__ import annotations
