@@ -6,10 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test test-repeat lint clean
 
-$(STAMP): pyproject.toml
+# editq with its dev tools, and the provider simulators (a distribution of their own,
+# simulators/pyproject.toml, that a production install does not have).
+$(STAMP): pyproject.toml simulators/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./simulators
 	touch $(STAMP)
 
 install: $(STAMP)

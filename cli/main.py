@@ -274,7 +274,9 @@ def reprocess(model: str, to_model: str, since: str | None, prompt: str | None, 
 def demo(keep: bool, out_dir: Path, workdir: Path | None) -> None:
     """Start every embedded piece, run sample edits, save the outputs, print a table."""
     from cli.demo import run_demo
+    from cli.stack import require_simulators
 
+    require_simulators()  # before anything starts
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
     # Ctrl-C (and SIGTERM) stop everything the demo started, even when a parent shell
@@ -358,8 +360,22 @@ def _register_keys() -> None:
 
 
 def _register_simulators() -> None:
-    from cli.sim import sim
+    """`editq sim`, where the simulators are installed; elsewhere (a production install)
+    a `sim` that says in one line how to get them."""
+    from cli.stack import MissingSimulators
 
+    try:
+        from cli.sim import sim
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("simulators"):
+            raise
+
+        @main.command("sim", context_settings={"ignore_unknown_options": True,
+                                               "allow_extra_args": True})
+        def missing() -> None:
+            """Provider simulators (not installed here)."""
+            raise MissingSimulators() from None
+        return
     main.add_command(sim)
 
 

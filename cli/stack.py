@@ -111,6 +111,20 @@ class MissingDemoExtra(click.ClickException):
                          "pip install 'editq[demo]' (make install has it)")
 
 
+class MissingSimulators(click.ClickException):
+    """The simulators are a distribution of their own, which a production install lacks."""
+
+    def __init__(self) -> None:
+        super().__init__("the provider simulators are not installed (a production install "
+                         "has none): from a checkout, pip install -e ./simulators "
+                         "(make install has them)")
+
+
+def require_simulators() -> None:
+    if importlib.util.find_spec("simulators") is None:
+        raise MissingSimulators()
+
+
 @dataclass
 class Stack:
     """The children of one demo or test session, stopped together in reverse order."""
@@ -196,6 +210,7 @@ class Stack:
                   extra: list[str] | None = None) -> str:
         """A provider simulator (`editq sim PROVIDER`) in its own process, as a real
         provider would be; answers its base URL once it serves."""
+        require_simulators()
         port = free_port()
         self.spawn(f"{provider}-sim-{port}",
                    [sys.executable, "-m", "cli.sim", provider, "--port", str(port),

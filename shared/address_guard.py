@@ -301,6 +301,19 @@ def _allowed_key(entry: str) -> str:
         return key
 
 
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for localhost and any loopback address (127.0.0.0/8, ::1): where plain http
+    is acceptable for a provider's base URL (the settings check it)."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
 # -- resolving and judging addresses --------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.net import is_loopback_host
+from shared.address_guard import is_loopback_host
 
 MiB = 1024 * 1024
 

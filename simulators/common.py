@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import ipaddress
 import random
 import re
 import socket
@@ -24,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
@@ -458,3 +460,16 @@ class SlidingWindowLimit:
             return self.lockout, True
         self._times.append(now)
         return None
+
+
+def is_loopback_url(url: str) -> bool:
+    """Webhooks of the simulators go to loopback only. (editq's own check is in
+    shared.address_guard; the simulators import nothing of the service they stand in
+    front of, so that they install and run on their own.)"""
+    host = urlsplit(url).hostname
+    if host == "localhost":
+        return True
+    try:
+        return bool(host) and ipaddress.ip_address((host or "").strip("[]")).is_loopback
+    except ValueError:
+        return False

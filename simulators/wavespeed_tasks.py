@@ -32,8 +32,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from shared.net import is_loopback_url
-from simulators.common import FaultPlan, Latency, parse_fault_rates, render_edit
+from simulators.common import FaultPlan, Latency, is_loopback_url, parse_fault_rates, render_edit
 from simulators.common import identify_image as _identify
 from simulators.wavespeed_models import InvalidRequest, ModelSpec
 

@@ -50,11 +50,14 @@ def _database(spec: str, workdir: Path) -> Iterator[str]:
 def run_chaos(cfg: ChaosConfig) -> tuple[dict[str, Any], int]:
     """Run the whole scenario; answers (report, exit code). Everything started is stopped
     before this returns, whatever happens."""
+    from cli.stack import require_simulators
     from shared.config import Settings
     from shared.db import session_scope
     from shared.migrate import upgrade
     from shared.storage import Storage
     from shared.tenants import create_api_key
+
+    require_simulators()  # before anything starts
 
     # The run configures its own stack: nothing from the caller's EDITQ_* settings leaks in.
     for name in [k for k in os.environ if k.startswith("EDITQ_")]:

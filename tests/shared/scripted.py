@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from shared.models import Job
@@ -32,9 +33,14 @@ class Scripted:
     name: str = "scripted"
     min_poll_seconds: float = 0.0
     webhooks: bool = False
+    # The cost the provider reports with each result (None: the catalog's price applies).
+    cost: Decimal | None = None
     submits: int = 0
     on_submit: Callable[[], None] | None = None
+    # Called just before a result is answered (a cancel racing the finish, say).
+    before_return: Callable[[], None] | None = None
     seen: list[str] = field(default_factory=list)
+    options_seen: list[ImageEditOptions] = field(default_factory=list)
 
     def validate(self, spec: ModelSpec, options: ImageEditOptions) -> None:
         return None
@@ -45,12 +51,15 @@ class Scripted:
             raise outcome
         if outcome is None:
             return None
+        if self.before_return:
+            self.before_return()
         return ImageEditResult(images=[OutputImage(outcome, "image/png")], provider=self.name,
-                               model=spec.id)
+                               model=spec.id, cost=self.cost)
 
     def submit(self, spec: ModelSpec, options: ImageEditOptions,
                webhook_url: str | None = None) -> Submitted:
         self.submits += 1
+        self.options_seen.append(options)
         if self.on_submit:
             self.on_submit()
         if self.asynchronous:

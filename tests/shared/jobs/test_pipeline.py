@@ -7,8 +7,6 @@ is covered end to end in tests/integration).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -22,62 +20,18 @@ from shared.jobs import lookup, states
 from shared.jobs.pipeline import backoff_seconds, run_job
 from shared.jobs.submission import EditRequest, submit_job
 from shared.models import Job, JobEvent
-from shared.providers.base import (
-    ImageEditOptions,
-    ImageEditResult,
-    OutputImage,
-    Polled,
-    Submitted,
-)
-from shared.providers.catalog import ModelSpec
 from shared.services import Services
 from shared.storage import Storage
 from shared.tenants import authenticate
 from tests.helpers import image_bytes
+from tests.shared.scripted import Scripted
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@dataclass
-class ScriptedProvider:
-    """Answers each edit with the next scripted outcome: an exception or output bytes."""
-
-    script: list[Exception | bytes]
-    name: str = "local"
-    calls: int = 0
-    before_return: Any = None
-    seen: list[ImageEditOptions] = field(default_factory=list)
-
-    def validate(self, spec: ModelSpec, options: ImageEditOptions) -> None:
-        return None
-
-    def submit(self, spec: ModelSpec, options: ImageEditOptions,
-               webhook_url: str | None = None) -> Submitted:
-        return Submitted(result=self.edit(spec, options))
-
-    def poll(self, spec: ModelSpec, request_id: str) -> Polled:
-        raise AssertionError("nothing to poll")
-
-    def edit(self, spec: ModelSpec, options: ImageEditOptions) -> ImageEditResult:
-        self.calls += 1
-        self.seen.append(options)
-        outcome = self.script.pop(0)
-        if isinstance(outcome, Exception):
-            raise outcome
-        if self.before_return:
-            self.before_return()
-        return ImageEditResult(images=[OutputImage(outcome, "image/png")], provider="local",
-                               model=spec.id, cost=Decimal("0.04"))
-
-
-@pytest.fixture
-def use_provider(services: Services) -> Iterator[Any]:
-    def install(provider: ScriptedProvider) -> ScriptedProvider:
-        for name in ("local", "wavespeed", "stability"):
-            services.providers[name] = provider  # type: ignore[assignment]
-        return provider
-
-    yield install
+def scripted(script: list[Exception | bytes], **fields: Any) -> Scripted:
+    """The shared scripted provider, answering as the local model would (with a cost)."""
+    return Scripted(list(script), name="local", cost=Decimal("0.04"), **fields)
 
 
 @pytest.fixture
@@ -112,11 +66,11 @@ def load(settings: Settings, job_id: str) -> tuple[Job, list[str]]:
 
 
 def test_success_stores_outputs_under_the_job_and_records_cost(
-        settings: Settings, storage: Storage, queued_job: str, use_provider: Any,
+        settings: Settings, storage: Storage, queued_job: str, use: Any,
                 services: Services) -> None:
     # given a provider that returns one PNG
     output = image_bytes((30, 20))
-    use_provider(ScriptedProvider([output]))
+    use(scripted([output]))
     # when the job runs
     outcome = run_job(queued_job, services, Retries())
     # then it succeeded, with the output in S3 under the job's id and the provider's cost
@@ -132,15 +86,15 @@ def test_success_stores_outputs_under_the_job_and_records_cost(
 
 
 def test_a_second_run_of_a_finished_job_changes_nothing(
-        settings: Settings, storage: Storage, queued_job: str, use_provider: Any,
+        settings: Settings, storage: Storage, queued_job: str, use: Any,
                 services: Services) -> None:
-    provider = use_provider(ScriptedProvider([image_bytes(), image_bytes((9, 9))]))
+    provider = use(scripted([image_bytes(), image_bytes((9, 9))]))
     assert run_job(queued_job, services, Retries()).action == "succeeded"
     # when the same message is delivered again
     again = run_job(queued_job, services, Retries())
     # then it is skipped without calling the provider
     assert again.action == "skipped"
-    assert provider.calls == 1
+    assert provider.submits == 1
     job, events = load(settings, queued_job)
     assert events.count("started") == 1 and job.attempts == 1
 
@@ -170,13 +124,13 @@ def test_concurrent_claims_have_exactly_one_winner(settings: Settings,
 
 
 def test_retryable_failure_requeues_with_backoff_then_fails_after_max_attempts(
-        settings: Settings, storage: Storage, queued_job: str, use_provider: Any,
+        settings: Settings, storage: Storage, queued_job: str, use: Any,
                 services: Services) -> None:
     # given a provider that is unavailable three times (the default maximum attempts)
     settings = Settings(**{**settings.model_dump(), "job_max_attempts": 3})
     busy = ProviderError("provider busy", code="provider_unavailable", retryable=True,
                          retry_after=2.0)
-    use_provider(ScriptedProvider([busy, busy, busy]))
+    use(scripted([busy, busy, busy]))
     retries = Retries()
     # when the job runs and each scheduled retry runs
     actions = [run_job(queued_job, services, retries).action for _ in range(3)]
@@ -190,9 +144,9 @@ def test_retryable_failure_requeues_with_backoff_then_fails_after_max_attempts(
 
 
 def test_terminal_failure_fails_at_once_without_retry(
-        settings: Settings, storage: Storage, queued_job: str, use_provider: Any,
+        settings: Settings, storage: Storage, queued_job: str, use: Any,
                 services: Services) -> None:
-    use_provider(ScriptedProvider([ProviderError("nsfw", code="content_moderated")]))
+    use(scripted([ProviderError("nsfw", code="content_moderated")]))
     retries = Retries()
     assert run_job(queued_job, services, retries).action == "failed"
     job, _ = load(settings, queued_job)
@@ -203,9 +157,9 @@ def test_terminal_failure_fails_at_once_without_retry(
 
 
 def test_output_that_is_not_an_image_fails_the_job_and_stores_nothing(
-        settings: Settings, storage: Storage, queued_job: str, use_provider: Any,
+        settings: Settings, storage: Storage, queued_job: str, use: Any,
                 services: Services) -> None:
-    use_provider(ScriptedProvider([b"<html>gateway error</html>"]))
+    use(scripted([b"<html>gateway error</html>"]))
     run_job(queued_job, services, Retries())
     job, _ = load(settings, queued_job)
     assert job.status == "failed" and job.error_code == "provider_bad_output"
@@ -214,7 +168,7 @@ def test_output_that_is_not_an_image_fails_the_job_and_stores_nothing(
 
 def test_cancel_while_running_discards_the_result(
         settings: Settings, storage: Storage, queued_job: str, tenant_key: str,
-        use_provider: Any, services: Services) -> None:
+        use: Any, services: Services) -> None:
     # given a job that its owner cancels while the provider is working on it
     with session_scope(settings.database_url) as session:
         tenant_id = authenticate(session, tenant_key).tenant_id
@@ -223,7 +177,7 @@ def test_cancel_while_running_discards_the_result(
         with session_scope(settings.database_url) as session:
             lookup.cancel(session, tenant_id, queued_job)
 
-    use_provider(ScriptedProvider([image_bytes()], before_return=cancel))
+    use(scripted([image_bytes()], before_return=cancel))
     # when the provider returns
     outcome = run_job(queued_job, services, Retries())
     # then the job stays canceled, without outputs, charged for the call that completed
@@ -234,12 +188,12 @@ def test_cancel_while_running_discards_the_result(
 
 
 def test_storage_outage_during_a_run_is_retried(
-        settings: Settings, storage: Storage, queued_job: str, use_provider: Any,
+        settings: Settings, storage: Storage, queued_job: str, use: Any,
         monkeypatch: pytest.MonkeyPatch, services: Services) -> None:
     # given S3 failing when the output is written
     from shared.errors import StorageUnavailable
 
-    use_provider(ScriptedProvider([image_bytes()]))
+    use(scripted([image_bytes()]))
 
     def broken_put(*args: Any, **kwargs: Any) -> None:
         raise StorageUnavailable("S3 put failed: EndpointConnectionError")

