@@ -30,8 +30,11 @@ from shared.tenants import Principal, authenticate, note_use
 
 T = TypeVar("T")
 
+# The dependencies that only read what create_app built are `async def`: FastAPI runs a
+# plain `def` dependency in a worker thread, a hand-off per request for a getattr.
 
-def get_services(request: Request) -> Services:
+
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -39,14 +42,14 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_storage(services: ServicesDep) -> Storage:
+async def get_storage(services: ServicesDep) -> Storage:
     return services.storage
 
 
@@ -69,14 +72,14 @@ class Work:
             return fn(session)
 
 
-def get_work(settings: SettingsDep) -> Work:
+async def get_work(settings: SettingsDep) -> Work:
     return Work(settings.database_url)
 
 
 WorkDep = Annotated[Work, Depends(get_work)]
 
 
-def get_celery(request: Request) -> Celery:
+async def get_celery(request: Request) -> Celery:
     app: Celery = request.app.state.celery
     return app
 
@@ -84,7 +87,7 @@ def get_celery(request: Request) -> Celery:
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
-def get_wakeups(request: Request) -> WakePublisher:
+async def get_wakeups(request: Request) -> WakePublisher:
     wakeups: WakePublisher = request.app.state.wakeups
     return wakeups
 
