@@ -13,6 +13,8 @@ from sqlalchemy import BigInteger, Dialect, Engine, Numeric, create_engine, even
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import DateTime, TypeDecorator
 
+from shared.formats import decode_cursor, encode_cursor
+
 MONEY_PLACES = 6
 
 
@@ -112,6 +114,17 @@ def get_engine(url: str) -> Engine:
 @lru_cache(maxsize=4)
 def _sessionmaker(url: str) -> sessionmaker[Session]:
     return sessionmaker(get_engine(url), expire_on_commit=False)
+
+
+def newest_first(session: Session, query: Any, seq: Any, *, limit: int,
+                 cursor: str | None) -> tuple[list[Any], str | None]:
+    """One page of `query`'s rows, newest first by `seq`, after `cursor`; and the cursor
+    of the next page (None on the last). Keyset paging: stable under concurrent inserts."""
+    if cursor:
+        query = query.where(seq < decode_cursor(cursor))
+    rows = list(session.scalars(query.order_by(seq.desc()).limit(limit + 1)))
+    next_cursor = encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None
+    return rows[:limit], next_cursor
 
 
 @contextmanager

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from shared.address_guard import check_webhook_url
 from shared.batches import checks, records
-from shared.db import session_scope, utcnow
+from shared.db import newest_first, session_scope, utcnow
 from shared.errors import InvalidInput
-from shared.formats import decode_cursor, encode_cursor, money
+from shared.formats import money
 from shared.idempotency import replay
 from shared.jobs.submission import EditRequest
 from shared.models import Batch
@@ -113,10 +113,10 @@ def accept(services: Services, principal: Principal, body: BatchCreate, upload: 
     if body.webhook_url:
         check_webhook_url(body.webhook_url, settings.webhook_allowed_host_set)
     key = None if body.dry_run else idempotency_key  # a dry run creates nothing
-    fingerprint_ = fingerprint(body, upload) if key else None
+    request_hash = fingerprint(body, upload) if key else None
     with session_scope(settings.database_url) as session:
-        if key and fingerprint_ and (earlier := replay(session, Batch, principal.tenant_id, key,
-                                                 fingerprint_, what="batch")):
+        if key and request_hash and (earlier := replay(session, Batch, principal.tenant_id, key,
+                                                 request_hash, what="batch")):
             return Accepted(records.batch_view(session, earlier, services.storage),
                             earlier.id, False)
         if body.reprocess is not None:
@@ -138,7 +138,7 @@ def accept(services: Services, principal: Principal, body: BatchCreate, upload: 
             session, services, principal, kind=kind, checked=checked, spec=spec,
             skip_invalid=body.on_error == "skip", webhook_url=body.webhook_url,
             webhook_events=body.webhook_events, metadata=body.metadata,
-            idempotency_key=key, fingerprint=fingerprint_)
+            idempotency_key=key, fingerprint=request_hash)
         session.commit()
         view = records.batch_view(session, batch, services.storage)
         if created:
@@ -159,10 +159,7 @@ def _dry_run(session: Session, services: Services, tenant_id: str,
 def list_page(session: Session, storage: Storage, tenant_id: str, limit: int,
               cursor: str | None) -> dict[str, Any]:
     """One page of the tenant's batches, newest first."""
-    query = select(Batch).where(Batch.tenant_id == tenant_id)
-    if cursor:
-        query = query.where(Batch.seq < decode_cursor(cursor))
-    rows = list(session.scalars(query.order_by(Batch.seq.desc()).limit(limit + 1)))
-    page = rows[:limit]
+    page, next_cursor = newest_first(session, select(Batch).where(Batch.tenant_id == tenant_id),
+                                     Batch.seq, limit=limit, cursor=cursor)
     return {"data": [records.batch_view(session, b, storage) for b in page],
-            "next_cursor": encode_cursor(page[-1].seq) if len(rows) > limit else None}
+            "next_cursor": next_cursor}

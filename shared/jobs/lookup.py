@@ -9,9 +9,8 @@ from decimal import Decimal
 from sqlalchemy import case, literal, null, select
 from sqlalchemy.orm import Session
 
-from shared.db import Money, utcnow
+from shared.db import Money, newest_first, utcnow
 from shared.errors import JobNotCancelable, NotFound
-from shared.formats import decode_cursor, encode_cursor
 from shared.jobs.states import TERMINAL, transition
 from shared.models import Job, JobEvent
 
@@ -83,11 +82,7 @@ def list_jobs(session: Session, tenant_id: str, filters: JobFilter, *, limit: in
         query = query.where(Job.comparison_id == filters.comparison_id)
     for key, value in filters.metadata:
         query = query.where(Job.metadata_[key].as_string() == value)
-    if cursor:
-        query = query.where(Job.seq < decode_cursor(cursor))
-    rows = list(session.scalars(query.order_by(Job.seq.desc()).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return newest_first(session, query, Job.seq, limit=limit, cursor=cursor)
 
 
 def find_by_request(session: Session, provider: str, request_id: str) -> str | None:

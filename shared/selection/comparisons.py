@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.db import utcnow
+from shared.db import newest_first, utcnow
 from shared.errors import (
     Conflict,
     EditqError,
@@ -30,7 +30,7 @@ from shared.errors import (
     ModelsRefused,
     NotFound,
 )
-from shared.formats import decode_cursor, encode_cursor, iso, money
+from shared.formats import iso, money
 from shared.idempotency import replay
 from shared.jobs.states import SUCCEEDED, TERMINAL
 from shared.jobs.submission import (
@@ -151,12 +151,8 @@ def jobs_of(session: Session, comparison: Comparison) -> list[Job]:
 
 def list_recent(session: Session, tenant_id: str, *, limit: int,
                 cursor: str | None = None) -> tuple[list[Comparison], str | None]:
-    query = select(Comparison).where(Comparison.tenant_id == tenant_id)
-    if cursor:
-        query = query.where(Comparison.seq < decode_cursor(cursor))
-    rows = list(session.scalars(query.order_by(Comparison.seq.desc()).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return newest_first(session, select(Comparison).where(Comparison.tenant_id == tenant_id),
+                        Comparison.seq, limit=limit, cursor=cursor)
 
 
 def vote(session: Session, tenant_id: str, comparison_id: str, model: str) -> Comparison:

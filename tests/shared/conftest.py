@@ -17,7 +17,7 @@ from shared.services import Services
 from shared.storage import Storage
 from shared.tenants import Principal, authenticate
 from tests.helpers import image_bytes
-from tests.shared.scripted import Scripted
+from tests.shared.scripted import Scripted, everywhere
 
 
 @pytest.fixture
@@ -43,7 +43,6 @@ def submit(settings: Settings, storage: Storage, principal: Principal,
 def use(services: Services) -> Callable[[Scripted], Scripted]:
     """Install a scripted provider in `services` in place of every real one."""
     def install(provider: Scripted) -> Scripted:
-        for name in ("local", "wavespeed", "stability"):
-            services.providers[name] = provider  # type: ignore[assignment]
+        services.providers.update(everywhere(provider))
         return provider
     return install

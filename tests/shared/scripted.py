@@ -79,6 +79,11 @@ class Scripted:
                                model=spec.id, provider_request_id=request_id)
 
 
+def everywhere(provider: Scripted) -> dict[str, Any]:
+    """`provider` in place of every real one, for `Services(providers=...)`."""
+    return {name: provider for name in ("local", "wavespeed", "stability")}
+
+
 class ScriptedLooker:
     """The engine's looks at a scripted provider: each takes the next outcome."""
 

@@ -24,7 +24,7 @@ from shared.storage import Storage
 from tests.conftest import make_settings
 from tests.helpers import image_bytes, wait_for
 from tests.shared.money.test_ledger import events, job_row
-from tests.shared.scripted import Scripted, ScriptedLooker
+from tests.shared.scripted import Scripted, ScriptedLooker, everywhere
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.prefer_postgresql]
 
@@ -62,8 +62,7 @@ def running(storage: Storage) -> Iterator[Any]:
     engines: list[Engine] = []
 
     def start(settings: Settings, provider: Scripted) -> Engine:
-        services = Services(settings, storage=storage, providers={
-            name: provider for name in ("local", "wavespeed", "stability")})  # type: ignore[misc]
+        services = Services(settings, storage=storage, providers=everywhere(provider))
         engine = Engine(services, run_later=lambda job, delay: None)
         engine.start()
         engines.append(engine)
