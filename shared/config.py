@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     # outcome (never resent), so this is generous; a poll is cheap to repeat.
     provider_submit_timeout_seconds: float = Field(30.0, ge=0.5, le=600)
     provider_poll_timeout_seconds: float = Field(10.0, ge=0.5, le=120)
+    # An output download (WaveSpeed's CDN): a hung one holds a finishing thread this long.
+    provider_download_timeout_seconds: float = Field(60.0, ge=0.5, le=600)
     # The in-flight engine (shared.inflight): looks out at once per provider in one
     # worker process, and threads that finish jobs (download, verify, store, record).
     inflight_looks_per_provider: int = Field(16, ge=1, le=1000)

@@ -98,6 +98,9 @@ def child_env(cfg: ChaosConfig, *, database_url: str, redis_url: str, s3_url: st
         "EDITQ_POLL_LEASE_MARGIN_SECONDS": "3",
         "EDITQ_PROVIDER_SUBMIT_TIMEOUT_SECONDS": "3",
         "EDITQ_PROVIDER_POLL_TIMEOUT_SECONDS": "2",
+        # Hangs strike output downloads too: at the 60 s default, two on one job outlast
+        # the suite's 120 s drain (a chaos run lost a job that way, 2026-12-02).
+        "EDITQ_PROVIDER_DOWNLOAD_TIMEOUT_SECONDS": "5",
         "EDITQ_STABILITY_TIMEOUT_SECONDS": "5",
         "EDITQ_STABILITY_POLL_INTERVAL": "0.5",
         # Past the slowest submit (5 s): a killed worker's jobs are resumed within seconds.

@@ -34,6 +34,7 @@ def build_provider(name: str, settings: Settings) -> ImageEditProvider:
                                  settings.wavespeed_api_key.get_secret_value(),
                                  submit_timeout=settings.provider_submit_timeout_seconds,
                                  poll_timeout=settings.provider_poll_timeout_seconds,
+                                 download_timeout=settings.provider_download_timeout_seconds,
                                  trusted_hosts=settings.output_allowed_host_set)
         return WaveSpeedEditProvider(client, settings.max_output_bytes)
     if name == "stability":

@@ -4,13 +4,17 @@ a real HTTP server on loopback."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from shared.errors import ProviderError
+from shared.providers.router import build_provider
+from shared.providers.wavespeed import WaveSpeedEditProvider
 from shared.providers.wavespeed_client import MAX_REDIRECTS, WaveSpeedClient
+from tests.conftest import make_settings
 from tests.helpers import image_bytes
 
 pytestmark = pytest.mark.timeout(30)
@@ -22,11 +26,15 @@ class Origin:
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.release = threading.Event()
         origin = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 origin.asked.append(self.path)
+                if self.path == "/hang":
+                    origin.release.wait(20)  # headers never come while the test runs
+                    return
                 target = {"/to-loopback": f"http://127.0.0.1:{origin.port}/secret",
                           "/to-metadata": "http://169.254.169.254/latest/meta-data/",
                           "/to-image": f"http://localhost:{origin.port}/image.png",
@@ -55,6 +63,7 @@ class Origin:
 def origin() -> Iterator[Origin]:
     server = Origin()
     yield server
+    server.release.set()
     server.server.shutdown()
 
 
@@ -99,3 +108,19 @@ def test_redirects_end(origin: Origin) -> None:
         client_for(origin).download(f"http://localhost:{origin.port}/loop", 10**6)
     assert f"more than {MAX_REDIRECTS} redirects" in info.value.message
     assert origin.asked.count("/loop") == MAX_REDIRECTS + 1
+
+
+def test_a_hung_download_is_given_up_after_the_configured_timeout(origin: Origin) -> None:
+    # given the WaveSpeed provider built from settings with a 0.5 s download timeout
+    settings = make_settings(database_url="sqlite://", wavespeed_api_key="key",
+                             wavespeed_base_url=f"http://localhost:{origin.port}",
+                             provider_download_timeout_seconds=0.5)
+    provider = build_provider("wavespeed", settings)
+    assert isinstance(provider, WaveSpeedEditProvider)
+    # when an output URL never answers
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as info:
+        provider.client.download(f"http://localhost:{origin.port}/hang", 10**6)
+    # then the download is given up in about that time, as a retryable provider error
+    assert time.monotonic() - started < 5
+    assert info.value.retryable
