@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import BigInteger, Dialect, Engine, Numeric, create_engine, event
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import DateTime, TypeDecorator
 
 from shared.formats import decode_cursor, encode_cursor
@@ -111,11 +111,6 @@ def get_engine(url: str) -> Engine:
     return make_engine(url, *_pool_settings())
 
 
-@lru_cache(maxsize=4)
-def _sessionmaker(url: str) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(url), expire_on_commit=False)
-
-
 def newest_first(session: Session, query: Any, seq: Any, *, limit: int,
                  cursor: str | None) -> tuple[list[Any], str | None]:
     """One page of `query`'s rows, newest first by `seq`, after `cursor`; and the cursor
@@ -127,10 +122,26 @@ def newest_first(session: Session, query: Any, seq: Any, *, limit: int,
     return rows[:limit], next_cursor
 
 
+def written(session: Session, statement: Any, key: Any) -> list[Any]:
+    """The `key` of each row a conditional INSERT or UPDATE wrote, read from the statement
+    itself (RETURNING), so that "did it write?" never rests on a driver's row count.
+
+    Row counts are the driver's to report and have been wrong: SQLAlchemy 2.1 with psycopg
+    answers -1 for an INSERT ... ON CONFLICT DO NOTHING that wrote its row, which made the
+    ledger take every first charge for a second one. Both databases editq runs on
+    (PostgreSQL, SQLite 3.35+) answer RETURNING for INSERT and UPDATE alike."""
+    return list(session.scalars(statement.returning(key)))
+
+
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
-    """A unit of work: commits on success, rolls back on any error."""
-    session = _sessionmaker(url)()
+    """A unit of work: commits on success, rolls back on any error.
+
+    The session is bound to `get_engine(url)` as it is now, not through a second cache of
+    session factories: two caches could evict one URL's entry at different times and
+    leave two engines (two pools) for one database, one of them unseen by whoever
+    listens on `get_engine(url)` (a test's statement counter missed a finish that way)."""
+    session = Session(get_engine(url), expire_on_commit=False)
     try:
         yield session
         session.commit()
