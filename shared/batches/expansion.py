@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from shared.batches.checks import Children, parents_query
 from shared.batches.records import COMPLETED, EXPANDING, RUNNING, result_lines
 from shared.config import Settings
-from shared.db import session_scope, utcnow
+from shared.db import session_scope, utcnow, written
 from shared.errors import EditqError
 from shared.formats import iso
 from shared.jobs.states import CANCELED, QUEUED, TERMINAL, new_job_id
@@ -53,13 +53,12 @@ def take_expansion(settings: Settings, batch_id: str) -> bool:
     now = utcnow()
     lease = timedelta(seconds=settings.batch_expansion_lease_seconds)
     with session_scope(settings.database_url) as session:
-        moved = session.execute(
-            update(Batch).where(Batch.id == batch_id, Batch.status == EXPANDING,
-                                or_(Batch.lease_expires_at.is_(None),
-                                    Batch.lease_expires_at < now))
+        return bool(written(
+            session, update(Batch).where(Batch.id == batch_id, Batch.status == EXPANDING,
+                                         or_(Batch.lease_expires_at.is_(None),
+                                             Batch.lease_expires_at < now))
             .values(lease_expires_at=now + lease)
-            .execution_options(synchronize_session=False))
-        return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+            .execution_options(synchronize_session=False), Batch.id))
 
 
 def expand(services: Services, batch_id: str) -> int:
@@ -75,12 +74,11 @@ def expand(services: Services, batch_id: str) -> int:
     while True:
         with session_scope(settings.database_url) as session:
             # Lock the batch first: a cancel then waits for this chunk, and sees its jobs.
-            alive = session.execute(
-                update(Batch).where(Batch.id == batch_id, Batch.status == EXPANDING)
-                .values(updated_at=utcnow(),
-                        lease_expires_at=utcnow() + lease)
-                .execution_options(synchronize_session=False))
-            if alive.rowcount != 1:  # type: ignore[attr-defined]
+            alive = written(
+                session, update(Batch).where(Batch.id == batch_id, Batch.status == EXPANDING)
+                .values(updated_at=utcnow(), lease_expires_at=utcnow() + lease)
+                .execution_options(synchronize_session=False), Batch.id)
+            if not alive:
                 # Canceled: this worker inserts nothing more, so the batch may finish
                 # now rather than when its lease runs out.
                 session.execute(update(Batch).where(Batch.id == batch_id,
@@ -242,12 +240,12 @@ def finish_batches(settings: Settings, storage: Storage, limit: int = 50) -> lis
         storage.put(key, manifest, "application/x-ndjson")
         with session_scope(settings.database_url) as session:
             now = utcnow()
-            moved = session.execute(
-                update(Batch).where(Batch.id == batch_id, Batch.finished_at.is_(None))
-                .values(status=(COMPLETED if batch.status == RUNNING else CANCELED),
-                        finished_at=now, updated_at=now, manifest_key=key)
-                .execution_options(synchronize_session=False))
-            if moved.rowcount != 1:  # type: ignore[attr-defined]
+            if not written(
+                    session, update(Batch).where(Batch.id == batch_id,
+                                                 Batch.finished_at.is_(None))
+                    .values(status=(COMPLETED if batch.status == RUNNING else CANCELED),
+                            finished_at=now, updated_at=now, manifest_key=key)
+                    .execution_options(synchronize_session=False), Batch.id):
                 continue
             _batch_event(session, batch_id)
             finished.append(batch_id)

@@ -26,7 +26,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
-from shared.db import session_scope, utcnow
+from shared.db import session_scope, utcnow, written
 from shared.errors import EditqError
 from shared.jobs.pipeline import Scheduler, followed_lease_seconds
 from shared.jobs.states import QUEUED, RUNNING, SETTLING, add_event, fail, requeue, settle
@@ -52,10 +52,10 @@ class Recovered:
 def _take(session: Session, job_id: str, waiting: ColumnElement[bool], expired_before: datetime,
           lease: datetime) -> Job | None:
     """Renew an expired lease conditionally, so two reapers never act on the same job."""
-    taken = session.execute(
-        update(Job).where(Job.id == job_id, waiting, Job.lease_expires_at < expired_before)
-        .values(lease_expires_at=lease).execution_options(synchronize_session=False))
-    if taken.rowcount != 1:  # type: ignore[attr-defined]
+    if not written(session, update(Job)
+                   .where(Job.id == job_id, waiting, Job.lease_expires_at < expired_before)
+                   .values(lease_expires_at=lease)
+                   .execution_options(synchronize_session=False), Job.id):
         return None
     return session.scalar(select(Job).where(Job.id == job_id)
                           .execution_options(populate_existing=True))

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.db import utcnow
+from shared.db import utcnow, written
 from shared.models import Job, JobEvent, Tenant
 from shared.webhooks.outbox import record_job_event, wants_event
 
@@ -158,10 +158,9 @@ def unclaim(session: Session, job_id: str, reason: str, delay_seconds: float) ->
 
 
 def _update_running(session: Session, job_id: str, **values: Any) -> bool:
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == RUNNING)
-        .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return bool(written(session, update(Job).where(Job.id == job_id, Job.status == RUNNING)
+                        .values(updated_at=utcnow(), **values)
+                        .execution_options(synchronize_session=False), Job.id))
 
 
 def mark_submitting(session: Session, job_id: str) -> bool:
@@ -187,12 +186,11 @@ def switch_model(session: Session, job_id: str, model: str, provider: str,
     job = session.scalar(select(Job).where(Job.id == job_id))
     if job is None:
         return False
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == RUNNING)
+    moved = bool(written(
+        session, update(Job).where(Job.id == job_id, Job.status == RUNNING)
         .values(model=model, provider=provider, options=options, updated_at=utcnow(),
                 fallback_from=job.fallback_from or job.model)
-        .execution_options(synchronize_session=False))
-    moved = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        .execution_options(synchronize_session=False), Job.id))
     if moved:
         add_event(session, job_id, "fell_back", from_model=job.model, to_model=model,
                   reason=reason)
@@ -201,12 +199,12 @@ def switch_model(session: Session, job_id: str, model: str, provider: str,
 
 def record_submitted_after_cancel(session: Session, job_id: str, request_id: str) -> bool:
     """The POST answered after the job was canceled: keep its id, to settle its cost."""
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == CANCELED, Job.cost_actual.is_(None))
+    moved = bool(written(
+        session, update(Job).where(Job.id == job_id, Job.status == CANCELED,
+                                   Job.cost_actual.is_(None))
         .values(provider_state="submitted", provider_request_id=request_id,
                 provider_submitted_at=utcnow(), updated_at=utcnow())
-        .execution_options(synchronize_session=False))
-    moved = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        .execution_options(synchronize_session=False), Job.id))
     if moved:
         add_event(session, job_id, "submitted_after_cancel", request_id=request_id)
     return moved
@@ -223,11 +221,10 @@ def settle(session: Session, job_id: str, why: str, charged: Decimal | None) -> 
 
 def extend_lease(session: Session, job_id: str, lease_seconds: float) -> bool:
     """Renew a running job's lease, or a canceled job's whose call is still settling."""
-    result = session.execute(
-        update(Job).where(Job.id == job_id, or_(Job.status == RUNNING, SETTLING))
+    return bool(written(
+        session, update(Job).where(Job.id == job_id, or_(Job.status == RUNNING, SETTLING))
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False))
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        .execution_options(synchronize_session=False), Job.id))
 
 
 # Ids per statement when renewing many leases: under every database's parameter limit.
@@ -240,11 +237,11 @@ def renew_leases(session: Session, job_ids: list[str], lease_seconds: float) -> 
     until = utcnow() + timedelta(seconds=lease_seconds)
     renewed = 0
     for start in range(0, len(job_ids), _LEASE_CHUNK):
-        result = session.execute(
-            update(Job).where(Job.id.in_(job_ids[start:start + _LEASE_CHUNK]),
-                              or_(Job.status == RUNNING, SETTLING))
-            .values(lease_expires_at=until).execution_options(synchronize_session=False))
-        renewed += int(result.rowcount)  # type: ignore[attr-defined]
+        renewed += len(written(
+            session, update(Job).where(Job.id.in_(job_ids[start:start + _LEASE_CHUNK]),
+                                       or_(Job.status == RUNNING, SETTLING))
+            .values(lease_expires_at=until).execution_options(synchronize_session=False),
+            Job.id))
     return renewed
 
 

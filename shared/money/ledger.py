@@ -21,10 +21,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.db import utcnow
+from shared.db import utcnow, written
 from shared.models import Charge, Job
 from shared.providers.pricing import Price
 
@@ -43,7 +42,8 @@ def charge(session: Session, job: Job, price: Price, *, reason: str) -> bool:
 
     A call charged already is not charged again: the unique (job_id, attempt) is the
     last line of defence, met by an INSERT that does nothing on conflict (one statement,
-    no savepoint), and logged rather than allowed to undo the transition it travels with.
+    no savepoint) and says by RETURNING whether it wrote; a second charge is logged rather
+    than allowed to undo the transition it travels with.
     """
     now = utcnow()
     values = dict(job_id=job.id, attempt=job.attempts, tenant_id=job.tenant_id,
@@ -62,18 +62,10 @@ def charge(session: Session, job: Job, price: Price, *, reason: str) -> bool:
 
 
 def _insert_once(session: Session, values: dict[str, Any]) -> bool:
-    dialect = session.get_bind().dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        result = session.execute(insert(Charge).values(**values).on_conflict_do_nothing())
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-    try:  # any other database: a savepoint around a plain insert
-        with session.begin_nested():
-            session.add(Charge(**values))
-            session.flush()
-    except IntegrityError:
-        return False
-    return True
+    insert = (postgresql_insert if session.get_bind().dialect.name == "postgresql"
+              else sqlite_insert)
+    return bool(written(session, insert(Charge).values(**values).on_conflict_do_nothing(),
+                        Charge.id))
 
 
 def close(session: Session, job_id: str) -> Decimal:

@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 
 from shared.address_guard import UnsafeWebhookUrl, check_webhook_url, pinned_request
 from shared.config import Settings
-from shared.db import session_scope, utcnow
+from shared.db import session_scope, utcnow, written
 from shared.errors import EditqError
 from shared.jobs.views import presign_outputs
 from shared.models import WebhookAttempt, WebhookDelivery
@@ -51,13 +51,12 @@ def take_due(settings: Settings, limit: int = 200) -> list[str]:
     taken = []
     for delivery_id in due:
         with session_scope(settings.database_url) as session:
-            moved = session.execute(
-                update(WebhookDelivery).where(WebhookDelivery.id == delivery_id,
-                                              WebhookDelivery.status == PENDING,
-                                              WebhookDelivery.next_attempt_at <= now)
-                .values(next_attempt_at=now + timedelta(seconds=LEASE_SECONDS))
-                .execution_options(synchronize_session=False))
-            if moved.rowcount == 1:  # type: ignore[attr-defined]
+            if written(session, update(WebhookDelivery)
+                       .where(WebhookDelivery.id == delivery_id,
+                              WebhookDelivery.status == PENDING,
+                              WebhookDelivery.next_attempt_at <= now)
+                       .values(next_attempt_at=now + timedelta(seconds=LEASE_SECONDS))
+                       .execution_options(synchronize_session=False), WebhookDelivery.id):
                 taken.append(delivery_id)
     return taken
 

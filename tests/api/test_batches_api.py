@@ -476,6 +476,22 @@ class TestCancel:
         assert jobs_of(settings, batch["id"]) == []
 
 
+    @pytest.mark.every_database
+    def test_one_expander_at_a_time_holds_a_batch(
+            self, client: TestClient, settings: Settings) -> None:
+        # given a batch waiting for its expansion
+        batch = accepted(post_batch(client, key_for(settings), items=[GRAY] * 2))
+        # when two workers ask for it, then only the first gets it (each answer comes from
+        # the UPDATE's own RETURNING, not from a driver's row count)
+        assert expansion.take_expansion(settings, batch["id"]) is True
+        assert expansion.take_expansion(settings, batch["id"]) is False
+        # and once its lease has run out, another may take it over
+        with session_scope(settings.database_url) as session:
+            session.execute(update(Batch).where(Batch.id == batch["id"])
+                            .values(lease_expires_at=None))
+        assert expansion.take_expansion(settings, batch["id"]) is True
+
+    @pytest.mark.every_database
     def test_a_batch_canceled_mid_expansion_finishes_without_waiting_for_its_lease(
             self, client: TestClient, settings: Settings, storage: Storage,
             monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,3 +64,46 @@ def test_each_move_happens_exactly_from_the_statuses_the_table_allows(
     assert moved == (status in sources)
     assert now == (target if moved else status)
 
+
+
+# Each conditional UPDATE below says whether it wrote from its own RETURNING, never from a
+# driver's row count (which SQLAlchemy 2.1 with psycopg got wrong for an upsert): each is
+# shown answering True when its condition holds and False when it does not, on each database.
+WRITES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
+    # name: (the status in which it writes, the call)
+    "mark_submitting": ("running", lambda s, j: states.mark_submitting(s, j)),
+    "record_submitted": ("running", lambda s, j: states.record_submitted(s, j, "req-1", 60)),
+    "switch_model": ("running", lambda s, j: states.switch_model(
+        s, j, "local-pillow", "local", {}, "fallback")),
+    "record_submitted_after_cancel": ("canceled", lambda s, j:
+                                      states.record_submitted_after_cancel(s, j, "req-2")),
+    "extend_lease": ("running", lambda s, j: states.extend_lease(s, j, 60)),
+    "renew_leases": ("running", lambda s, j: states.renew_leases(s, [j, "no-such-job"], 60)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRITES))
+def test_a_conditional_write_answers_whether_it_wrote(
+        settings: Settings, submit: Callable[..., str], name: str) -> None:
+    status, call = WRITES[name]
+    for where, expected in ((status, True), ("succeeded", False)):
+        # given a job in the status the write needs, then one in a status it must leave alone
+        job_id = submit(model="local-pillow", operation="grayscale", prompt=None)
+        with session_scope(settings.database_url) as session:
+            session.execute(update(Job).where(Job.id == job_id).values(status=where))
+        # when the write is tried
+        with session_scope(settings.database_url) as session:
+            before = _row(session, job_id)
+            answer = call(session, job_id)
+        # then it answers what it did (a count, for the one that writes many), and a
+        # write it refused changed nothing
+        wrote = 1 if name == "renew_leases" else True
+        assert answer == (wrote if expected else not wrote), (name, where, answer)
+        with session_scope(settings.database_url) as session:
+            assert (_row(session, job_id) != before) == expected
+
+
+def _row(session: Any, job_id: str) -> tuple[Any, ...]:
+    job = session.scalars(select(Job).where(Job.id == job_id)
+                          .execution_options(populate_existing=True)).one()
+    return (job.updated_at, job.lease_expires_at, job.provider_state, job.model)

@@ -6,13 +6,14 @@ clients against the simulators are in tests/integration/test_costs.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.config import Settings
@@ -123,6 +124,36 @@ def test_two_failed_attempts_then_success_is_charged_once(
     assert (row.attempt, row.amount) == (3, D("0.04"))
     job = job_row(settings, job_id)
     assert (job.attempts, job.cost_actual) == (3, D("0.04"))
+
+
+def test_a_charge_says_whether_it_wrote_and_only_a_second_one_logs_an_error(
+        settings: Settings, submit: Any, services: Services,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # given a job on its first attempt (claimed: attempts is 1)
+    job_id = submit("qwen-edit")
+    price = services.catalog.get("qwen-edit").price()
+    with session_scope(settings.database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(attempts=1))
+    caplog.set_level(logging.INFO, logger="shared.money.ledger")
+    # when its call is charged: the answer comes from the INSERT itself (RETURNING), not
+    # from a driver's row count (SQLAlchemy 2.1 with psycopg answers -1 here)
+    with session_scope(settings.database_url) as session:
+        job = session.scalars(select(Job).where(Job.id == job_id)).one()
+        first = charge(session, job, price, reason="succeeded")
+    # then the first charge says it charged, wrote one row and logged nothing
+    assert first is True
+    assert [(r.attempt, r.amount) for r in ledger(settings, job_id)] == [(1, D("0.02"))]
+    assert caplog.records == []
+    # when the same call is charged again
+    with session_scope(settings.database_url) as session:
+        job = session.scalars(select(Job).where(Job.id == job_id)).one()
+        second = charge(session, job, price, reason="succeeded")
+    # then it says it did not, wrote nothing, and one ERROR line says why
+    assert second is False
+    assert len(ledger(settings, job_id)) == 1
+    assert job_row(settings, job_id).cost_actual == D("0.02")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", f"job {job_id}: attempt 1 is charged already; not charging it again")]
 
 
 def test_a_redelivered_run_or_a_second_charge_writes_nothing(
