@@ -7,15 +7,25 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Only what the package needs is copied (there is no .dockerignore, so `COPY . .`
 # would also bring in .venv and .git). README.m[d] is optional: the wildcard
-# copies it when it exists and is skipped when it does not.
+# copies it when it exists and is skipped when it does not. The simulators'
+# pyproject.toml is there only because uv reads the whole workspace; their code is
+# not copied and not installed.
 WORKDIR /tmp/editq-src
-COPY pyproject.toml README.m[d] ./
+COPY pyproject.toml uv.lock README.m[d] ./
+COPY simulators/pyproject.toml ./simulators/
 COPY api ./api
 COPY cli ./cli
 COPY shared ./shared
 COPY worker ./worker
-RUN pip install --no-cache-dir . \
-    && cd / && rm -rf /tmp/editq-src \
+# The runtime dependencies at the versions of the committed lock, each checked against
+# its hash (the same uv as the Makefile's UV_VERSION exports them), then editq itself.
+RUN pip install --no-cache-dir uv==0.13.9 \
+    && uv export --frozen --no-dev --no-emit-workspace --no-header --format requirements.txt \
+         -o /tmp/requirements.txt \
+    && pip uninstall --yes uv \
+    && pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt \
+    && pip install --no-cache-dir --no-deps . \
+    && cd / && rm -rf /tmp/editq-src /tmp/requirements.txt \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin editq
 
 # A writable working directory: celery beat keeps its schedule file in the cwd.

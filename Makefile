@@ -4,17 +4,41 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-repeat lint clean
+.PHONY: install lock test-latest demo test test-repeat lint clean
 
-# editq with its dev tools, and the provider simulators (a distribution of their own,
-# simulators/pyproject.toml, that a production install does not have).
-$(STAMP): pyproject.toml simulators/pyproject.toml
+# Every install is the committed lock, uv.lock, synced exactly: what the lock lists is
+# installed at its version, what it does not is removed, and a lock that no longer matches
+# pyproject.toml stops the install (`--locked`) instead of being re-resolved. It holds editq
+# with its dev tools and the provider simulators (a distribution of their own,
+# simulators/pyproject.toml, that a production install does not have). uv itself is pinned
+# here (and in the Dockerfile) and installed into the venv from PyPI with pip.
+UV_VERSION := 0.13.9
+UV         := $(BIN)/uv
+SYNC       := $(UV) sync --locked --extra dev --group simulators
+
+$(STAMP): pyproject.toml simulators/pyproject.toml uv.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./simulators
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(SYNC) --quiet
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Refresh the lock: the newest versions pyproject.toml's ranges allow, written to uv.lock
+# (commit it once `make test` passes on it).
+lock: install
+	$(UV) lock --upgrade
+
+# The suite against the newest versions the ranges allow, ignoring the lock, in a venv of
+# its own (.venv-latest): the next drift of a dependency is found here, not by a user.
+LATEST := .venv-latest
+test-latest: install
+	rm -rf $(LATEST)
+	$(UV) venv --quiet --python $(BIN)/python $(LATEST)
+	$(UV) pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[dev]' -e ./simulators
+	$(UV) pip list --python $(LATEST)/bin/python --format freeze > $(LATEST)/versions.txt
+	@echo "test-latest: $$(wc -l < $(LATEST)/versions.txt) packages, newest allowed (in $(LATEST)/versions.txt)"
+	$(LATEST)/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 demo: install
 	$(BIN)/editq demo
@@ -35,4 +59,4 @@ lint: install
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -1,9 +1,11 @@
 """What a production install carries: the wheel `pip install .` (and the Docker image)
 installs is built here, offline, and read; the CLI of an install without the
-simulators says how to get them instead of failing on an import."""
+simulators says how to get them instead of failing on an import; and every install
+of this checkout (make install, the Docker image) takes its versions from one lock."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -81,3 +83,48 @@ def test_without_the_simulators_the_service_commands_still_load() -> None:
     done = _without_simulators("--help")
     assert done.returncode == 0, done.stderr
     assert "api" in done.stdout and "worker" in done.stdout
+
+
+# --- the lock ---------------------------------------------------------------------------
+
+UV = Path(sys.prefix) / "bin" / "uv"
+needs_uv = pytest.mark.skipif(not UV.exists(), reason="uv is installed by `make install`")
+
+
+def _uv(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(UV), *args, "--offline"], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+
+
+@needs_uv
+def test_the_lock_matches_pyproject() -> None:
+    # given uv.lock and pyproject.toml's ranges: the lock still satisfies them, or `make
+    # install` (uv sync --locked) would stop and ask for `make lock`
+    done = _uv("lock", "--check")
+    assert done.returncode == 0, done.stderr
+
+
+@needs_uv
+def test_the_production_image_installs_the_locked_runtime_and_nothing_of_the_demo() -> None:
+    # given what the Dockerfile installs: the lock's runtime packages, exported
+    done = _uv("export", "--frozen", "--no-dev", "--no-emit-workspace", "--no-header",
+               "--format", "requirements.txt")
+    assert done.returncode == 0, done.stderr
+    pinned = dict(re.findall(r"^([a-z0-9._-]+)==(\S+)", done.stdout, re.MULTILINE))
+    # then each is pinned with its hashes, SQLAlchemy and psycopg among them, at the
+    # versions this venv was synced to
+    assert {"sqlalchemy", "psycopg", "celery", "fastapi"} <= set(pinned)
+    assert done.stdout.count("--hash=sha256:") >= len(pinned)
+    from importlib.metadata import version
+    assert pinned["sqlalchemy"] == version("sqlalchemy")
+    # and nothing of the demo, the tests or the simulators
+    assert not set(pinned) & DEMO_ONLY
+
+
+def test_the_makefile_the_dockerfile_and_the_readme_pin_the_same_uv() -> None:
+    makefile = re.search(r"^UV_VERSION := (\S+)$", (ROOT / "Makefile").read_text(),
+                         re.MULTILINE)
+    assert makefile
+    pins = set(re.findall(r"uv==([0-9.]+)", (ROOT / "Dockerfile").read_text()
+                          + (ROOT / "README.md").read_text()))
+    assert pins == {makefile.group(1)}

@@ -72,8 +72,7 @@ class WakeListener:
             client = redis.Redis.from_url(self.redis_url, socket_timeout=5,
                                           socket_connect_timeout=2)
             try:
-                with client.pubsub(  # type: ignore[no-untyped-call]
-                        ignore_subscribe_messages=True) as pubsub:
+                with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     pubsub.subscribe(self.channel)
                     self.subscribed.set()
                     pause = 0.1
