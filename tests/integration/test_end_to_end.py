@@ -7,6 +7,9 @@ EDITQ_TEST_DATABASE_URL is set), each with its own API, worker and Redis databas
 from __future__ import annotations
 
 import io
+import logging
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -17,7 +20,9 @@ from sqlalchemy import func, select
 
 from cli.client import ApiClient
 from shared.db import session_scope
-from shared.models import JobEvent
+from shared.models import Job, JobEvent
+from shared.money.ledger import charge, charges_for
+from shared.providers.pricing import Price
 from shared.queue import enqueue_run, make_celery
 from tests.conftest import Live
 from tests.helpers import image_bytes, wait_for
@@ -153,3 +158,43 @@ def test_a_portrait_phone_photo_comes_back_upright(live: Live) -> None:
     # and the output is upright: 80 wide, 120 high
     img = Image.open(io.BytesIO(httpx.get(output["url"], timeout=10).content))
     assert img.size == (80, 120) == (output["width"], output["height"])
+
+
+@pytest.mark.every_database
+def test_five_wavespeed_jobs_are_charged_once_each_with_no_false_alarm(
+        live: Live, caplog: pytest.LogCaptureFixture) -> None:
+    # given five jobs of four WaveSpeed models (issue 22: on PostgreSQL each success logged
+    # "charged already", because the ledger read a driver's row count of -1)
+    client = live.client("e2e-ledger")
+    models = ["qwen-edit", "qwen-edit", "seededit-v3", "flux-kontext-pro", "hidream-e1-full"]
+    sizes = live.log_sizes()
+    jobs = [client.submit(image_bytes((64 + 8 * n, 48)), prompt="make the sky purple",
+                          model=model) for n, model in enumerate(models)]
+    # when they run
+    done = [client.wait(job["id"], timeout=60) for job in jobs]
+    # then each succeeded with one ledger row at its estimate, and the job's cost is the
+    # ledger's sum
+    assert [d["status"] for d in done] == ["succeeded"] * 5, live.worker.log_tail()
+    with session_scope(live.settings.database_url) as session:
+        rows = {job["id"]: charges_for(session, job["id"]) for job in jobs}
+    assert sum(len(r) for r in rows.values()) == 5
+    for job, finished in zip(jobs, done, strict=True):
+        [row] = rows[job["id"]]
+        assert (row.attempt, row.amount) == (1, Decimal(job["cost"]["estimated"]))
+        assert Decimal(finished["cost"]["actual"]) == row.amount
+    # and the worker logged no "charged already", nor any other error
+    assert live.errors_since(sizes) == []
+    # when one of those calls is charged again, deliberately
+    caplog.set_level(logging.ERROR, logger="shared.money.ledger")
+    with session_scope(live.settings.database_url) as session:
+        job_row = session.scalars(select(Job).where(Job.id == jobs[0]["id"])).one()
+        again = charge(session, job_row, Price(units=Decimal(1), unit="image",
+                                               unit_price=Decimal("0.02"), currency="USD",
+                                               rule="flat", taken=date.today(),
+                                               source="test"), reason="succeeded")
+    # then it answers False, writes nothing, and says so in one ERROR line
+    assert again is False
+    with session_scope(live.settings.database_url) as session:
+        assert len(charges_for(session, jobs[0]["id"])) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"job {jobs[0]['id']}: attempt 1 is charged already; not charging it again"]
