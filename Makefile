@@ -34,7 +34,7 @@ lock: install
 LATEST := .venv-latest
 test-latest: install
 	rm -rf $(LATEST)
-	$(UV) venv --quiet --python $(BIN)/python $(LATEST)
+	$(UV) venv --quiet --seed --python $(BIN)/python $(LATEST)
 	$(UV) pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[dev]' -e ./simulators
 	$(UV) pip list --python $(LATEST)/bin/python --format freeze > $(LATEST)/versions.txt
 	@echo "test-latest: $$(wc -l < $(LATEST)/versions.txt) packages, newest allowed (in $(LATEST)/versions.txt)"

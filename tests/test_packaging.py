@@ -87,7 +87,9 @@ def test_without_the_simulators_the_service_commands_still_load() -> None:
 
 # --- the lock ---------------------------------------------------------------------------
 
-UV = Path(sys.prefix) / "bin" / "uv"
+# uv is in the venv `make install` made (and `make test-latest` runs from beside it).
+UV = next((path for path in (Path(sys.prefix) / "bin" / "uv", ROOT / ".venv" / "bin" / "uv")
+           if path.exists()), Path("uv"))
 needs_uv = pytest.mark.skipif(not UV.exists(), reason="uv is installed by `make install`")
 
 
@@ -111,12 +113,9 @@ def test_the_production_image_installs_the_locked_runtime_and_nothing_of_the_dem
                "--format", "requirements.txt")
     assert done.returncode == 0, done.stderr
     pinned = dict(re.findall(r"^([a-z0-9._-]+)==(\S+)", done.stdout, re.MULTILINE))
-    # then each is pinned with its hashes, SQLAlchemy and psycopg among them, at the
-    # versions this venv was synced to
+    # then each is pinned with its hashes, SQLAlchemy and psycopg among them
     assert {"sqlalchemy", "psycopg", "celery", "fastapi"} <= set(pinned)
     assert done.stdout.count("--hash=sha256:") >= len(pinned)
-    from importlib.metadata import version
-    assert pinned["sqlalchemy"] == version("sqlalchemy")
     # and nothing of the demo, the tests or the simulators
     assert not set(pinned) & DEMO_ONLY
 
