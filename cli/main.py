@@ -26,22 +26,17 @@ def main() -> None:
     """editq: asynchronous image-edit jobs."""
 
 
-# An idle connection is kept longer than clients keep theirs (httpx, requests and
-# browsers: 5 s or less), so the client closes first. With equal timeouts a request sent
-# as the server closes the connection is lost (the keep-alive race seen in bench/).
-KEEP_ALIVE_SECONDS = 65
-
-
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def api(host: str, port: int) -> None:
-    """Serve the HTTP API with uvicorn."""
-    import uvicorn
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]),
+              help="uvicorn's level (info: an access log line per request, without its query)")
+def api(host: str, port: int, log_level: str) -> None:
+    """Serve the HTTP API with uvicorn, with limits on each request's head."""
+    from api.server import serve
 
-    load_settings()
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port,
-                timeout_keep_alive=KEEP_ALIVE_SECONDS)
+    serve(load_settings(), host, port, log_level)
 
 
 @main.command()

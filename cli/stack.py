@@ -224,13 +224,13 @@ class Stack:
                             extra: list[str] | None = None) -> str:
         return self.start_sim("wavespeed", latency, faults, extra)
 
-    def start_api(self, port: int | None = None) -> tuple[Child, str]:
+    def start_api(self, port: int | None = None,
+                  log_level: str = "warning") -> tuple[Child, str]:
         port = port or free_port()
-        child = self.spawn("api", [sys.executable, "-m", "uvicorn", "--factory",
-                                   "api.app:create_app", "--host", "127.0.0.1",
-                                   "--port", str(port), "--log-level", "warning",
-                                   # as `editq api`: longer than clients keep idle connections
-                                   "--timeout-keep-alive", "65"])
+        # `editq api`, as a deployment runs it (its limits on request heads included)
+        child = self.spawn("api", [sys.executable, "-m", "cli.main", "api", "--host",
+                                   "127.0.0.1", "--port", str(port), "--log-level",
+                                   log_level])
         url = f"http://127.0.0.1:{port}"
 
         def up() -> bool:

@@ -78,6 +78,13 @@ class Settings(BaseSettings):
 
     max_output_bytes: int = Field(64 * MiB, ge=MiB, le=512 * MiB)
 
+    # A request's head (request line and headers), enforced by the API's server before
+    # the app sees it (api/server.py): its size, its header lines, and the time from its
+    # first byte to its end. Browsers send a few KB; the 1 MiB ceiling is a sanity cap.
+    http_max_header_bytes: int = Field(64 * 1024, ge=8 * 1024, le=MiB)
+    http_max_headers: int = Field(100, ge=20, le=1000)
+    http_header_timeout_seconds: float = Field(10.0, gt=0, le=120)
+
     # Where providers can reach this API (for their webhooks); unset = poll only.
     public_base_url: str | None = None
     # Polling a provider: first look after `initial`, then every `growth` x the

@@ -28,13 +28,13 @@ class ApiProcess:
 
 @contextmanager
 def api_process(stack: Stack, database_url: str, redis_base: str, s3_url: str, bucket: str,
-                env: dict[str, str]) -> Iterator[ApiProcess]:
-    """uvicorn serving the app (no worker: accepted jobs stay queued), and a key."""
+                env: dict[str, str], log_level: str = "warning") -> Iterator[ApiProcess]:
+    """`editq api` serving the app (no worker: accepted jobs stay queued), and a key."""
     sub = Stack(workdir=stack.workdir)
     try:
         sub.env = {**live_env(database_url, redis_db(redis_base, "api"), s3_url, bucket,
                               "http://127.0.0.1:9"), **env}
-        child, url = sub.start_api()
+        child, url = sub.start_api(log_level=log_level)
         host, port = url.removeprefix("http://").split(":")
         with session_scope(database_url) as session:
             key = create_api_key(session, f"api-{uuid.uuid4().hex[:8]}")
