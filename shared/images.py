@@ -2,14 +2,16 @@
 
 Nothing here decodes an image's pixels in full: the API must never hold a decoded
 image (a few kilobytes of PNG can declare 40 megapixels, 160 MB once decoded). An
-image is checked from its header (format, declared size, frames, EXIF orientation)
-and from its structure: a PNG's chunks are walked and their CRCs checked up to IEND;
-a WebP's RIFF chunks must add up to the file; a JPEG must end in EOI after its scan,
-and its scan is decoded at 1/8 scale (libjpeg's DCT scaling: 1/64 of the pixels), which
-finds a truncated scan in a bounded amount of memory. (libjpeg mends some corruption
-inside a scan with a warning; such an image is accepted, as any JPEG reader would.)
-Pixels are decoded only in the worker, for the edits that need them (`open_image`,
-`upright`).
+image's structure is walked first, before any decoder sees it, with its counts capped
+(`shared.image_structure`: a JPEG's segments and scans, a PNG's chunks and what its
+text inflates to, a WebP's chunks), so that checking it costs what its bytes do. Then
+its header is read (format, declared size, frames, EXIF orientation), and a baseline
+JPEG's scan is decoded at 1/8 scale (libjpeg's DCT scaling: 1/64 of the pixels), which
+finds a truncated scan in a bounded amount of memory. A progressive JPEG's scans are not
+decoded here: libjpeg holds all of a progressive image's coefficients, at any scale.
+(libjpeg mends some corruption inside a scan with a warning; such an image is accepted,
+as any JPEG reader would.) Pixels are decoded only in the worker, for the edits that
+need them, after the same check (`load_input`).
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ import binascii
 import hashlib
 import io
 import re
-import struct
-import zlib
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from shared import image_structure
 from shared.errors import ImageTooLarge, InvalidImage, UnsupportedImageFormat
 
 # editq checks the pixel count itself, from the header, against its own
@@ -77,18 +78,22 @@ def decode_base64_image(value: str, *, field: str, max_bytes: int) -> bytes:
                            field=field) from exc
 
 
-def inspect_image(data: bytes, *, field: str, max_bytes: int, max_pixels: int) -> ImageInfo:
-    """Check an image's size, format, pixel count, frames and structure; decode no pixels."""
+def inspect_image(data: bytes, *, field: str, max_bytes: int, max_pixels: int,
+                  scan: bool = True) -> ImageInfo:
+    """Check an image's size, format, pixel count, frames and structure; decode no pixels
+    (but a baseline JPEG's scan at 1/8 scale, unless `scan` is False: the worker skips it
+    for inputs the API has checked, as it decodes them anyway when an edit needs to)."""
     if len(data) > max_bytes:
         raise ImageTooLarge(f"{field} is {len(data)} bytes, over the limit of {max_bytes}",
                             field=field, limit=max_bytes, bytes=len(data))
     if not data:
         raise InvalidImage(f"{field} is empty", field=field)
     try:
+        layout = image_structure.walk(data)
         with Image.open(io.BytesIO(data)) as img:
             fmt = img.format or ""
             width, height = img.size
-            if fmt not in ALLOWED_FORMATS:
+            if fmt not in ALLOWED_FORMATS or layout is None or layout.format != fmt:
                 raise UnsupportedImageFormat(
                     f"{field} is {fmt or 'an unknown format'}; "
                     f"accepted: {', '.join(sorted(ALLOWED_FORMATS))}",
@@ -106,19 +111,19 @@ def inspect_image(data: bytes, *, field: str, max_bytes: int, max_pixels: int) -
             has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
                 mode == "P" and "transparency" in img.info)
             orientation = _orientation(img)
-            _STRUCTURE[fmt](data, img)
+            if scan and fmt == "JPEG" and not layout.progressive:
+                _decode_scan_at_one_eighth(img)
     except (UnsupportedImageFormat, ImageTooLarge, InvalidImage):
         raise
+    except image_structure.TooCostly as exc:
+        raise InvalidImage(f"{field} costs more to decode than editq accepts: {exc}",
+                           field=field) from exc
     except Exception as exc:  # Pillow raises many kinds for corrupt data
         raise InvalidImage(f"{field} could not be decoded as an image", field=field) from exc
     if orientation in (5, 6, 7, 8):  # a quarter turn: shown with its sides swapped
         width, height = height, width
     return ImageInfo(data=data, content_type=ALLOWED_FORMATS[fmt], width=width,
                      height=height, mode=mode, has_alpha=has_alpha, orientation=orientation)
-
-
-class _Broken(ValueError):
-    """The file's structure does not hold: truncated, or corrupt."""
 
 
 def _orientation(img: Image.Image) -> int:
@@ -136,53 +141,11 @@ def _orientation(img: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def _png(data: bytes, img: Image.Image) -> None:
-    """Every chunk whole and its CRC right, up to IEND, with image data before it."""
-    at, seen_data = 8, False
-    while True:
-        if at + 12 > len(data):
-            raise _Broken("PNG ends before IEND")
-        length, kind = struct.unpack(">I4s", data[at:at + 8])
-        end = at + 12 + length
-        if end > len(data):
-            raise _Broken(f"PNG chunk {kind!r} is cut short")
-        crc = struct.unpack(">I", data[end - 4:end])[0]
-        if zlib.crc32(data[at + 4:end - 4]) != crc:
-            raise _Broken(f"PNG chunk {kind!r} is corrupt")
-        seen_data = seen_data or kind == b"IDAT"
-        if kind == b"IEND":
-            if not seen_data:
-                raise _Broken("PNG has no image data")
-            return
-        at = end
-
-
-def _webp(data: bytes, img: Image.Image) -> None:
-    """The RIFF container's declared size is the file's, and its chunks fill it."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
-        raise _Broken("not a RIFF WEBP file")
-    if struct.unpack("<I", data[4:8])[0] + 8 != len(data):
-        raise _Broken("WebP size does not match its RIFF header")
-    at = 12
-    while at < len(data):
-        if at + 8 > len(data):
-            raise _Broken("WebP chunk header cut short")
-        size = struct.unpack("<I", data[at + 4:at + 8])[0]
-        at += 8 + size + (size & 1)
-    if at != len(data):
-        raise _Broken("WebP chunks overrun the file")
-
-
-def _jpeg(data: bytes, img: Image.Image) -> None:
-    """An end-of-image marker after the scan, and the scan decoded at 1/8 scale."""
-    if data.rfind(b"\xff\xd9") < data.find(b"\xff\xda"):
-        raise _Broken("JPEG ends before its end-of-image marker")
+def _decode_scan_at_one_eighth(img: Image.Image) -> None:
+    """A baseline JPEG's scan, decoded at 1/8 scale: raises on a truncated or corrupt one."""
     img.draft(img.mode if img.mode in ("L", "RGB") else "RGB",
               (max(1, img.width // 8), max(1, img.height // 8)))
-    img.load()  # raises on a truncated or corrupt scan
-
-
-_STRUCTURE = {"PNG": _png, "WEBP": _webp, "JPEG": _jpeg}
+    img.load()
 
 
 def upright(data: bytes) -> bytes:
@@ -201,16 +164,32 @@ def upright(data: bytes) -> bytes:
         return buf.getvalue()
 
 
+def load_input(data: bytes, *, field: str, max_bytes: int, max_pixels: int) -> bytes:
+    """A stored input as the worker uses it: checked as the API checked it, then turned
+    upright. Whatever fails here is the image's fault (`InvalidImage`: the job fails at
+    once, nothing billed), never a crash that leaves the job running (inputs stored before
+    a check was added are met here too)."""
+    inspect_image(data, field=field, max_bytes=max_bytes, max_pixels=max_pixels, scan=False)
+    try:
+        return upright(data)
+    except Exception as exc:  # Pillow raises many kinds; a decoder's own caps among them
+        raise InvalidImage(f"{field} could not be decoded as an image", field=field) from exc
+
+
 def sniff_content_type(data: bytes) -> str:
     """The content type of bytes already checked by `inspect_image`, from the header only."""
     with Image.open(io.BytesIO(data)) as img:
         return ALLOWED_FORMATS.get(img.format or "", "application/octet-stream")
 
 
-def open_image(data: bytes) -> Image.Image:
-    """Open bytes already checked by `inspect_image`."""
-    img = Image.open(io.BytesIO(data))
-    img.load()
+def open_image(data: bytes, field: str = "image") -> Image.Image:
+    """Open bytes already checked by `inspect_image`, decoding their pixels; what no
+    decoder can read is `InvalidImage`, not a crash."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except Exception as exc:
+        raise InvalidImage(f"{field} could not be decoded as an image", field=field) from exc
     return img
 
 

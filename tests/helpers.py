@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -66,3 +68,55 @@ def bomb_webp(size: tuple[int, int] = (6000, 6000)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, (10, 200, 10)).save(buf, "WEBP", lossless=True)
     return buf.getvalue()
+
+
+def progressive_jpeg_bomb(size: int = 6320) -> bytes:
+    """A 700-byte CMYK progressive JPEG whose frame claims `size` x `size`: libjpeg holds
+    a progressive image's coefficients whole, 300 MB here, even to decode it at 1/8."""
+    buf = io.BytesIO()
+    Image.new("CMYK", (16, 16)).save(buf, "JPEG", progressive=True)
+    data = buf.getvalue()
+    at = data.index(b"\xff\xc2")
+    return data[:at + 5] + struct.pack(">HH", size, size) + data[at + 9:]
+
+
+def many_scans_jpeg(scans: int = 10_000) -> bytes:
+    """A small progressive JPEG whose last scan is repeated `scans` times (minutes of CPU
+    for a decoder that takes them all)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, "JPEG", progressive=True)
+    data = buf.getvalue()
+    last, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    return data[:end] + data[last:end] * scans + data[end:]
+
+
+def app_segments_jpeg(segments: int = 2_400_000) -> bytes:
+    """A JPEG of `segments` empty APP5 segments (9.6 MB for 2.4 million): Pillow keeps a
+    list entry for each one it reads."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, "JPEG")
+    data = buf.getvalue()
+    return data[:2] + b"\xff\xe5\x00\x02" * segments + data[2:]
+
+
+def text_bomb_png(inflated: int = 1 << 25, orientation: int | None = None) -> bytes:
+    """A PNG with a zTXt chunk after its image data that inflates to `inflated` bytes (32
+    KB on disk for 32 MB; issue 23's was 1 GB in 1 MB), over Pillow's 1 MB cap for a text
+    chunk: Pillow refuses it only when it loads the pixels. With
+    `orientation`, an eXIf chunk asks for that EXIF orientation."""
+    buf = io.BytesIO()
+    image = Image.new("RGB", (64, 48), (200, 30, 30))
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        image.save(buf, "PNG", exif=exif)
+    else:
+        image.save(buf, "PNG")
+    data = buf.getvalue()
+    compressor = zlib.compressobj(9)
+    payload = b"".join(compressor.compress(b"\0" * (1 << 24)) for _ in range(inflated >> 24))
+    body = b"bomb\0\0" + payload + compressor.flush()
+    chunk = (struct.pack(">I", len(body)) + b"zTXt" + body
+             + struct.pack(">I", zlib.crc32(b"zTXt" + body)))
+    end = data.rindex(b"IEND") - 4
+    return data[:end] + chunk + data[end:]

@@ -25,7 +25,8 @@ def find_fallback(job: Job, spec: ModelSpec, images: list[bytes], mask: bytes | 
                   services: Services) -> tuple[ModelSpec, dict[str, Any]] | None:
     """The cheapest other model that can take this job as it is, with its options."""
     settings = services.settings
-    limits = {"max_bytes": settings.max_image_bytes, "max_pixels": settings.max_image_pixels}
+    limits: dict[str, Any] = {"max_bytes": settings.max_image_bytes,
+                              "max_pixels": settings.max_image_pixels}
     try:
         infos = [inspect_image(data, field="image", **limits) for data in images]
         mask_info = inspect_image(mask, field="mask", **limits) if mask is not None else None

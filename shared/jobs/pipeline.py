@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from shared.config import Settings
 from shared.db import session_scope, utcnow
 from shared.errors import EditqError, ProviderError, ProviderOutcomeUnknown, StorageUnavailable
-from shared.images import inspect_image, upright
+from shared.images import inspect_image, load_input
 from shared.jobs.fallback import find_fallback
 from shared.jobs.states import (
     CANCELED,
@@ -123,11 +123,17 @@ def webhook_url(settings: Settings, provider: str) -> str | None:
     return f"{settings.public_base_url}/v1/providers/{provider}/webhook"
 
 
-def _load_inputs(storage: Storage, job: Job) -> tuple[list[bytes], bytes | None]:
-    """The stored inputs, each turned upright as its EXIF orientation says (the API
-    checked them as displayed; a provider may ignore the tag)."""
-    images = [upright(storage.get(key)) for key in job.input_keys]
-    mask = upright(storage.get(job.mask_key)) if job.mask_key else None
+def _load_inputs(services: Services, job: Job) -> tuple[list[bytes], bytes | None]:
+    """The stored inputs, checked again as the API checked them and each turned upright
+    as its EXIF orientation says (the API checked them as displayed; a provider may
+    ignore the tag). An input no decoder can read fails the job as `invalid_image`."""
+    settings, storage = services.settings, services.storage
+    limits: dict[str, Any] = {"max_bytes": settings.max_image_bytes,
+                              "max_pixels": settings.max_image_pixels}
+    images = [load_input(storage.get(key), field=f"images[{n}]", **limits)
+              for n, key in enumerate(job.input_keys)]
+    mask = (load_input(storage.get(job.mask_key), field="mask", **limits)
+            if job.mask_key else None)
     return images, mask
 
 
@@ -166,7 +172,7 @@ def run_job(job_id: str, services: Services, scheduler: Scheduler) -> RunOutcome
     spec = services.catalog.get(job.model)
     try:
         provider = services.provider(spec.provider)
-        images, mask = _load_inputs(services.storage, job)
+        images, mask = _load_inputs(services, job)
         breaker = services.breaker(job.provider)
         if breaker is not None and (wait := breaker.allow()):
             switched = (find_fallback(job, spec, images, mask, services)

@@ -6,6 +6,7 @@ EDITQ_TEST_DATABASE_URL is set), each with its own API, worker and Redis databas
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from datetime import date
@@ -18,14 +19,15 @@ import redis
 from PIL import Image
 from sqlalchemy import func, select
 
-from cli.client import ApiClient
+from cli.client import ApiClient, ApiError
 from shared.db import session_scope
 from shared.models import Job, JobEvent
 from shared.money.ledger import charge, charges_for
 from shared.providers.pricing import Price
 from shared.queue import enqueue_run, make_celery
+from shared.storage import Storage, input_key
 from tests.conftest import Live
-from tests.helpers import image_bytes, wait_for
+from tests.helpers import image_bytes, text_bomb_png, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -198,3 +200,33 @@ def test_five_wavespeed_jobs_are_charged_once_each_with_no_false_alarm(
         assert len(charges_for(session, jobs[0]["id"])) == 1
     assert [r.getMessage() for r in caplog.records] == [
         f"job {jobs[0]['id']}: attempt 1 is charged already; not charging it again"]
+
+
+@pytest.mark.every_database
+@pytest.mark.parametrize("model, orientation", [("local-pillow", None), ("qwen-edit", 6)])
+def test_an_input_the_worker_cannot_load_fails_the_job_at_once_and_uncharged(
+        live: Live, model: str, orientation: int | None) -> None:
+    # given an input the worker's decoder refuses (a PNG text chunk inflating past
+    # Pillow's cap), stored before the API checked for such things: it is put under the
+    # key of a valid image, which the API then finds stored already (issue 23: local-pillow
+    # crashed and the job failed 600 s later as "may have been billed"; qwen-edit crashed
+    # turning it upright and was run again and again as worker_lost)
+    bomb = text_bomb_png(orientation=orientation)
+    valid = image_bytes((64, 48), color=(7, 77, 177) if orientation else (177, 77, 7))
+    storage = Storage(live.settings)
+    storage.put(input_key(hashlib.sha256(valid).hexdigest()), bomb, "image/png")
+    client = live.client(f"e2e-unloadable-{model}")
+    # when a job of it runs
+    job = client.submit(valid, model=model, prompt="make it blue",
+                        operation="general_edit" if model != "local-pillow" else "grayscale")
+    done = client.wait(job["id"], timeout=30)
+    # then it failed on its first attempt as invalid_image, and cost nothing
+    assert (done["status"], done["error"]["code"], done["attempts"]) == (
+        "failed", "invalid_image", 1), done
+    assert done["cost"]["actual"] == "0"
+    with session_scope(live.settings.database_url) as session:
+        assert charges_for(session, job["id"]) == []
+    # and the API refuses such an image itself
+    with pytest.raises(ApiError) as refused:
+        client.submit(bomb, operation="grayscale")
+    assert (refused.value.status, refused.value.problem["code"]) == (422, "invalid_image")
