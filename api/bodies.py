@@ -6,7 +6,6 @@ before it is held in memory whole.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Request
@@ -15,8 +14,9 @@ from starlette.datastructures import UploadFile
 
 from api.body_caps import edit_body_limit
 from api.schemas import JobCreate
+from shared import user_json
 from shared.config import Settings
-from shared.errors import InvalidInput, RequestTooLarge, UnsupportedMediaType
+from shared.errors import InvalidInput, InvalidJson, RequestTooLarge, UnsupportedMediaType
 from shared.images import decode_base64_image
 from shared.jobs.submission import EditRequest
 
@@ -47,10 +47,13 @@ EDIT_REQUEST_BODY = {
 
 
 def _from_json(raw: bytes, max_bytes: int) -> EditRequest:
+    if user_json.values_bound(raw) > user_json.MAX_REQUEST_VALUES:
+        raise InvalidInput(f"the body holds more than {user_json.MAX_REQUEST_VALUES} JSON "
+                           "values", field="body", limit=user_json.MAX_REQUEST_VALUES)
     try:
         body = JobCreate.model_validate_json(raw or b"{}")
     except ValidationError as exc:
-        raise _invalid(exc) from exc
+        raise invalid_of(exc) from exc
     return _request_of(body, max_bytes)
 
 
@@ -59,14 +62,17 @@ def edit_request_from_dict(data: dict[str, Any], max_bytes: int) -> EditRequest:
     try:
         body = JobCreate.model_validate(data)
     except ValidationError as exc:
-        raise _invalid(exc) from exc
+        raise invalid_of(exc) from exc
     return _request_of(body, max_bytes)
 
 
-def _invalid(exc: ValidationError) -> InvalidInput:
+def invalid_of(exc: ValidationError) -> InvalidInput:
+    """A body's first validation error as a 422 naming its field (`invalid_json` when the
+    body did not parse, `invalid_input` otherwise)."""
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "body"
-    return InvalidInput(f"{where}: {first['msg']}", field=where)
+    kind = InvalidJson if first["type"] == "json_invalid" else InvalidInput
+    return kind(f"{where}: {first['msg']}", field=where)
 
 
 def _request_of(body: JobCreate, max_bytes: int) -> EditRequest:
@@ -105,10 +111,7 @@ def _json_field(form: Any, name: str) -> dict[str, Any]:
         return {}
     if not isinstance(raw, str):
         raise InvalidInput(f"{name} must be a JSON object as text, not a file", field=name)
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidInput(f"{name} must be a JSON object", field=name) from exc
+    value = user_json.loads(raw, field=name)
     if not isinstance(value, dict):
         raise InvalidInput(f"{name} must be a JSON object", field=name)
     return value
@@ -163,11 +166,7 @@ async def read_comparison_request(request: Request,
         models = ([m.strip() for m in raw.split(",") if m.strip()]
                   if isinstance(raw, str) else [])
     elif content_type == "application/json":
-        raw_body = await _read_capped(request, settings)
-        try:
-            data = json.loads(raw_body or b"{}")
-        except (ValueError, RecursionError) as exc:  # (too deeply nested: RecursionError)
-            raise InvalidInput("the body is not valid JSON", field="body") from exc
+        data = user_json.loads(await _read_capped(request, settings) or b"{}", field="body")
         if not isinstance(data, dict):
             raise InvalidInput("the body must be a JSON object", field="body")
         listed = data.pop("models", None)

@@ -23,6 +23,7 @@ from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import UnknownQueryParameter
 from shared.formats import CURSOR_PATTERN
+from shared.idempotency import checked_key
 from shared.inflight.wakeups import WakePublisher
 from shared.services import Services
 from shared.storage import Storage
@@ -134,6 +135,16 @@ def refuse_unknown_query(request: Request) -> None:
             f"unknown query parameter(s): {', '.join(unknown)[:300]}; this call takes: "
             f"{', '.join(sorted(accepted)) or 'none'}", field=unknown[0][:64],
             unknown=unknown[:20])
+
+
+async def get_idempotency_key(
+        idempotency_key: Annotated[str | None, Header(
+            description="a unique value per request: a retry with the same key and body "
+                        "answers what the first made")] = None) -> str | None:
+    return checked_key(idempotency_key)
+
+
+IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
 
 
 CursorQuery = Annotated[str | None, Query(

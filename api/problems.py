@@ -75,7 +75,14 @@ def _allowed_methods(request: Request) -> str:
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400:
-        # FastAPI's "error parsing the body" (malformed JSON): invalid input like any other
+        # The body could not be parsed: Starlette's multipart parser (its limits on parts,
+        # field sizes and boundaries included) or FastAPI's JSON: invalid input like any
+        # other, each with its own code.
+        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
+        if content_type.lower() == "multipart/form-data":
+            return problem(422, "invalid_multipart", "The multipart body could not be read",
+                           f"the multipart body could not be read: {str(exc.detail)[:300]}",
+                           {"field": "body"})
         return problem(422, "invalid_json", "The body is not valid JSON",
                        "the body could not be parsed as JSON", {"field": "body"})
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")

@@ -31,6 +31,16 @@ class InvalidInput(EditqError):
     title = "Invalid input"
 
 
+class InvalidJson(InvalidInput):
+    code = "invalid_json"
+    title = "The body is not valid JSON"
+
+
+class InvalidMultipart(InvalidInput):
+    code = "invalid_multipart"
+    title = "The multipart body could not be read"
+
+
 class UnknownQueryParameter(InvalidInput):
     code = "unknown_query_parameter"
     title = "Unknown query parameter"

@@ -13,7 +13,24 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.errors import IdempotencyConflict
+from shared.errors import IdempotencyConflict, InvalidInput
+
+MAX_KEY_CHARS = 255
+
+
+def checked_key(key: str | None) -> str | None:
+    """The Idempotency-Key as given, None when absent; an empty or blank one is refused
+    (it would be skipped for the replay, then stored as '' and met the unique index on
+    the next request: a 500)."""
+    if key is None:
+        return None
+    if not key.strip():
+        raise InvalidInput("Idempotency-Key must not be empty; send a unique value per "
+                           "request, or no header", field="Idempotency-Key")
+    if len(key) > MAX_KEY_CHARS:
+        raise InvalidInput(f"Idempotency-Key is over {MAX_KEY_CHARS} characters",
+                           field="Idempotency-Key")
+    return key
 
 
 class Keyed(Protocol):

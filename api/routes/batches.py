@@ -7,21 +7,21 @@ estimate; the worker creates the jobs afterwards (shared.batches.expansion), so 
 
 from __future__ import annotations
 
-import json
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.bodies import edit_request_from_dict, media_type
+from api.bodies import edit_request_from_dict, invalid_of, media_type
 from api.deps import (
     CeleryDep,
     CursorQuery,
+    IdempotencyKeyDep,
     PrincipalDep,
     ServicesDep,
     SettingsDep,
@@ -29,6 +29,7 @@ from api.deps import (
     WorkDep,
 )
 from api.schemas import BatchList, BatchOut
+from shared import user_json
 from shared.batches import intake, records
 from shared.batches.intake import BatchCreate
 from shared.config import Settings
@@ -39,22 +40,22 @@ from shared.queue import enqueue_expansion
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 
-def _invalid(exc: ValidationError) -> InvalidInput:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "body"
-    return InvalidInput(f"{where}: {first['msg']}", field=where)
-
-
-async def _read(request: Request, settings: Settings) -> tuple[BatchCreate, str | None]:
-    """The batch request, and the JSONL text of an upload when there is one; a malformed
-    one is a 422 (invalid_input), never a 500."""
+async def _read(request: Request, settings: Settings) -> tuple[BatchCreate, BinaryIO | None]:
+    """The batch request, and the JSONL file of an upload when there is one (read line by
+    line later, in the domain); a malformed one is a 422, never a 500."""
     try:
         return await _parse(request, settings)
     except ValidationError as exc:
-        raise _invalid(exc) from exc
+        raise invalid_of(exc) from exc
 
 
-async def _parse(request: Request, settings: Settings) -> tuple[BatchCreate, str | None]:
+def json_body_values(settings: Settings) -> int:
+    """The JSON values a batch's JSON body may hold: its inline items at a few hundred
+    each (bigger items travel as a JSONL upload, each line bounded as a job's body)."""
+    return max(user_json.MAX_REQUEST_VALUES, settings.batch_max_items * 256)
+
+
+async def _parse(request: Request, settings: Settings) -> tuple[BatchCreate, BinaryIO | None]:
     content_type = media_type(request)
     if content_type not in ("application/json", "multipart/form-data"):
         raise UnsupportedMediaType("send application/json or multipart/form-data",
@@ -64,30 +65,30 @@ async def _parse(request: Request, settings: Settings) -> tuple[BatchCreate, str
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidInput("send the items as a JSONL file in `file`", field="file")
-        data = await upload.read(settings.batch_max_upload_bytes + 1)
-        if len(data) > settings.batch_max_upload_bytes:
+        if upload.size is not None and upload.size > settings.batch_max_upload_bytes:
             raise RequestTooLarge(f"the upload is over {settings.batch_max_upload_bytes} bytes")
         fields: dict[str, Any] = {}
         for name in ("defaults", "metadata"):
             if isinstance(value := form.get(name), str) and value:
-                try:
-                    fields[name] = json.loads(value)
-                except json.JSONDecodeError as exc:
-                    raise InvalidInput(f"{name} must be a JSON object", field=name) from exc
+                fields[name] = user_json.loads(value, field=name)
         for name in ("on_error", "webhook_url"):
             if isinstance(value := form.get(name), str) and value:
                 fields[name] = value
         if isinstance(events := form.get("webhook_events"), str) and events:
             fields["webhook_events"] = [e.strip() for e in events.split(",") if e.strip()]
         fields["dry_run"] = form.get("dry_run") in ("true", "1")
-        return BatchCreate.model_validate(fields), data.decode("utf-8", errors="replace")
-    return BatchCreate.model_validate_json(await request.body() or b"{}"), None
+        return BatchCreate.model_validate(fields), upload.file
+    data = user_json.loads(await request.body() or b"{}", field="body",
+                           max_values=json_body_values(settings))
+    if not isinstance(data, dict):
+        raise InvalidInput("the body must be a JSON object", field="body")
+    return BatchCreate.model_validate(data), None
 
 
 @router.post("", status_code=202)
 async def create_batch(request: Request, response: Response, services: ServicesDep,
                        celery: CeleryDep, principal: PrincipalDep,
-                       idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+                       idempotency_key: IdempotencyKeyDep,
                        ) -> dict[str, Any]:
     """A retry with the same Idempotency-Key and body answers the batch the first made
     (`Idempotent-Replayed: true`); a dry run creates nothing and ignores the key."""

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.bodies import EDIT_REQUEST_BODY, read_comparison_request
-from api.deps import CeleryDep, CursorQuery, PrincipalDep, ServicesDep, StorageDep, WorkDep
+from api.deps import (
+    CeleryDep,
+    CursorQuery,
+    IdempotencyKeyDep,
+    PrincipalDep,
+    ServicesDep,
+    StorageDep,
+    WorkDep,
+)
 from api.routes.jobs import enqueue_job
 from api.schemas import ComparisonList, ComparisonOut, JobCreate
 from shared.selection import comparisons
@@ -45,8 +53,7 @@ class VoteIn(BaseModel):
              openapi_extra=_comparison_body())
 async def create_comparison(request: Request, response: Response, services: ServicesDep,
                             work: WorkDep, celery: CeleryDep, principal: PrincipalDep,
-                            idempotency_key: Annotated[str | None,
-                                                       Header(max_length=255)] = None,
+                            idempotency_key: IdempotencyKeyDep,
                             ) -> dict[str, Any]:
     """Every model's checks run before anything is stored; the total is admitted at once."""
     req, models = await read_comparison_request(request, services.settings)

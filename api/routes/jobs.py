@@ -12,7 +12,7 @@ import re
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -20,6 +20,7 @@ from api.bodies import EDIT_REQUEST_BODY, read_edit_request
 from api.deps import (
     CeleryDep,
     CursorQuery,
+    IdempotencyKeyDep,
     PrincipalDep,
     ServicesDep,
     SettingsDep,
@@ -47,7 +48,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 @router.post("", status_code=202, response_model=JobOut, openapi_extra=EDIT_REQUEST_BODY)
 async def create_job(request: Request, response: Response, services: ServicesDep,
                      work: WorkDep, celery: CeleryDep, principal: PrincipalDep,
-                     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+                     idempotency_key: IdempotencyKeyDep,
                      ) -> dict[str, Any]:
     req = await read_edit_request(request, services.settings)
 

@@ -32,7 +32,7 @@ async def wavespeed_webhook(request: Request, services: ServicesDep, work: WorkD
     verify(secret, request.headers, body)
     try:
         request_id = str(json.loads(body)["id"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidInput("webhook body has no task id") from exc
 
     job_id = await work(lambda session: find_by_request(session, "wavespeed", request_id))

@@ -4,7 +4,7 @@ reprocessing, checked and priced as the job it would become."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -48,29 +48,49 @@ class BatchInvalid(InvalidInput):
     title = "The batch has invalid items"
 
 
+# The errors a batch reports by line (all of them are counted).
+MAX_REPORTED_ERRORS = 1000
+
+
 @dataclass
 class Checked:
-    """What survived checking: items ready to become jobs, and the errors by line."""
+    """What survived checking, kept small: each good item as its JSON line, ready for the
+    batch's items.jsonl (a batch costs the API its items' text, not a tree of objects per
+    item), with the count and estimate by model; and the errors by line, the first
+    MAX_REPORTED_ERRORS of them and how many there were."""
 
-    items: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    count: int = 0
+    by_model: dict[str, Decimal] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    invalid: int = 0
+
+    def add(self, item: dict[str, Any], *, keep: bool = True) -> None:
+        """Count an item (`keep`: and keep its line; a reprocessing's children are made
+        from their parents, so only their model and estimate are counted)."""
+        self.count += 1
+        self.by_model[item["model"]] = (self.by_model.get(item["model"], Decimal(0))
+                                        + Decimal(item["estimate"]))
+        if keep:
+            self.lines.append(json.dumps(item, separators=(",", ":")))
+
+    def error(self, entry: dict[str, Any]) -> None:
+        self.invalid += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(entry)
 
     @property
     def estimate(self) -> Decimal:
-        return sum((Decimal(i["estimate"]) for i in self.items), Decimal(0))
-
-    def by_model(self) -> dict[str, Decimal]:
-        totals: dict[str, Decimal] = {}
-        for item in self.items:
-            totals[item["model"]] = totals.get(item["model"], Decimal(0)) + Decimal(
-                item["estimate"])
-        return totals
+        return sum(self.by_model.values(), Decimal(0))
 
 
-def check_items(lines: list[tuple[int, dict[str, Any]]], defaults: dict[str, Any],
-                services: Services, decode: Any, store: bool = True) -> Checked:
-    """Check each item (a POST /v1/jobs body, over `defaults`); store the good ones' images
-    (unless `store` is false: a dry run leaves nothing behind, not even in S3).
+def check_items(lines: Iterable[tuple[int, dict[str, Any] | EditqError]],
+                defaults: dict[str, Any], services: Services, decode: Any,
+                store: bool = True, limit: int | None = None) -> Checked:
+    """Check each item (a POST /v1/jobs body, over `defaults`), as the lines arrive; store
+    the good ones' images (unless `store` is false: a dry run leaves nothing behind, not
+    even in S3). A line that could not be read comes as its error. Past `limit` lines,
+    valid or not, the batch is refused at once: the cap holds while reading.
 
     `decode` turns a request body into an EditRequest (the API's JSON decoder), so an
     item is read exactly as a job would be.
@@ -78,11 +98,16 @@ def check_items(lines: list[tuple[int, dict[str, Any]]], defaults: dict[str, Any
     checked = Checked()
     stored: set[str] = set()
     for line, raw in lines:
+        if limit is not None and checked.count + checked.invalid >= limit:
+            raise InvalidInput(f"a batch holds at most {limit} items", field="items",
+                               limit=limit)
         try:
+            if isinstance(raw, EditqError):
+                raise raw
             req: EditRequest = decode({**defaults, **raw})
             result = check_request(req, services)
         except EditqError as exc:
-            checked.errors.append({"line": line, "code": exc.code, "message": exc.message})
+            checked.error({"line": line, "code": exc.code, "message": exc.message})
             continue
         for info in [*result.images, *([result.mask] if result.mask else [])]:
             if store and info.sha256 not in stored:  # many items often share their images
@@ -91,7 +116,7 @@ def check_items(lines: list[tuple[int, dict[str, Any]]], defaults: dict[str, Any
                 stored.add(info.sha256)
         keys = [input_key(info.sha256) for info in result.images]
         mask_key = input_key(result.mask.sha256) if result.mask is not None else None
-        checked.items.append({
+        checked.add({
             "line": line, "operation": req.operation, "model": result.spec.id,
             "provider": result.spec.provider, "prompt": req.prompt,
             "negative_prompt": req.negative_prompt, "options": result.options.extra,
@@ -215,15 +240,14 @@ def check_reprocess(session: Session, catalog: Catalog, tenant_id: str, spec: di
     query = parents_query(tenant_id, filters, now, columns=CHECK_COLUMNS)
     for n, parent in enumerate(session.execute(query)):
         if not parent.image_count:
-            checked.errors.append({"line": n + 1, "job_id": parent.id,
-                                   "code": "no_stored_inputs",
-                                   "message": f"job {parent.id} has no stored inputs"})
+            checked.error({"line": n + 1, "job_id": parent.id, "code": "no_stored_inputs",
+                           "message": f"job {parent.id} has no stored inputs"})
             continue
         try:
             model, price = children.priced(parent)
         except EditqError as exc:
-            checked.errors.append({"line": n + 1, "job_id": parent.id, "code": exc.code,
-                                   "message": exc.message})
+            checked.error({"line": n + 1, "job_id": parent.id, "code": exc.code,
+                           "message": exc.message})
             continue
-        checked.items.append({"model": model, "estimate": str(price.amount)})
+        checked.add({"model": model, "estimate": str(price.amount)}, keep=False)
     return checked

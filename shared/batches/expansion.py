@@ -89,7 +89,8 @@ def expand(services: Services, batch_id: str) -> int:
             batch = session.scalars(select(Batch).where(Batch.id == batch_id)
                                     .execution_options(populate_existing=True)).one()
             if items is not None:
-                chunk = items[batch.expanded:batch.expanded + settings.batch_chunk_size]
+                chunk = [json.loads(line) for line in
+                         items[batch.expanded:batch.expanded + settings.batch_chunk_size]]
                 cursor = batch.expanded + len(chunk)
                 done = cursor >= len(items)
             else:
@@ -110,9 +111,10 @@ def expand(services: Services, batch_id: str) -> int:
             return made
 
 
-def _items(storage: Storage, batch: Batch) -> list[dict[str, Any]]:
+def _items(storage: Storage, batch: Batch) -> list[str]:
+    """The batch's checked items as JSON lines, each parsed only when its chunk comes."""
     raw = storage.get(batch.spec["items_key"]).decode()
-    return [json.loads(line) for line in raw.splitlines() if line.strip()]
+    return [line for line in raw.splitlines() if line.strip()]
 
 
 def _reprocess_chunk(session: Session, catalog: Catalog, batch: Batch,

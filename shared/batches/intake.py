@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared import user_json
 from shared.address_guard import check_webhook_url
 from shared.batches import checks, records
 from shared.db import newest_first, session_scope, utcnow
-from shared.errors import InvalidInput
+from shared.errors import EditqError, InvalidInput, InvalidJson
 from shared.formats import money
-from shared.idempotency import replay
+from shared.idempotency import checked_key, replay
 from shared.jobs.submission import EditRequest
 from shared.models import Batch
 from shared.money import budgets
@@ -69,35 +70,37 @@ class Accepted:
     created: bool
 
 
-def parse_jsonl(text: str, limit: int) -> tuple[list[tuple[int, dict[str, Any]]],
-                                                list[dict[str, Any]]]:
-    """The upload's items by line number, and the lines that are not JSON objects."""
-    lines, errors = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+def read_jsonl(upload: BinaryIO) -> Iterator[tuple[int, dict[str, Any] | EditqError]]:
+    """The upload's items by line number, read one line at a time (a line that is not a
+    JSON object comes as its error); blank lines are skipped. Each line is bounded as an
+    edit request's body is (shared.user_json)."""
+    upload.seek(0)
+    for number, raw in enumerate(upload, start=1):
+        if not raw.strip():
             continue
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append({"line": number, "code": "invalid_json", "message": str(exc)})
+            item = user_json.loads(raw, field=f"line {number}")
+        except EditqError as exc:
+            yield number, exc
             continue
         if not isinstance(item, dict):
-            errors.append({"line": number, "code": "invalid_json",
-                           "message": "each line must be a JSON object"})
+            yield number, InvalidJson("each line must be a JSON object", field=f"line {number}")
             continue
-        lines.append((number, item))
-        if len(lines) > limit:
-            raise InvalidInput(f"a batch holds at most {limit} items", field="file")
-    return lines, errors
+        yield number, item
 
 
-def fingerprint(body: BatchCreate, upload: str | None) -> str:
+def fingerprint(body: BatchCreate, upload: BinaryIO | None) -> str:
     """What makes two POSTs the same batch, for Idempotency-Key."""
     canonical = json.dumps(body.model_dump(mode="json", exclude={"dry_run"}), sort_keys=True)
-    return hashlib.sha256(f"{canonical}\n{upload or ''}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{canonical}\n".encode())
+    if upload is not None:
+        upload.seek(0)
+        while block := upload.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def accept(services: Services, principal: Principal, body: BatchCreate, upload: str | None,
+def accept(services: Services, principal: Principal, body: BatchCreate, upload: BinaryIO | None,
            decode: Callable[[dict[str, Any]], EditRequest],
            idempotency_key: str | None = None) -> Accepted:
     """Check the batch, store its items' images, admit its estimate and record it (the
@@ -110,9 +113,14 @@ def accept(services: Services, principal: Principal, body: BatchCreate, upload: 
     if body.items is not None and len(body.items) > settings.batch_max_items:
         raise InvalidInput(f"at most {settings.batch_max_items} inline items; upload a JSONL "
                            "file for more", field="items")
+    for name in ("defaults", "metadata"):
+        user_json.check(getattr(body, name), field=name)
+    if body.reprocess is not None:
+        user_json.check(body.reprocess.filter, field="reprocess.filter")
+        user_json.check(body.reprocess.override, field="reprocess.override")
     if body.webhook_url:
         check_webhook_url(body.webhook_url, settings.webhook_allowed_host_set)
-    key = None if body.dry_run else idempotency_key  # a dry run creates nothing
+    key = None if body.dry_run else checked_key(idempotency_key)  # a dry run creates nothing
     request_hash = fingerprint(body, upload) if key else None
     with session_scope(settings.database_url) as session:
         if key and request_hash and (earlier := replay(session, Batch, principal.tenant_id, key,
@@ -125,12 +133,11 @@ def accept(services: Services, principal: Principal, body: BatchCreate, upload: 
                                               spec, utcnow())
         else:
             kind, spec = "items", {"defaults_given": bool(body.defaults)}
-            lines, errors = (parse_jsonl(upload, settings.batch_max_jobs)
-                             if upload is not None
-                             else (list(enumerate(body.items or [], start=1)), []))
+            lines: Iterable[tuple[int, dict[str, Any] | EditqError]] = (
+                read_jsonl(upload) if upload is not None
+                else enumerate(body.items or [], start=1))
             checked = checks.check_items(lines, body.defaults, services, decode,
-                                          store=not body.dry_run)
-            checked.errors = sorted(errors + checked.errors, key=lambda e: e["line"])
+                                          store=not body.dry_run, limit=settings.batch_max_jobs)
         if body.dry_run:
             return Accepted(_dry_run(session, services, principal.tenant_id, checked),
                             None, False)
@@ -142,18 +149,18 @@ def accept(services: Services, principal: Principal, body: BatchCreate, upload: 
         session.commit()
         view = records.batch_view(session, batch, services.storage)
         if created:
-            view["invalid"] = checked.errors[:1000]
+            view["invalid"], view["invalid_count"] = checked.errors, checked.invalid
         return Accepted(view, batch.id, created)
 
 
 def _dry_run(session: Session, services: Services, tenant_id: str,
              checked: checks.Checked) -> dict[str, Any]:
-    by_model = checked.by_model()
+    by_model = checked.by_model
     verdict = budgets.evaluate(session, services.settings, tenant_id, next(iter(by_model), ""),
-                               checked.estimate, count=len(checked.items), per_model=by_model)
-    return {"count": len(checked.items), "estimated_cost": money(checked.estimate),
+                               checked.estimate, count=checked.count, per_model=by_model)
+    return {"count": checked.count, "estimated_cost": money(checked.estimate),
             "currency": "USD", "budget_ok": verdict.ok, "budget": verdict.as_dict(),
-            "invalid": checked.errors[:1000]}
+            "invalid": checked.errors, "invalid_count": checked.invalid}
 
 
 def list_page(session: Session, storage: Storage, tenant_id: str, limit: int,

@@ -61,26 +61,26 @@ def create(session: Session, services: Services, principal: Principal,
     """Admit the batch's whole estimate and record it; answer (batch, created). The
     caller commits, then enqueues the expansion of a batch it created."""
     settings = services.settings
-    if checked.errors and not skip_invalid:
-        raise BatchInvalid(f"{len(checked.errors)} item(s) are not valid jobs; fix them, or "
+    if checked.invalid and not skip_invalid:
+        raise BatchInvalid(f"{checked.invalid} item(s) are not valid jobs; fix them, or "
                            "send on_error=skip to accept the valid ones",
-                           errors=checked.errors[:1000], invalid=len(checked.errors))
-    if not checked.items:
+                           errors=checked.errors, invalid=checked.invalid)
+    if not checked.count:
         raise InvalidInput("the batch has no valid item", field="items")
-    if len(checked.items) > settings.batch_max_jobs:
+    if checked.count > settings.batch_max_jobs:
         raise InvalidInput(f"a batch makes at most {settings.batch_max_jobs} jobs",
                            field="items")
     if webhook_events is not None and not set(webhook_events) <= set(
             JOB_EVENTS + BATCH_EVENTS):
         raise InvalidInput("webhook_events must be job or batch events", field="webhook_events")
-    by_model = checked.by_model()
+    by_model = checked.by_model
     budgets.admit(session, settings, principal.tenant_id, next(iter(by_model)),
-                  checked.estimate, count=len(checked.items), per_model=by_model)
+                  checked.estimate, count=checked.count, per_model=by_model)
     batch_id = _new_id()
     items_key = f"batches/{batch_id}/items.jsonl" if kind == "items" else None
     batch = Batch(id=batch_id, tenant_id=principal.tenant_id, kind=kind, status=EXPANDING,
                   spec={**spec, **({"items_key": items_key} if items_key else {})},
-                  total=len(checked.items), expanded=0, cursor=0,
+                  total=checked.count, expanded=0, cursor=0,
                   estimated_total=checked.estimate, estimate_pending=checked.estimate,
                   webhook_url=webhook_url, webhook_events=webhook_events, metadata_=metadata,
                   idempotency_key=idempotency_key, request_hash=fingerprint,
@@ -97,8 +97,8 @@ def create(session: Session, services: Services, principal: Principal,
             return winner, False
         raise
     if items_key:  # (the items go to S3 once the batch is sure to be this one)
-        services.storage.put(items_key, "\n".join(json.dumps(i) for i in checked.items).encode(),
-                    "application/x-ndjson")
+        services.storage.put(items_key, "\n".join(checked.lines).encode(),
+                             "application/x-ndjson")
     return batch, True
 
 

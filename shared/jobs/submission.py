@@ -19,12 +19,13 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared import user_json
 from shared.address_guard import check_webhook_url
 from shared.config import Settings
 from shared.db import utcnow
 from shared.errors import InvalidInput
 from shared.formats import money
-from shared.idempotency import replay
+from shared.idempotency import checked_key, replay
 from shared.images import ImageInfo, inspect_image
 from shared.jobs.states import QUEUED, add_event, new_job_id
 from shared.models import Job
@@ -39,7 +40,6 @@ from shared.tenants import Principal
 from shared.webhooks.outbox import check_events
 
 MAX_PROMPT_CHARS = 10_000
-MAX_METADATA_BYTES = 16 * 1024
 
 
 @dataclass
@@ -94,10 +94,10 @@ def check_sizes(req: EditRequest, settings: Settings) -> tuple[list[ImageInfo], 
     if req.prompt is not None and len(req.prompt) > MAX_PROMPT_CHARS:
         raise InvalidInput(f"prompt is longer than {MAX_PROMPT_CHARS} characters",
                            field="prompt")
-    if len(json.dumps(req.metadata, default=str)) > MAX_METADATA_BYTES:
-        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes",
-                           field="metadata")
-    limits = {"max_bytes": settings.max_image_bytes, "max_pixels": settings.max_image_pixels}
+    user_json.check(req.metadata, field="metadata")
+    user_json.check(req.options, field="options")
+    limits: dict[str, Any] = {"max_bytes": settings.max_image_bytes,
+                              "max_pixels": settings.max_image_pixels}
     images = [inspect_image(data, field=f"images[{n}]" if len(req.images) > 1 else "image",
                             **limits) for n, data in enumerate(req.images)]
     mask = inspect_image(req.mask, field="mask", **limits) if req.mask is not None else None
@@ -151,6 +151,7 @@ def quote(session: Session, services: Services, principal: Principal,
 def submit_job(session: Session, services: Services, principal: Principal,
                req: EditRequest, idempotency_key: str | None = None) -> tuple[Job, bool]:
     """Validate, store the inputs and insert a queued job; answer (job, created)."""
+    idempotency_key = checked_key(idempotency_key)
     fingerprint = req.fingerprint()
     if idempotency_key and (job := replay(session, Job, principal.tenant_id, idempotency_key,
                                           fingerprint, what="job")):

@@ -31,7 +31,7 @@ from shared.errors import (
     NotFound,
 )
 from shared.formats import iso, money
-from shared.idempotency import replay
+from shared.idempotency import checked_key, replay
 from shared.jobs.states import SUCCEEDED, TERMINAL
 from shared.jobs.submission import (
     Checked,
@@ -99,6 +99,7 @@ def create(session: Session, services: Services, principal: Principal,
 
     Answers (comparison, its jobs, created). The caller commits, then enqueues
     the jobs (as for a single job: no message for a row that does not exist)."""
+    idempotency_key = checked_key(idempotency_key)
     fingerprint = _fingerprint(req, models)
     if idempotency_key and (found := replay(session, Comparison, principal.tenant_id,
                                             idempotency_key, fingerprint, what="comparison")):

@@ -288,7 +288,7 @@ class TestItems:
             self, client: TestClient, settings: Settings) -> None:
         key = key_for(settings)
         assert_problem(upload(client, key, [json.dumps(GRAY)], defaults="{oops"), 422,
-                       "invalid_input")
+                       "invalid_json")
         assert_problem(upload(client, key, [json.dumps(GRAY)], on_error="ignore"), 422,
                        "invalid_input")
 
@@ -572,7 +572,9 @@ class TestIdempotency:
         from shared.tenants import authenticate
 
         key = key_for(settings)
-        checked = checks.Checked(items=[{"model": "qwen-edit", "estimate": "0.02"}] * 2)
+        checked = checks.Checked()
+        for _ in range(2):
+            checked.add({"model": "qwen-edit", "estimate": "0.02"}, keep=False)
         spec = {"filter": {"model": "local-pillow"}, "override": {"model": "qwen-edit"}}
 
         def create(session: Any) -> tuple[str, bool]:
