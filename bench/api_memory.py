@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import random
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +34,16 @@ from wavespeed_inflight import machine  # noqa: E402
 from cli.stack import embedded_stack  # noqa: E402
 from shared.db import session_scope  # noqa: E402
 from shared.tenants import create_api_key  # noqa: E402
-from tests.helpers import bomb_jpeg, bomb_png, bomb_webp, image_bytes  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    app_segments_jpeg,
+    bomb_jpeg,
+    bomb_png,
+    bomb_webp,
+    image_bytes,
+    many_scans_jpeg,
+    progressive_jpeg_bomb,
+    text_bomb_png,
+)
 
 MB = 1024 * 1024
 
@@ -44,6 +55,33 @@ def status(pid: int) -> dict[str, int]:
         if name in ("VmRSS", "VmHWM"):
             fields[name] = int(value.split()[0]) * 1024
     return fields
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def header_attack(host: str, port: int, megabytes: int = 128) -> int:
+    """One connection sending a `megabytes` MB header (issue 23's first recipe); the
+    status the server answered (0: none, the connection was dropped)."""
+    sock = socket.create_connection((host, port), timeout=120)
+    block = b"a" * MB
+    try:
+        sock.sendall(b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        for _ in range(megabytes):
+            sock.sendall(block)
+        sock.sendall(b"\r\n\r\n")
+    except OSError:
+        pass
+    answer = b""
+    try:
+        while data := sock.recv(65536):
+            answer += data
+    except OSError:
+        pass
+    sock.close()
+    return int(answer.split()[1]) if answer.startswith(b"HTTP/") else 0
 
 
 def reset_peak(pid: int) -> None:
@@ -114,42 +152,89 @@ def main() -> int:
         time.sleep(2)  # (let the threads' last frees land)
         end_rss = status(pid)["VmRSS"]
         photo = noise_jpeg(1800)  # ~1.9 MB, 3.2 Mpx
+        progressive, scans, segments = progressive_jpeg_bomb(), many_scans_jpeg(), \
+            app_segments_jpeg()
+        text_bomb = text_bomb_png(1 << 30)  # issue 23's: 1 GB inflated, 1 MB on disk
+        lines = b"1\n" * 4_000_000
+        items = b'{"dry_run": true, "items": [' + b"{}," * 3_999_999 + b"{}]}"
+        deep = "[" * 100_000 + "]" * 100_000
+        parts = "".join(f'--b\r\nContent-Disposition: form-data; name="f{n}"\r\n\r\nx\r\n'
+                        for n in range(10_000)) + "--b--\r\n"
+        host, port = url.removeprefix("http://").split(":")
+
+        def upload(data: bytes, **fields: str) -> int:
+            return http.post("/v1/batches", data=fields, files={
+                "file": ("items.jsonl", data, "application/x-ndjson")}).status_code
+
+        def raw(path: str, body: bytes | str, content_type: str) -> int:
+            return http.post(path, content=body,
+                             headers={"content-type": content_type}).status_code
+
+        # name: (send one request, its body's bytes)
         scenarios: dict[str, Any] = {
-            "png_bomb_6000x6000": lambda: quote([png]),
-            "jpeg_6000x6000": lambda: quote([jpeg]),
-            "webp_bomb_6000x6000": lambda: quote([webp]),
-            "14_png_bombs_in_one_quote": lambda: quote([png] * 14),
-            "14_mixed_bombs_as_a_job": lambda: http.post("/v1/jobs", json={
+            "png_bomb_6000x6000": (lambda: quote([png]), len(png) * 4 // 3),
+            "jpeg_6000x6000": (lambda: quote([jpeg]), len(jpeg) * 4 // 3),
+            "webp_bomb_6000x6000": (lambda: quote([webp]), len(webp) * 4 // 3),
+            "14_png_bombs_in_one_quote": (lambda: quote([png] * 14), 14 * len(png) * 4 // 3),
+            "14_mixed_bombs_as_a_job": (lambda: http.post("/v1/jobs", json={
                 "images": [b64(i) for i in [png, jpeg, webp] * 4 + [png, jpeg]],
                 "model": "nano-banana-pro-edit-ultra", "operation": "multi_image_edit",
                 "prompt": "p"}).status_code,
-            "14_photos_in_one_quote": lambda: quote([photo] * 14),
+                (5 * len(png) + 5 * len(jpeg) + 4 * len(webp)) * 4 // 3),
+            "14_photos_in_one_quote": (lambda: quote([photo] * 14), 14 * len(photo) * 4 // 3),
+            # issue 23's recipes
+            "header_128mb": (lambda: header_attack(host, int(port)), 128 * MB),
+            "14_progressive_cmyk_6320x6320_in_one_quote": (
+                lambda: quote([progressive] * 14), 14 * len(progressive) * 4 // 3),
+            "jpeg_10000_progressive_scans": (lambda: quote([scans], "qwen-edit"),
+                                             len(scans) * 4 // 3),
+            "jpeg_2.4m_app_segments": (lambda: quote([segments], "qwen-edit"),
+                                       len(segments) * 4 // 3),
+            "png_text_chunk_inflating_to_1gb": (lambda: quote([text_bomb], "qwen-edit"),
+                                                len(text_bomb) * 4 // 3),
+            "jsonl_4m_lines_dry_run": (lambda: upload(lines, dry_run="true"), len(lines)),
+            "json_body_4m_items": (lambda: raw("/v1/batches", items, "application/json"),
+                                   len(items)),
+            "jsonl_line_nested_100000": (lambda: upload(deep.encode()), len(deep)),
+            "multipart_10000_parts": (lambda: raw("/v1/jobs", parts,
+                                                  "multipart/form-data; boundary=b"),
+                                      len(parts)),
         }
         results: dict[str, Any] = {}
-        for name, send in scenarios.items():
+        for name, (send, body) in scenarios.items():
             for concurrency in (1, 8):
                 reset_peak(pid)
-                before = status(pid)["VmRSS"]
+                before, cpu_before = status(pid)["VmRSS"], cpu_seconds(pid)
                 started = time.monotonic()
                 with ThreadPoolExecutor(concurrency) as pool:
                     codes = list(pool.map(lambda _, send=send: send(), range(concurrency)))
                 after = status(pid)
-                body = {"png_bomb_6000x6000": len(png), "jpeg_6000x6000": len(jpeg),
-                        "webp_bomb_6000x6000": len(webp),
-                        "14_png_bombs_in_one_quote": 14 * len(png),
-                        "14_mixed_bombs_as_a_job": 5 * len(png) + 5 * len(jpeg) + 4 * len(webp),
-                        "14_photos_in_one_quote": 14 * len(photo)}[name]
                 results[f"{name} x{concurrency}"] = {
                     "status_codes": sorted(set(codes)),
-                    "image_bytes_per_request": body,
-                    "base64_body_mb_per_request": round(body * 4 / 3 / MB, 2),
+                    "body_mb_per_request": round(body / MB, 2),
                     "rss_before_mb": round(before / MB, 1),
                     "peak_rise_mb": round((after["VmHWM"] - before) / MB, 1),
                     "peak_rise_per_request_mb": round((after["VmHWM"] - before) / MB
                                                       / concurrency, 1),
                     "rss_after_mb": round(after["VmRSS"] / MB, 1),
+                    "api_cpu_seconds": round(cpu_seconds(pid) - cpu_before, 2),
                     "seconds": round(time.monotonic() - started, 2)}
                 print(name, concurrency, results[f"{name} x{concurrency}"], flush=True)
+
+        # A health check's time while eight 128 MB headers are being sent at once.
+        with ThreadPoolExecutor(8) as pool:
+            attacks = [pool.submit(header_attack, host, int(port)) for _ in range(8)]
+            took = []
+            for _ in range(20):
+                started = time.monotonic()
+                http.get("/healthz")
+                took.append(time.monotonic() - started)
+            refused = sorted({a.result() for a in attacks})
+        took.sort()
+        results["healthz_during_8_header_attacks"] = {
+            "attack_status_codes": refused, "p50_ms": round(took[10] * 1000, 1),
+            "max_ms": round(took[-1] * 1000, 1)}
+        print(results["healthz_during_8_header_attacks"], flush=True)
 
         report = {
             "benchmark": "api_memory", "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1,7 +1,8 @@
 """The API's memory under the worst inputs: a real API process, its peak RSS (VmHWM,
 reset before each case) measured from outside. The budget (README, "Hostile input"):
 images that declare 36 megapixels in a few hundred kilobytes cost what their bytes do,
-not what their pixels would: at most 16 MB of RSS per request, alone or 8 at once."""
+not what their pixels (or scans, segments, text chunks) would: at most 16 MB of RSS per
+request beyond 4 times its body, alone or 8 at once."""
 
 from __future__ import annotations
 
