@@ -16,7 +16,6 @@ import base64
 import json
 import os
 import random
-import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +38,7 @@ from tests.helpers import (  # noqa: E402
     bomb_jpeg,
     bomb_png,
     bomb_webp,
+    header_attack,
     image_bytes,
     many_scans_jpeg,
     progressive_jpeg_bomb,
@@ -62,25 +62,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def header_attack(host: str, port: int, megabytes: int = 128) -> int:
-    """One connection sending a `megabytes` MB header (issue 23's first recipe); the
-    status the server answered (0: none, the connection was dropped)."""
-    sock = socket.create_connection((host, port), timeout=120)
-    block = b"a" * MB
-    try:
-        sock.sendall(b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-Big: ")
-        for _ in range(megabytes):
-            sock.sendall(block)
-        sock.sendall(b"\r\n\r\n")
-    except OSError:
-        pass
-    answer = b""
-    try:
-        while data := sock.recv(65536):
-            answer += data
-    except OSError:
-        pass
-    sock.close()
+def status_of(answer: bytes) -> int:
     return int(answer.split()[1]) if answer.startswith(b"HTTP/") else 0
 
 
@@ -183,7 +165,7 @@ def main() -> int:
                 (5 * len(png) + 5 * len(jpeg) + 4 * len(webp)) * 4 // 3),
             "14_photos_in_one_quote": (lambda: quote([photo] * 14), 14 * len(photo) * 4 // 3),
             # issue 23's recipes
-            "header_128mb": (lambda: header_attack(host, int(port)), 128 * MB),
+            "header_128mb": (lambda: status_of(header_attack(host, int(port))), 128 * MB),
             "14_progressive_cmyk_6320x6320_in_one_quote": (
                 lambda: quote([progressive] * 14), 14 * len(progressive) * 4 // 3),
             "jpeg_10000_progressive_scans": (lambda: quote([scans], "qwen-edit"),
@@ -223,7 +205,8 @@ def main() -> int:
 
         # A health check's time while eight 128 MB headers are being sent at once.
         with ThreadPoolExecutor(8) as pool:
-            attacks = [pool.submit(header_attack, host, int(port)) for _ in range(8)]
+            attacks = [pool.submit(lambda: status_of(header_attack(host, int(port))))
+                       for _ in range(8)]
             took = []
             for _ in range(20):
                 started = time.monotonic()

@@ -120,3 +120,34 @@ def text_bomb_png(inflated: int = 1 << 25, orientation: int | None = None) -> by
              + struct.pack(">I", zlib.crc32(b"zTXt" + body)))
     end = data.rindex(b"IEND") - 4
     return data[:end] + chunk + data[end:]
+
+
+def header_attack(host: str, port: int, megabytes: int = 128) -> bytes:
+    """One connection sending a `megabytes` MB header (issue 23's first recipe), stopping
+    when the server closes on it; what the server answered (b"": nothing)."""
+    import socket
+
+    sock = socket.create_connection((host, port), timeout=120)
+    block = b"a" * (1 << 20)
+    try:
+        sock.sendall(b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        for _ in range(megabytes):
+            sock.sendall(block)
+        sock.sendall(b"\r\n\r\n")
+    except OSError:
+        pass  # closed on us: what it answered first is read below
+    answer = read_until_closed(sock)
+    sock.close()
+    return answer
+
+
+def read_until_closed(sock: Any, timeout: float = 10) -> bytes:
+    """Everything a server sends on `sock` until it closes the connection."""
+    sock.settimeout(timeout)
+    answer = b""
+    try:
+        while data := sock.recv(65536):
+            answer += data
+    except OSError:
+        pass
+    return answer

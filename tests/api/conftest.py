@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import pytest
+
 from cli.stack import Child, Stack
 from shared.db import session_scope
 from shared.tenants import create_api_key
@@ -41,3 +43,13 @@ def api_process(stack: Stack, database_url: str, redis_base: str, s3_url: str, b
         yield ApiProcess(host, int(port), key, child)
     finally:
         sub.stop()
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack, database_url: str, redis_base: str, s3_url: str, bucket: str
+        ) -> Iterator[ApiProcess]:
+    """An API process of the module's own (a module may define its own, with other
+    settings); remote models validate that their provider has a key."""
+    with api_process(stack, database_url, redis_base, s3_url, bucket,
+                     {"EDITQ_WAVESPEED_API_KEY": "unused"}) as api:
+        yield api

@@ -2,7 +2,8 @@
 too deep to store or to parse, blank Idempotency-Keys and unreadable multipart bodies.
 Each is a 422 with a stable code, never a 500, and costs the API what its bytes do.
 
-A real API process (`editq api`) on each database, measured from outside."""
+A real API process (`editq api`, tests/api/conftest.py) on each database, measured
+from outside."""
 
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.stack import Stack
 from shared.errors import InvalidInput
 from shared.idempotency import checked_key
-from tests.api.conftest import ApiProcess, api_process
+from tests.api.conftest import ApiProcess
 from tests.api.test_jobs_api import assert_problem
 from tests.api.test_memory import MB, PER_REQUEST, measure
 from tests.helpers import image_bytes
@@ -26,14 +26,6 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.every_database]
 
 IMAGE = base64.b64encode(image_bytes((40, 30))).decode()
 GRAY = {"image": IMAGE, "operation": "grayscale"}
-
-
-@pytest.fixture(scope="module")
-def api(stack: Stack, database_url: str, redis_base: str, s3_url: str, bucket: str
-        ) -> Iterator[ApiProcess]:
-    with api_process(stack, database_url, redis_base, s3_url, bucket,
-                     {"EDITQ_WAVESPEED_API_KEY": "unused"}) as api:
-        yield api
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.stack import Stack
-from tests.api.conftest import ApiProcess, api_process
+from tests.api.conftest import ApiProcess
 from tests.api.test_jobs_api import assert_problem
 from tests.helpers import (
     app_segments_jpeg,
@@ -33,14 +32,6 @@ from tests.helpers import (
 pytestmark = pytest.mark.timeout(120)
 MB = 1024 * 1024
 PER_REQUEST = 16 * MB
-
-
-@pytest.fixture(scope="module")
-def api(stack: Stack, database_url: str, redis_base: str, s3_url: str, bucket: str
-        ) -> Iterator[ApiProcess]:
-    with api_process(stack, database_url, redis_base, s3_url, bucket,
-                     {"EDITQ_WAVESPEED_API_KEY": "unused"}) as api:
-        yield api
 
 
 @dataclass
