@@ -12,12 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
-from shared.address_guard import check_webhook_url, pinned_request
-from shared.errors import EditqError, ProviderError, ProviderOutcomeUnknown
+from shared.errors import ProviderError, ProviderOutcomeUnknown
+from shared.fetching import FetchFailed, FetchRefused, fetch, shown
 from shared.providers.classify import (
     AMBIGUOUS,
     POLL_TRANSPORT,
@@ -26,8 +26,6 @@ from shared.providers.classify import (
 )
 from shared.providers.http import post_once
 from shared.providers.looks import Answer
-
-MAX_REDIRECTS = 5
 
 _RETRY_GET = {429, 500, 502, 503, 504}
 # Longest pause spent inside one poll task; longer waits go back to the scheduler.
@@ -147,41 +145,19 @@ class WaveSpeedClient:
         The URL, and every redirect's, must pass the webhooks' address guard (public
         addresses only, the connection pinned to the address checked) unless its host
         is trusted: an output URL is written by someone else, and must not make this
-        worker fetch from its own network."""
+        worker fetch from its own network (shared.fetching)."""
         try:
-            for _ in range(MAX_REDIRECTS + 1):
-                target, headers, extensions = self._guarded(url)
-                with self.downloads.stream("GET", target, headers=headers,
-                                           extensions=extensions) as response:
-                    if response.is_redirect and "location" in response.headers:
-                        url = urljoin(url, response.headers["location"])
-                        continue
-                    if response.status_code != 200:
-                        raise http_error(response.status_code, f"downloading {url}")
-                    chunks, size = [], 0
-                    for chunk in response.iter_bytes():
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise ProviderError(f"output {url} is over {max_bytes} bytes",
-                                                code="provider_bad_output")
-                        chunks.append(chunk)
-                    return b"".join(chunks)
-        except httpx.TransportError as exc:
-            raise ProviderError(f"could not download output: {type(exc).__name__}",
-                                code=POLL_TRANSPORT.code, retryable=True) from exc
-        raise ProviderError(f"output {url}: more than {MAX_REDIRECTS} redirects",
-                            code="provider_bad_output", task_failed=True, billed=True)
-
-    def _guarded(self, url: str) -> tuple[str, dict[str, str], dict[str, object]]:
-        if (urlsplit(url).hostname or "").lower() in self.trusted_hosts:
-            return url, {}, {}
-        try:
-            addresses = check_webhook_url(url)
-        except EditqError as exc:
+            return fetch(self.downloads, url, max_bytes=max_bytes,
+                         trusted=lambda host, _port: host in self.trusted_hosts).data
+        except FetchRefused as exc:
             # The task finished (and was billed); its output cannot be fetched safely.
-            raise ProviderError(f"output URL refused: {exc.message}", code="provider_bad_output",
+            raise ProviderError(f"output refused: {exc.message}", code="provider_bad_output",
                                 task_failed=True, billed=True) from exc
-        return pinned_request(url, addresses[0])
+        except FetchFailed as exc:
+            if exc.status is not None:
+                raise http_error(exc.status, f"downloading {shown(url)}") from exc
+            raise ProviderError(f"could not download output: {exc.message}",
+                                code=POLL_TRANSPORT.code, retryable=True) from exc
 
     def webhook_secret(self) -> str:
         """The account's callback-signing secret, asked once per process: a secret

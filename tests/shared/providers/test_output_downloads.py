@@ -11,9 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from shared.errors import ProviderError
+from shared.fetching import MAX_REDIRECTS
 from shared.providers.router import build_provider
 from shared.providers.wavespeed import WaveSpeedEditProvider
-from shared.providers.wavespeed_client import MAX_REDIRECTS, WaveSpeedClient
+from shared.providers.wavespeed_client import WaveSpeedClient
 from tests.conftest import make_settings
 from tests.helpers import image_bytes
 
