@@ -15,7 +15,17 @@ from fastapi_offline import FastAPIOffline
 from api import openapi, problems
 from api.body_caps import BodyCapMiddleware
 from api.deps import refuse_unknown_query
-from api.routes import batches, comparisons, costs, jobs, meta, providers, quotes, webhooks
+from api.routes import (
+    batches,
+    comparisons,
+    costs,
+    jobs,
+    meta,
+    providers,
+    quotes,
+    uploads,
+    webhooks,
+)
 from shared.config import Settings
 from shared.errors import StorageUnavailable
 from shared.inflight.wakeups import WakePublisher
@@ -64,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(batches.router)
     app.include_router(costs.router)
     app.include_router(comparisons.router)
+    app.include_router(uploads.router)
 
     @app.get("/console", include_in_schema=False)
     def console() -> RedirectResponse:

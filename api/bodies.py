@@ -12,12 +12,12 @@ from fastapi import Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from api.body_caps import edit_body_limit
+from api.body_caps import EDIT_HINT, edit_body_limit
 from api.schemas import JobCreate
 from shared import user_json
 from shared.config import Settings
 from shared.errors import InvalidInput, InvalidJson, RequestTooLarge, UnsupportedMediaType
-from shared.images import decode_base64_image
+from shared.inputs.refs import InputRef, image_value, reference
 from shared.jobs.submission import EditRequest
 
 EDIT_REQUEST_BODY = {
@@ -28,7 +28,8 @@ EDIT_REQUEST_BODY = {
             "multipart/form-data": {"schema": {
                 "type": "object",
                 "properties": {
-                    "image": {"type": "string", "format": "binary"},
+                    "image": {"type": "string", "format": "binary",
+                              "description": "a file, or an https:// URL or upload id"},
                     "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
                     "mask": {"type": "string", "format": "binary"},
                     "prompt": {"type": "string"}, "negative_prompt": {"type": "string"},
@@ -46,7 +47,7 @@ EDIT_REQUEST_BODY = {
 }
 
 
-def _from_json(raw: bytes, max_bytes: int) -> EditRequest:
+def _from_json(raw: bytes, settings: Settings) -> EditRequest:
     if user_json.values_bound(raw) > user_json.MAX_REQUEST_VALUES:
         raise InvalidInput(f"the body holds more than {user_json.MAX_REQUEST_VALUES} JSON "
                            "values", field="body", limit=user_json.MAX_REQUEST_VALUES)
@@ -54,16 +55,16 @@ def _from_json(raw: bytes, max_bytes: int) -> EditRequest:
         body = JobCreate.model_validate_json(raw or b"{}")
     except ValidationError as exc:
         raise invalid_of(exc) from exc
-    return _request_of(body, max_bytes)
+    return _request_of(body, settings)
 
 
-def edit_request_from_dict(data: dict[str, Any], max_bytes: int) -> EditRequest:
+def edit_request_from_dict(data: dict[str, Any], settings: Settings) -> EditRequest:
     """One batch item: the body of a POST /v1/jobs, as an object."""
     try:
         body = JobCreate.model_validate(data)
     except ValidationError as exc:
         raise invalid_of(exc) from exc
-    return _request_of(body, max_bytes)
+    return _request_of(body, settings)
 
 
 def invalid_of(exc: ValidationError) -> InvalidInput:
@@ -75,11 +76,15 @@ def invalid_of(exc: ValidationError) -> InvalidInput:
     return kind(f"{where}: {first['msg']}", field=where)
 
 
-def _request_of(body: JobCreate, max_bytes: int) -> EditRequest:
-    encoded = ([body.image] if body.image else []) + list(body.images or [])
-    images = [decode_base64_image(v, field="image" if len(encoded) == 1 else f"images[{n}]",
-                                  max_bytes=max_bytes) for n, v in enumerate(encoded)]
-    mask = decode_base64_image(body.mask, field="mask", max_bytes=max_bytes) if body.mask else None
+def _request_of(body: JobCreate, settings: Settings) -> EditRequest:
+    given = ([body.image] if body.image else []) + list(body.images or [])
+    def value(text: str, field: str) -> bytes | InputRef:
+        return image_value(text, field=field, max_bytes=settings.max_image_bytes,
+                           allowed_hosts=settings.input_allowed_host_set)
+
+    images = [value(v, "image" if len(given) == 1 else f"images[{n}]")
+              for n, v in enumerate(given)]
+    mask = value(body.mask, "mask") if body.mask else None
     return EditRequest(images=images, mask=mask, prompt=body.prompt,
                        negative_prompt=body.negative_prompt, operation=body.operation,
                        model=body.model, options=body.options, metadata=body.metadata,
@@ -95,12 +100,14 @@ async def _read_capped(request: Request, settings: Settings) -> bytes:
     limit = _body_limit(settings)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"the request body is over {limit} bytes", limit=limit)
+        raise RequestTooLarge(f"the request body is over {limit} bytes{EDIT_HINT}",
+                              limit=limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise RequestTooLarge(f"the request body is over {limit} bytes", limit=limit)
+            raise RequestTooLarge(f"the request body is over {limit} bytes{EDIT_HINT}",
+                              limit=limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -117,16 +124,23 @@ def _json_field(form: Any, name: str) -> dict[str, Any]:
     return value
 
 
-async def _from_multipart(request: Request, max_bytes: int) -> EditRequest:
+async def _from_multipart(request: Request, settings: Settings) -> EditRequest:
+    """Image fields are files, or text: a URL or an upload id (inline bytes travel as
+    files in a form)."""
     form = await request.form()
-    files = [f for key in ("image", "images") for f in form.getlist(key)]
-    images = []
-    for item in files:
-        if not isinstance(item, UploadFile):
-            raise InvalidInput("image fields must be file uploads", field="image")
-        images.append(await item.read(max_bytes + 1))
-    mask_file = form.get("mask")
-    mask = await mask_file.read(max_bytes + 1) if isinstance(mask_file, UploadFile) else None
+    max_bytes, allowed = settings.max_image_bytes, settings.input_allowed_host_set
+
+    async def image(item: Any, field: str) -> bytes | InputRef:
+        if isinstance(item, UploadFile):
+            data: bytes = await item.read(max_bytes + 1)
+            return data
+        return reference(str(item), field=field, allowed_hosts=allowed)
+
+    given = [f for key in ("image", "images") for f in form.getlist(key)]
+    images = [await image(item, "image" if len(given) == 1 else f"images[{n}]")
+              for n, item in enumerate(given)]
+    mask = (await image(form.get("mask"), "mask")
+            if form.get("mask") not in (None, "") else None)
 
     def text(name: str) -> str | None:
         value = form.get(name)
@@ -173,7 +187,7 @@ async def read_comparison_request(request: Request,
         if not isinstance(listed, list) or not all(isinstance(m, str) for m in listed):
             raise InvalidInput("models must be a list of model ids", field="models")
         models = listed
-        req = edit_request_from_dict(data, settings.max_image_bytes)
+        req = edit_request_from_dict(data, settings)
     else:
         raise UnsupportedMediaType("send application/json or multipart/form-data",
                                    content_type=content_type[:100])
@@ -188,9 +202,10 @@ async def read_edit_request(request: Request, settings: Settings) -> EditRequest
     if content_type == "multipart/form-data":
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > _body_limit(settings):
-            raise RequestTooLarge(f"the request body is over {_body_limit(settings)} bytes")
-        return await _from_multipart(request, settings.max_image_bytes)
+            raise RequestTooLarge(f"the request body is over {_body_limit(settings)} bytes"
+                                  f"{EDIT_HINT}")
+        return await _from_multipart(request, settings)
     if content_type == "application/json":
-        return _from_json(await _read_capped(request, settings), settings.max_image_bytes)
+        return _from_json(await _read_capped(request, settings), settings)
     raise UnsupportedMediaType("send application/json or multipart/form-data",
                                content_type=content_type[:100])

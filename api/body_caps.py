@@ -11,8 +11,9 @@ memory (and disk, for multipart spooling). Starlette has no such limit of its ow
 The caps, per route, from what a legitimate request needs:
 
 - an edit (`POST /v1/jobs`, `/v1/quotes`, `/v1/comparisons`): every image a job may
-  carry, as base64 (4/3 of its bytes), plus 1 MiB for the rest: 14 images of 10 MiB
-  is the largest legitimate request, about 188 MiB (`edit_body_limit`);
+  carry, as base64 (4/3 of its bytes), plus 1 MiB for the rest, and at most
+  `EDITQ_MAX_INLINE_BODY_BYTES` (32 MiB): larger images go by URL or upload, as the
+  413 says (`edit_body_limit`);
 - a batch (`POST /v1/batches`): its JSONL upload's cap, `EDITQ_BATCH_MAX_UPLOAD_BYTES`;
 - everything else (votes, rotations, provider callbacks): 1 MiB.
 """
@@ -33,10 +34,15 @@ EDIT_PATHS = ("/v1/jobs", "/v1/quotes", "/v1/comparisons")
 
 
 def edit_body_limit(settings: Settings) -> int:
-    """Every image a job may carry, as base64, and 1 MiB of prompt, options and fields.
+    """Every image a job may carry, as base64, and 1 MiB of prompt, options and fields, up
+    to EDITQ_MAX_INLINE_BODY_BYTES. (A mask travels only with one image, so the largest
+    request is images alone.)"""
+    every_image = (settings.max_image_bytes * 4 // 3 + 4) * settings.max_images_per_job + MiB
+    return min(every_image, settings.max_inline_body_bytes)
 
-    (A mask travels only with one image, so the largest request is images alone.)"""
-    return (settings.max_image_bytes * 4 // 3 + 4) * settings.max_images_per_job + MiB
+
+# What a 413 on an edit route adds: where larger images go.
+EDIT_HINT = "; send larger images by URL or as an upload (POST /v1/uploads)"
 
 
 def body_limit(settings: Settings, method: str, path: str) -> int:
@@ -51,11 +57,11 @@ class _Over(RequestTooLarge):
     """Raised into the app from `receive` once the body passes its cap."""
 
 
-def _problem(limit: int) -> bytes:
+def _problem(limit: int, hint: str) -> bytes:
     return json.dumps({
         "type": "https://editq.dev/problems/request_too_large", "title": "Request too large",
         "status": 413, "code": "request_too_large", "limit": limit,
-        "detail": f"the request body is over {limit} bytes"}).encode()
+        "detail": f"the request body is over {limit} bytes{hint}"}).encode()
 
 
 class BodyCapMiddleware:
@@ -68,9 +74,10 @@ class BodyCapMiddleware:
             await self.app(scope, receive, send)
             return
         limit = body_limit(self.settings, scope["method"], scope["path"])
+        hint = EDIT_HINT if scope["path"] in EDIT_PATHS else ""
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _refuse(send, limit)
+            await _refuse(send, limit, hint)
             return
         received = 0
         over = False
@@ -96,7 +103,7 @@ class BodyCapMiddleware:
         with contextlib.suppress(_Over):  # the app let it through: answered below
             await self.app(scope, capped_receive, guarded_send)
         if over and not started:
-            await _refuse(send, limit)
+            await _refuse(send, limit, hint)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -107,8 +114,8 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _refuse(send: Send, limit: int) -> None:
-    body = _problem(limit)
+async def _refuse(send: Send, limit: int, hint: str) -> None:
+    body = _problem(limit, hint)
     headers: list[Any] = [(b"content-type", b"application/problem+json"),
                           (b"content-length", str(len(body)).encode()),
                           (b"connection", b"close")]

@@ -14,13 +14,16 @@ Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
 
 
 class JobCreate(BaseModel):
-    """POST /v1/jobs as JSON. Images are base64 or `data:image/...;base64,` URIs."""
+    """POST /v1/jobs as JSON. Each image is base64, a `data:image/...;base64,` URI, an
+    `https://` URL the worker fetches, or an upload id (`upl_...`, POST /v1/uploads)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    image: str | None = Field(None, description="one input image, base64 or a data URI")
-    images: list[str] | None = Field(None, description="several input images")
-    mask: str | None = Field(None, description="mask image, base64 or a data URI")
+    image: str | None = Field(None, description="one input image: base64, a data URI, an "
+                                                "https:// URL or an upload id (upl_...)")
+    images: list[str] | None = Field(None, description="several input images, each in any "
+                                                       "of the forms of `image`")
+    mask: str | None = Field(None, description="mask image, in any of the forms of `image`")
     prompt: str | None = None
     negative_prompt: str | None = None
     operation: str = Field("general_edit", min_length=1, max_length=64)
@@ -226,7 +229,7 @@ class ModelList(BaseModel):
 
 class BatchOut(_Open):
     id: str
-    kind: Literal["items", "reprocess"]
+    kind: Literal["items", "reprocess", "source"]
     status: str = Field(description="expanding, running, completed or canceled")
     total: int = Field(description="jobs the batch makes")
     expanded: int = Field(description="jobs made so far")

@@ -191,10 +191,36 @@ def submit_batch(*, path: Path, defaults: str | None, on_error: str, dry_run: bo
     console = make_console()
     client = ApiClient(api_url, api_key, timeout=300)
     with api_calls(console, api_url, f"submitting {path.name}"):
-        answer = client.submit_batch(path.read_bytes(), defaults=fields, on_error=on_error,
+        answer = client.submit_batch(with_files(client, path), defaults=fields,
+                                     on_error=on_error,
                                      dry_run=dry_run, filename=path.name,
                                      idempotency_key=_invocation_key())
     _follow(client, answer, console, api_url, dry_run=dry_run, wait=wait, timeout=timeout)
+
+
+def with_files(client: ApiClient, path: Path) -> bytes:
+    """The JSONL, its image fields that name a local file (`"@photos/1.jpg"`, relative to
+    the JSONL's folder) replaced by the file: inline if small, else as a direct upload's
+    id (ApiClient.image_field). Other lines are sent as they are."""
+    lines = []
+    for raw in path.read_bytes().splitlines():
+        if b'"@' not in raw:
+            lines.append(raw)
+            continue
+        item = json.loads(raw)
+
+        def field(value: Any) -> Any:
+            if isinstance(value, str) and value.startswith("@"):
+                return client.image_field((path.parent / value[1:]).read_bytes())
+            return value
+
+        for name in ("image", "mask"):
+            if name in item:
+                item[name] = field(item[name])
+        if isinstance(item.get("images"), list):
+            item["images"] = [field(v) for v in item["images"]]
+        lines.append(json.dumps(item).encode())
+    return b"\n".join(lines) + b"\n"
 
 
 def _invocation_key() -> str:

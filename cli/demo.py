@@ -110,7 +110,13 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
             sim_url = stack.start_wavespeed_sim(latency="1-2.5", extra=["--api-key", "demo"])
             stability_url = stack.start_sim("stability", latency="1-2",
                                             extra=["--api-key", "demo"])
+            image_url = stack.start_image_host()
             settings = stack.embed("editq-demo", {
+                # Images by reference: the image host's URLs (loopback, allowed by name),
+                # the console's direct uploads, and WaveSpeed's simulator fetching the
+                # stored inputs from the S3 server itself.
+                "EDITQ_INPUT_ALLOWED_HOSTS": image_url.removeprefix("http://"),
+                "EDITQ_S3_CORS_ORIGINS": "*", "EDITQ_PROVIDER_FETCHES_INPUTS": "true",
                 "EDITQ_WAVESPEED_BASE_URL": sim_url, "EDITQ_WAVESPEED_API_KEY": "demo",
                 "EDITQ_STABILITY_BASE_URL": stability_url, "EDITQ_STABILITY_API_KEY": "demo",
                 "EDITQ_STABILITY_POLL_INTERVAL": "0.5",
@@ -169,7 +175,7 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
         failed = [job for job, _, _ in rows if job["status"] != "succeeded"]
         extras_ok = all([
             _comparison(client, out_dir),
-            _batch(client),
+            _batch(client, image_url),
             _webhook(client, receiver),
         ])
 
@@ -200,11 +206,15 @@ def _comparison(client: ApiClient, out_dir: Path) -> bool:
     return code == 0
 
 
-def _batch(client: ApiClient) -> bool:
-    """A batch of three edits, fed by beat on the bulk queue, followed to its end."""
+def _batch(client: ApiClient, image_url: str) -> bool:
+    """A batch of three edits, fed by beat on the bulk queue, followed to its end: one
+    image inline, one by URL (the image host), one as a direct upload."""
+    images = [base64.b64encode(sample_image(20)).decode(), f"{image_url}/img/demo.png",
+              client.upload(sample_image(22))]
     batch = client.create_batch({"items": [
-        {"image": base64.b64encode(sample_image(20 + n)).decode(), "operation": op}
-        for n, op in enumerate(("grayscale", "flip", "blur"))], "metadata": {"demo": "batch"}})
+        {"image": image, "operation": op}
+        for image, op in zip(images, ("grayscale", "flip", "blur"), strict=True)],
+        "metadata": {"demo": "batch"}})
     deadline = time.monotonic() + 60
     while batch["status"] not in ("completed", "canceled") and time.monotonic() < deadline:
         time.sleep(0.25)

@@ -121,8 +121,19 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return options
 
 
+def image_argument(value: str) -> bytes | str:
+    """A file's bytes, or an https:// URL or upload id (upl_...) as given."""
+    if value.startswith(("https://", "http://", "upl_")):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise click.BadParameter(f"{value!r} is neither a file nor an https:// URL or "
+                                 "upload id", param_hint="IMAGE")
+    return path.read_bytes()
+
+
 @main.command()
-@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("image")
 @click.option("--prompt", default=None)
 @click.option("--operation", default="general_edit", show_default=True)
 @click.option("--model", default=None, help="model id (GET /v1/models)")
@@ -132,14 +143,15 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--api-url", envvar="EDITQ_API_URL", default="http://127.0.0.1:8000",
               show_default=True)
 @click.option("--api-key", envvar="EDITQ_API_KEY", required=True)
-def submit(image: Path, prompt: str | None, operation: str, model: str | None,
+def submit(image: str, prompt: str | None, operation: str, model: str | None,
            options: tuple[str, ...], wait: bool, out_dir: Path, api_url: str,
            api_key: str) -> None:
-    """Submit IMAGE for editing; with --wait, save the outputs into --out."""
+    """Submit IMAGE (a file, an https:// URL or an upload id) for editing; with --wait,
+    save the outputs into --out. A file over 4 MiB is sent as a direct upload."""
     from cli.client import ApiClient
 
     client = ApiClient(api_url, api_key)
-    job = client.submit(image.read_bytes(), prompt=prompt, operation=operation, model=model,
+    job = client.submit(image_argument(image), prompt=prompt, operation=operation, model=model,
                         options=_parse_options(options))
     click.echo(f"submitted {job['id']} ({job['model']}, {job['status']})")
     if not wait:
@@ -231,7 +243,8 @@ def batch_submit(file: Path, defaults: str | None, on_error: str, dry_run: bool,
                  timeout: float | None, api_url: str, api_key: str) -> None:
     """Upload FILE, JSONL with one POST /v1/jobs body per line, as one batch.
 
-    Prints the batch id and the lines that are not valid jobs (line, code, message).
+    An image field may name a local file as "@photos/1.jpg" (relative to FILE's folder):
+    it is sent inline, or as a direct upload when over 4 MiB. Prints the batch id and the lines that are not valid jobs (line, code, message).
     Exits 0 when the batch was accepted (and, with --wait, completed), 1 otherwise."""
     from cli.batch import submit_batch
 

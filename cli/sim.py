@@ -95,5 +95,16 @@ def stability(host: str, port: int, latency: str, faults: str, api_key: str | No
     run(config, host=host, port=port)
 
 
+@sim.command("image-host")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8300, show_default=True, type=int)
+def image_host(host: str, port: int) -> None:
+    """Serve images (and broken answers) for image URLs until Ctrl-C: /img/NAME.png."""
+    from simulators.image_host import run
+
+    click.echo(f"image host on http://{host}:{port} (/img/NAME.png, /_sim/stats)", err=True)
+    run(host, port)
+
+
 if __name__ == "__main__":
     sim()

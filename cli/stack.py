@@ -220,6 +220,18 @@ class Stack:
                    f"the {provider} simulator")
         return url
 
+    def start_image_host(self) -> str:
+        """A loopback web server of images (simulators/image_host.py): what image URLs
+        point at in the tests, the demo and the benchmarks; answers its base URL."""
+        require_simulators()
+        port = free_port()
+        self.spawn(f"image-host-{port}", [sys.executable, "-m", "cli.sim", "image-host",
+                                          "--port", str(port)])
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(url + "/_sim/stats", timeout=1).status_code == 200, 30,
+                   "the image host")
+        return url
+
     def start_wavespeed_sim(self, latency: str = "1", faults: str = "",
                             extra: list[str] | None = None) -> str:
         return self.start_sim("wavespeed", latency, faults, extra)

@@ -96,7 +96,7 @@ def check_webhook_url(url: str, allowed_hosts: frozenset[str] | set[str] = froze
     among public ones is enough for a rebinding attacker. The addresses are
     returned so that the deliverer connects to one of them (`pinned_request`).
     """
-    _, host, port, literal = _parse(url)
+    _, host, port, literal = parse_url(url)
     if _allowed(host, literal, allowed_hosts):
         return []
     if literal is not None:
@@ -118,7 +118,7 @@ def pinned_request(url: str, ip: str) -> tuple[str, dict[str, str], dict[str, ob
     extension, so the certificate is still verified against it) stays the
     original host.
     """
-    scheme, host, port, literal = _parse(url)
+    scheme, host, port, literal = parse_url(url)
     address = ipaddress.ip_address(ip)
     netloc = f"[{address}]" if address.version == 6 else str(address)
     host_header = f"[{host}]" if isinstance(literal, ipaddress.IPv6Address) else host
@@ -134,7 +134,7 @@ def pinned_request(url: str, ip: str) -> tuple[str, dict[str, str], dict[str, ob
 # -- parsing ---------------------------------------------------------------------------
 
 
-def _parse(url: str) -> tuple[str, str, int, IPAddress | None]:
+def parse_url(url: str) -> tuple[str, str, int, IPAddress | None]:
     """Scheme, normalised host, port and (for a literal host) its address, or a refusal."""
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeWebhookUrl(

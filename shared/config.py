@@ -152,6 +152,28 @@ class Settings(BaseSettings):
     webhook_secret_overlap_seconds: int = Field(24 * 3600, ge=0, le=30 * 24 * 3600)
     webhook_dispatch_interval_seconds: float = Field(1.0, ge=0.1, le=300)
 
+    # Images by reference (shared/inputs): a body carrying images inline is capped at
+    # this, larger images travel by URL or upload; URL inputs are https and public unless
+    # their host (or host:port) is listed here (development and tests only); how long the
+    # worker may take to fetch one; a direct upload's presigned request lives this long,
+    # and the upload, unused or not, is deleted this long after it was made.
+    max_inline_body_bytes: int = Field(32 * MiB, ge=MiB, le=512 * MiB)
+    # Origins (comma-separated, or *) from which browsers may PUT direct uploads to the
+    # bucket and GET outputs: the console's. The API sets the bucket's CORS rules at
+    # start when this is set; unset, the console sends files in its forms instead.
+    s3_cors_origins: str = ""
+    input_allowed_hosts: str = ""
+    input_fetch_timeout_seconds: float = Field(30.0, ge=1, le=600)
+    upload_url_seconds: int = Field(900, ge=60, le=7 * 24 * 3600)
+    upload_expiry_seconds: int = Field(24 * 3600, ge=60, le=30 * 24 * 3600)
+    # Buckets a batch may take as its source, by name, each with its own endpoint and
+    # credentials where they differ from EDITQ_S3_*: {"photos": {"endpoint_url": ...,
+    # "access_key_id": ..., "secret_access_key": ..., "region": ...}} (`{}`: the same).
+    source_buckets: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # Hand a provider that fetches URLs (WaveSpeed) presigned GET URLs of the stored
+    # inputs instead of their bytes: for a storage the provider can reach.
+    provider_fetches_inputs: bool = False
+
     # Bulk: inline items per batch (a JSONL upload may carry more, up to the job cap),
     # the upload's size, jobs created per transaction while expanding, and how many
     # batch jobs may be in flight at once, so interactive jobs keep their latency.
@@ -217,6 +239,12 @@ class Settings(BaseSettings):
     def webhook_allowed_host_set(self) -> frozenset[str]:
         return frozenset(h.strip().lower().rstrip(".") for h in
                          self.webhook_allowed_hosts.split(",") if h.strip())
+
+    @property
+    def input_allowed_host_set(self) -> frozenset[str]:
+        """`host` or `host:port` entries, lower case."""
+        return frozenset(h.strip().lower() for h in self.input_allowed_hosts.split(",")
+                         if h.strip())
 
     @field_validator("database_url")
     @classmethod
@@ -285,6 +313,19 @@ class Settings(BaseSettings):
         if self.environment == "production" and self.webhook_allowed_hosts:
             raise ValueError("EDITQ_WEBHOOK_ALLOWED_HOSTS is for development and tests: it "
                              "lets webhooks reach private addresses; unset it in production")
+        if self.environment == "production" and self.input_allowed_hosts:
+            raise ValueError("EDITQ_INPUT_ALLOWED_HOSTS is for development and tests: it "
+                             "lets image URLs reach private addresses over plain http; unset "
+                             "it in production")
+        for name, bucket in self.source_buckets.items():
+            unknown = set(bucket) - {"endpoint_url", "region", "access_key_id",
+                                     "secret_access_key"}
+            if unknown:
+                raise ValueError(f"EDITQ_SOURCE_BUCKETS[{name!r}]: unknown fields "
+                                 f"{', '.join(sorted(unknown))}")
+            if ("access_key_id" in bucket) != ("secret_access_key" in bucket):
+                raise ValueError(f"EDITQ_SOURCE_BUCKETS[{name!r}]: access_key_id and "
+                                 "secret_access_key go together")
         if self.environment == "production" and self.output_allowed_hosts:
             raise ValueError("EDITQ_OUTPUT_ALLOWED_HOSTS is for development and tests: it "
                              "lets output downloads reach private addresses; unset it in "

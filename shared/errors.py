@@ -146,6 +146,27 @@ class StorageObjectMissing(EditqError):
     title = "A stored object is missing"
 
 
+class InputRefused(InvalidInput):
+    """An image reference editq will not fetch: its form, its address, an upload that is
+    not the tenant's or has expired, or what it serves is not an image of an accepted
+    size (shared.inputs)."""
+
+    code = "input_refused"
+    title = "Input refused"
+
+
+class InputUnreachable(InvalidInput):
+    """An image reference that could not be fetched: no answer, an error status, a
+    timeout."""
+
+    code = "input_unreachable"
+    title = "Input unreachable"
+
+
+class ObjectTooLarge(InputRefused):
+    """An object (a direct upload, a source bucket's image) over the size it may have."""
+
+
 class ProviderError(EditqError):
     """A provider call failed; `retryable` decides between a retry and failing the job.
 

@@ -114,6 +114,14 @@ class Job(Base):
     # S3 keys of the inputs (content-addressed) and of the optional mask.
     input_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
     mask_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Inputs given by reference (shared.inputs): {"images": [ref, ...], "mask": ref|null},
+    # each ref {"url": ...}, {"upload": "upl_..."}, {"source": {"bucket", "key"}} or an
+    # inline one's {"key": ...}. The worker fetches and stores them and fills
+    # input_keys (empty until then).
+    input_refs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Whether every input is shown as stored (EXIF orientation 1): a provider may then be
+    # handed their URLs. None: not known (a job from before this was recorded).
+    inputs_upright: Mapped[bool | None] = mapped_column(nullable=True)
     outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -279,6 +287,25 @@ class Comparison(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Upload(Base):
+    """A direct upload: a presigned request that puts an image straight into editq's
+    storage, for a job to name by id (`upl_...`) instead of carrying the bytes. The
+    tenant's alone; checked as an image when a job first uses it; deleted (row and
+    object) once it expires, used or not (a job keeps its own copy of what it used)."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (Index("ix_uploads_expires", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class WebhookDelivery(Base):

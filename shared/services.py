@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+import httpx
+
 from shared.config import Settings
 from shared.guards.breaker import CircuitBreaker, build_breaker
 from shared.guards.ratelimit import ProviderLimiter, build_limiter
@@ -44,6 +46,8 @@ class Services:
         self.providers: dict[str, ImageEditProvider] = dict(providers or {})
         self._breakers: dict[str, CircuitBreaker | None] = {}
         self._limiters: dict[str, ProviderLimiter | None] = {}
+        self._sources: dict[str, Storage] = {}
+        self._fetcher: httpx.Client | None = None
 
     @property
     def storage(self) -> Storage:
@@ -52,6 +56,22 @@ class Services:
                 if self._storage is None:
                     self._storage = Storage(self.settings)
         return self._storage
+
+    def source(self, bucket: str) -> Storage:
+        """A source bucket a batch reads its images from (EDITQ_SOURCE_BUCKETS)."""
+        return self._once(self._sources, bucket, lambda name, settings: Storage(settings, name))
+
+    @property
+    def fetcher(self) -> httpx.Client:
+        """The HTTP client that fetches image URLs (shared.fetching: redirects by hand)."""
+        if self._fetcher is None:
+            with self._lock:
+                if self._fetcher is None:
+                    timeout = self.settings.input_fetch_timeout_seconds
+                    self._fetcher = httpx.Client(
+                        follow_redirects=False, timeout=httpx.Timeout(timeout, connect=5.0),
+                        limits=httpx.Limits(max_connections=32))
+        return self._fetcher
 
     def provider(self, name: str) -> ImageEditProvider:
         """The provider called `name` (ProviderNotConfigured when its key is unset)."""

@@ -16,7 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.config import Settings
-from shared.errors import StorageObjectMissing, StorageUnavailable
+from shared.errors import ObjectTooLarge, StorageObjectMissing, StorageUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -53,14 +53,19 @@ def _unavailable_on_failure(action: str) -> Iterator[None]:
         raise StorageUnavailable(f"S3 {action} failed: {type(exc).__name__}") from exc
 
 
-def _client(settings: Settings, endpoint_url: str | None) -> S3Client:
+def _client(settings: Settings, endpoint_url: str | None,
+            overrides: dict[str, str] | None = None) -> S3Client:
+    """A client of the deployment's S3, or (`overrides`: a source bucket's own endpoint,
+    region and credentials, EDITQ_SOURCE_BUCKETS) of another."""
+    over = overrides or {}
     secret = settings.s3_secret_access_key
     client: S3Client = boto3.client(
         "s3",
-        endpoint_url=endpoint_url,
-        region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key_id,
-        aws_secret_access_key=secret.get_secret_value() if secret else None,
+        endpoint_url=over.get("endpoint_url", endpoint_url),
+        region_name=over.get("region", settings.s3_region),
+        aws_access_key_id=over.get("access_key_id", settings.s3_access_key_id),
+        aws_secret_access_key=over.get("secret_access_key",
+                                       secret.get_secret_value() if secret else None),
         config=Config(
             s3={"addressing_style": "path"},
             signature_version="s3v4",
@@ -74,12 +79,16 @@ def _client(settings: Settings, endpoint_url: str | None) -> S3Client:
 
 
 class Storage:
-    """A bucket, with the few operations editq needs."""
+    """A bucket, with the few operations editq needs: editq's own, or (`source`) one of
+    the buckets a batch may read its images from (EDITQ_SOURCE_BUCKETS)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.bucket = settings.s3_bucket
+    def __init__(self, settings: Settings, source: str | None = None) -> None:
+        overrides = settings.source_buckets[source] if source is not None else None
+        self.bucket = source if source is not None else settings.s3_bucket
+        self.cors_origins = [o.strip() for o in settings.s3_cors_origins.split(",")
+                             if o.strip()] if source is None else []
         self.presign_expiry = settings.presign_expiry_seconds
-        self.client = _client(settings, settings.s3_endpoint_url)
+        self.client = _client(settings, settings.s3_endpoint_url, overrides)
         # Presigning is local computation; a second client signs for the public host.
         self._presigner = (
             _client(settings, settings.s3_public_endpoint_url)
@@ -100,6 +109,11 @@ class Storage:
                     if _error_code(create_exc) not in ("BucketAlreadyOwnedByYou",
                                                        "BucketAlreadyExists"):
                         raise
+            if self.cors_origins:  # (the console's direct uploads, EDITQ_S3_CORS_ORIGINS)
+                self.client.put_bucket_cors(Bucket=self.bucket, CORSConfiguration={
+                    "CORSRules": [{"AllowedOrigins": self.cors_origins,
+                                   "AllowedMethods": ["PUT", "GET"],
+                                   "AllowedHeaders": ["*"], "MaxAgeSeconds": 3600}]})
 
     def put(self, key: str, data: bytes, content_type: str,
             metadata: dict[str, str] | None = None) -> None:
@@ -119,6 +133,38 @@ class Storage:
                 raise
             data: bytes = body.read()
         return data
+
+    def get_capped(self, key: str, max_bytes: int) -> bytes:
+        """The object's bytes, refused (ObjectTooLarge) rather than read past `max_bytes`."""
+        with _unavailable_on_failure("get"):
+            try:
+                answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _error_code(exc) in _MISSING:
+                    raise StorageObjectMissing(f"no object {key} in {self.bucket}",
+                                               key=key) from exc
+                raise
+            size = answer["ContentLength"]
+            if size > max_bytes:
+                answer["Body"].close()
+                raise ObjectTooLarge(f"{key} is {size} bytes, over the limit of {max_bytes}",
+                                     key=key, bytes=size, limit=max_bytes)
+            data: bytes = answer["Body"].read(max_bytes + 1)
+        return data
+
+    def list_page(self, prefix: str, after: str, limit: int) -> list[str]:
+        """Up to `limit` keys under `prefix` that sort after `after`, in order."""
+        with _unavailable_on_failure("list"):
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix,
+                                               StartAfter=after, MaxKeys=limit)
+        return [obj["Key"] for obj in page.get("Contents", [])]
+
+    def delete(self, keys: list[str]) -> None:
+        with _unavailable_on_failure("delete"):
+            for start in range(0, len(keys), 1000):
+                chunk: list[ObjectIdentifierTypeDef] = [{"Key": k}
+                                                        for k in keys[start:start + 1000]]
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk})
 
     def exists(self, key: str) -> bool:
         with _unavailable_on_failure("head"):
@@ -164,6 +210,17 @@ class Storage:
             Params={"Bucket": self.bucket, "Key": key},
             ExpiresIn=expires_in or self.presign_expiry,
         )
+        return url
+
+    def presigned_put(self, key: str, content_type: str, size: int,
+                      expires_in: int) -> str:
+        """A URL that PUTs exactly `size` bytes of `content_type` to `key` (both are
+        signed: S3 refuses another type or length)."""
+        url: str = self._presigner.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type,
+                    "ContentLength": size},
+            ExpiresIn=expires_in)
         return url
 
     def ping(self) -> None:

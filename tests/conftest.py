@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -96,7 +97,8 @@ def database_kinds(item: Any) -> list[str]:
 # pytest-xdist (`make test` runs two workers) no long module is left to run alone at the
 # end. Measured with --durations; a module missing here only costs balance.
 SLOW_FIRST = tuple(f"tests/{path}" for path in (
-    "integration/test_chaos.py", "integration/test_batches.py", "cli/test_cli.py",
+    "integration/test_chaos.py", "integration/test_inputs_by_reference.py",
+    "integration/test_batches.py", "cli/test_cli.py",
     "integration/test_stability_load.py", "integration/test_costs.py",
     "integration/test_wavespeed_faults.py", "simulators/test_wavespeed_sim.py",
     "integration/test_resilience.py", "integration/test_inflight.py",
@@ -235,6 +237,12 @@ class Live:
     sim_url: str
     stability_url: str
     beat: Child
+    image_url: str  # the loopback image host (simulators/image_host.py)
+
+    @property
+    def source_bucket(self) -> str:
+        """A second bucket of the S3 server, allowed as a batch source."""
+        return source_bucket(self.settings.s3_bucket)
 
     def log_sizes(self) -> dict[Path, int]:
         """Where each of its service logs ends now (the simulators' are not editq's)."""
@@ -283,12 +291,34 @@ def live_logs_hold_no_error(request: pytest.FixtureRequest) -> Iterator[None]:
     assert not errors, "the live stack logged errors during this test:\n" + "\n".join(errors)
 
 
+def settings_of(env: dict[str, str]) -> Settings:
+    """The Settings a process started with `env` reads (JSON values parsed, as
+    pydantic-settings parses them from the environment)."""
+    values: dict[str, Any] = {name[6:].lower(): value for name, value in env.items()}
+    if "source_buckets" in values:
+        values["source_buckets"] = json.loads(values["source_buckets"])
+    return make_settings(**values)
+
+
+def source_bucket(bucket: str) -> str:
+    return f"{bucket}-source"
+
+
 def live_env(database_url: str, broker: str, s3_url: str, bucket: str,
-             sim_url: str, stability_url: str | None = None) -> dict[str, str]:
+             sim_url: str, stability_url: str | None = None,
+             image_url: str | None = None) -> dict[str, str]:
     stability = {"EDITQ_STABILITY_BASE_URL": stability_url, "EDITQ_STABILITY_API_KEY": SIM_KEY,
                  "EDITQ_STABILITY_POLL_INTERVAL": "0.2"} if stability_url else {}
+    images = {"EDITQ_INPUT_ALLOWED_HOSTS": image_url.removeprefix("http://")} if image_url else {}
     return {
-        **stability,
+        **stability, **images,
+        # The simulators reach the S3 server on loopback: WaveSpeed is handed the inputs'
+        # presigned URLs, as a deployment whose storage it can reach would do.
+        "EDITQ_PROVIDER_FETCHES_INPUTS": "true",
+        # The console (in Chromium) PUTs direct uploads to the S3 server.
+        "EDITQ_S3_CORS_ORIGINS": "*",
+        # A second bucket of the same S3 server (same credentials) as a batch source.
+        "EDITQ_SOURCE_BUCKETS": json.dumps({source_bucket(bucket): {}}),
         "EDITQ_ENVIRONMENT": "test", "EDITQ_DATABASE_URL": database_url,
         "EDITQ_BREAKER_FAILURES": "0",  # (tests/integration/test_resilience.py turns it on)
         # Beat's reaper and webhook dispatch act on every job of the database, which the
@@ -325,13 +355,15 @@ def live_stack(stack: Stack, database_url: str, redis_base: str, s3_url: str,
         sim_url = sub.start_wavespeed_sim(latency="0.3", extra=["--api-key", SIM_KEY])
         stability_url = sub.start_sim("stability", latency="0.2",
                                       extra=["--api-key", SIM_KEY])
-        sub.env = live_env(database_url, broker, s3_url, bucket, sim_url, stability_url)
-        settings = make_settings(**{k[6:].lower(): v for k, v in sub.env.items()})
+        image_url = sub.start_image_host()
+        sub.env = live_env(database_url, broker, s3_url, bucket, sim_url, stability_url,
+                           image_url)
+        settings = settings_of(sub.env)
         worker = sub.start_worker(name=f"worker-{kind}", concurrency=8)
         # Beat: the bulk feeder, batch completion and webhook dispatch run on it.
         beat = sub.spawn(f"beat-{kind}", [sys.executable, "-m", "cli.main", "beat",
                                           "--loglevel", "WARNING"])
         api, url = sub.start_api()
-        yield Live(url, settings, worker, api, sim_url, stability_url, beat)
+        yield Live(url, settings, worker, api, sim_url, stability_url, beat, image_url)
     finally:
         sub.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from shared.batches.expansion import expand, feed, finish_batches
+from shared.inputs.uploads import delete_expired as delete_expired_uploads
 from shared.jobs.pipeline import adopt
 from shared.jobs.pipeline import run_job as run_step
 from shared.jobs.recovery import recover
@@ -61,7 +62,8 @@ def reap() -> dict[str, int]:
     found = recover(ctx.settings, _scheduler(reap), ctx.storage)
     for batch_id in found.expansions:
         enqueue_expansion(app, batch_id)
-    counts = found.counts()
+    counts = {**found.counts(), "uploads_deleted": delete_expired_uploads(ctx.settings,
+                                                                          ctx.storage)}
     if any(counts.values()):
         log.warning("reaper: %s", counts)
     return counts

@@ -93,7 +93,7 @@ async def create_batch(request: Request, response: Response, services: ServicesD
     """A retry with the same Idempotency-Key and body answers the batch the first made
     (`Idempotent-Replayed: true`); a dry run creates nothing and ignores the key."""
     body, upload = await _read(request, services.settings)
-    decode = partial(edit_request_from_dict, max_bytes=services.settings.max_image_bytes)
+    decode = partial(edit_request_from_dict, settings=services.settings)
     accepted = await run_in_threadpool(intake.accept, services, principal, body,
                                        upload, decode, idempotency_key)
     if accepted.batch_id is None:

@@ -15,12 +15,13 @@ from sqlalchemy.orm import Session
 
 from shared.errors import EditqError, InvalidInput
 from shared.formats import parse_instant
-from shared.jobs.submission import EditRequest, check_request
+from shared.inputs.refs import InputRef
+from shared.jobs.submission import Checked as CheckedRequest
+from shared.jobs.submission import EditRequest, Stored, check_request, store_inputs
 from shared.models import Job
 from shared.providers.catalog import Catalog
 from shared.providers.pricing import Price
 from shared.services import Services
-from shared.storage import input_key
 
 FILTER_FIELDS = ("model", "operation", "status", "batch_id", "job_ids", "created_after",
                  "created_before", "metadata")
@@ -32,7 +33,8 @@ OVERRIDE_FIELDS = ("model", "prompt", "operation", "options")
 # What a reprocessing reads of each parent: enough to make its child, no more (rows, not
 # ORM objects: accepting 10,000 parents must not cost a second of the API's time).
 PARENT_COLUMNS = (Job.seq, Job.id, Job.model, Job.operation, Job.prompt, Job.negative_prompt,
-                  Job.options, Job.metadata_, Job.input_keys, Job.mask_key)
+                  Job.options, Job.metadata_, Job.input_keys, Job.mask_key,
+                  Job.inputs_upright)
 
 
 # What accepting one needs of each parent: less again, JSON left undecoded.
@@ -74,6 +76,12 @@ class Checked:
         if keep:
             self.lines.append(json.dumps(item, separators=(",", ":")))
 
+    def add_many(self, item: dict[str, Any], count: int) -> None:
+        """Count `count` items like `item`, keeping none (a bucket source's, listed later)."""
+        self.count += count
+        self.by_model[item["model"]] = (self.by_model.get(item["model"], Decimal(0))
+                                        + Decimal(item["estimate"]) * count)
+
     def error(self, entry: dict[str, Any]) -> None:
         self.invalid += 1
         if len(self.errors) < MAX_REPORTED_ERRORS:
@@ -109,23 +117,62 @@ def check_items(lines: Iterable[tuple[int, dict[str, Any] | EditqError]],
         except EditqError as exc:
             checked.error({"line": line, "code": exc.code, "message": exc.message})
             continue
-        for info in [*result.images, *([result.mask] if result.mask else [])]:
-            if store and info.sha256 not in stored:  # many items often share their images
-                services.storage.put_if_absent(input_key(info.sha256), info.data,
-                                                info.content_type)
-                stored.add(info.sha256)
-        keys = [input_key(info.sha256) for info in result.images]
-        mask_key = input_key(result.mask.sha256) if result.mask is not None else None
-        checked.add({
-            "line": line, "operation": req.operation, "model": result.spec.id,
+        # (many items share their images: each is stored once; a dry run stores none)
+        where = (store_inputs(services.storage, result, stored) if store
+                 else Stored([], None))
+        checked.add({"line": line, **item_of(req, result), **where.as_item()})
+    return checked
+
+
+def item_of(req: EditRequest, result: CheckedRequest) -> dict[str, Any]:
+    """A checked request as a batch keeps it until its job is made (but its inputs)."""
+    return {"operation": req.operation, "model": result.spec.id,
             "provider": result.spec.provider, "prompt": req.prompt,
             "negative_prompt": req.negative_prompt, "options": result.options.extra,
-            "metadata": req.metadata, "input_keys": keys, "mask_key": mask_key,
-            "estimate": str(result.price.amount), "currency": result.price.currency,
-            "deadline_seconds": req.deadline_seconds, "webhook_url": req.webhook_url,
-            "webhook_events": req.webhook_events,
-        })
-    return checked
+            "metadata": req.metadata, "estimate": str(result.price.amount),
+            "currency": result.price.currency, "deadline_seconds": req.deadline_seconds,
+            "webhook_url": req.webhook_url, "webhook_events": req.webhook_events}
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def check_source(services: Services, source: dict[str, Any], defaults: dict[str, Any],
+                 decode: Any, *, count: bool) -> tuple[Checked, dict[str, Any]]:
+    """A bucket source: its bucket allowed, the job every object makes (from `defaults`)
+    checked and priced once; the count is `limit`, the most it may make, unless `count`
+    (a dry run) lists the objects to count them. Answers the batch's spec too."""
+    bucket, prefix, limit = source["bucket"], source.get("prefix") or "", source["limit"]
+    if bucket not in services.settings.source_buckets:
+        raise InvalidInput(f"bucket {bucket!r} is not a source this deployment allows "
+                           "(EDITQ_SOURCE_BUCKETS)", field="source.bucket")
+    if not 1 <= limit <= services.settings.batch_max_jobs:
+        raise InvalidInput(f"source.limit must be 1 to {services.settings.batch_max_jobs}",
+                           field="source.limit")
+    req: EditRequest = decode(defaults)
+    req.images = [InputRef("source", f"{bucket}/{prefix}")]
+    template = item_of(req, check_request(req, services))
+    found = limit
+    if count:
+        found, after = 0, ""
+        while found < limit and (keys := source_page(services, bucket, prefix, after,
+                                                     limit - found)):
+            found, after = found + len(keys[0]), keys[1]
+    checked = Checked()
+    checked.add_many(template, found)
+    return checked, {"source": {"bucket": bucket, "prefix": prefix, "limit": limit},
+                     "template": template, "after": ""}
+
+
+def source_page(services: Services, bucket: str, prefix: str, after: str,
+                most: int) -> tuple[list[str], str] | None:
+    """Up to `most` image keys under `prefix` after `after`, and the last key listed (the
+    next page starts after it); None when the listing is exhausted."""
+    listed = services.source(bucket).list_page(prefix, after, min(1000, max(most, 1)))
+    if not listed:
+        return None
+    images = [key for key in listed if key.lower().endswith(IMAGE_SUFFIXES)]
+    return images[:most], (images[most - 1] if len(images) > most else listed[-1])
 
 
 def parents_query(tenant_id: str, filters: dict[str, Any], before: datetime,
@@ -185,6 +232,7 @@ class Children:
                 "negative_prompt": parent.negative_prompt,
                 "options": dict(checked), "metadata": parent.metadata_,
                 "input_keys": list(parent.input_keys), "mask_key": parent.mask_key,
+                "inputs_upright": parent.inputs_upright,
                 "estimate": str(price.amount), "currency": price.currency}
 
     def priced(self, parent: Any) -> tuple[str, Price]:

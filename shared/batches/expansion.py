@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import false, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.batches.checks import Children, parents_query
+from shared.batches.checks import Children, parents_query, source_page
 from shared.batches.records import COMPLETED, EXPANDING, RUNNING, result_lines
 from shared.config import Settings
 from shared.db import session_scope, utcnow, written
@@ -88,11 +88,15 @@ def expand(services: Services, batch_id: str) -> int:
                 return made
             batch = session.scalars(select(Batch).where(Batch.id == batch_id)
                                     .execution_options(populate_existing=True)).one()
+            values: dict[str, Any] = {}
             if items is not None:
                 chunk = [json.loads(line) for line in
                          items[batch.expanded:batch.expanded + settings.batch_chunk_size]]
                 cursor = batch.expanded + len(chunk)
                 done = cursor >= len(items)
+            elif batch.kind == "source":
+                chunk, after, done = _source_chunk(services, batch, settings.batch_chunk_size)
+                cursor, values["spec"] = batch.cursor, {**batch.spec, "after": after}
             else:
                 chunk, cursor, done = _reprocess_chunk(session, services.catalog, batch,
                                                        settings.batch_chunk_size)
@@ -100,10 +104,13 @@ def expand(services: Services, batch_id: str) -> int:
                 _insert_jobs(session, batch, chunk)
                 made += len(chunk)
             pending = sum((Decimal(c["estimate"]) for c in chunk), Decimal(0))
+            # Done: what was admitted and not made (a bucket source's listing ended before
+            # its limit, a parent changed since) is released.
             final = {"status": RUNNING, "expanded_at": utcnow(), "lease_expires_at": None,
-                     "total": batch.expanded + len(chunk), "estimate_pending": Decimal(0)}
-            values: dict[str, Any] = {"expanded": Batch.expanded + len(chunk), "cursor": cursor,
-                                      "estimate_pending": Batch.estimate_pending - pending}
+                     "total": batch.expanded + len(chunk), "estimate_pending": Decimal(0),
+                     "estimated_total": Batch.estimated_total - Batch.estimate_pending + pending}
+            values.update({"expanded": Batch.expanded + len(chunk), "cursor": cursor,
+                           "estimate_pending": Batch.estimate_pending - pending})
             session.execute(update(Batch).where(Batch.id == batch_id)
                             .values(**{**values, **(final if done else {})})
                             .execution_options(synchronize_session=False))
@@ -115,6 +122,32 @@ def _items(storage: Storage, batch: Batch) -> list[str]:
     """The batch's checked items as JSON lines, each parsed only when its chunk comes."""
     raw = storage.get(batch.spec["items_key"]).decode()
     return [line for line in raw.splitlines() if line.strip()]
+
+
+def _source_chunk(services: Services, batch: Batch,
+                  size: int) -> tuple[list[dict[str, Any]], str, bool]:
+    """The next children of a bucket source: one per image object listed after the last
+    one made (the spec's `after`), up to the limit admitted at acceptance; the key to
+    list after next time, and whether the listing (or the limit) is done."""
+    spec = batch.spec
+    bucket, prefix = spec["source"]["bucket"], spec["source"]["prefix"]
+    room = min(size, spec["source"]["limit"] - batch.expanded)
+    keys: list[str] = []
+    after = spec.get("after", "")
+    while len(keys) < room:
+        page = source_page(services, bucket, prefix, after, room - len(keys))
+        if page is None:
+            return _children(spec["template"], bucket, keys), after, True
+        keys += page[0]
+        after = page[1]
+    done = batch.expanded + len(keys) >= spec["source"]["limit"]
+    return _children(spec["template"], bucket, keys), after, done
+
+
+def _children(template: dict[str, Any], bucket: str, keys: list[str]) -> list[dict[str, Any]]:
+    return [{**template, "input_keys": [], "mask_key": None,
+             "input_refs": {"images": [{"source": {"bucket": bucket, "key": key}}],
+                            "mask": None}} for key in keys]
 
 
 def _reprocess_chunk(session: Session, catalog: Catalog, batch: Batch,
@@ -149,6 +182,7 @@ def _insert_jobs(session: Session, batch: Batch, chunk: list[dict[str, Any]]) ->
         "prompt": c["prompt"], "negative_prompt": c.get("negative_prompt"),
         "options": c["options"], "metadata_": c.get("metadata") or {},
         "input_keys": c["input_keys"], "mask_key": c.get("mask_key"), "outputs": [],
+        "input_refs": c.get("input_refs"), "inputs_upright": c.get("inputs_upright"),
         "attempts": 0, "cost_estimated": Decimal(c["estimate"]),
         "currency": c.get("currency", "USD"), "queue": BULK, "batch_id": batch.id,
         "batch_index": batch.expanded + n, "parent_job_id": c.get("parent_job_id"),

@@ -42,14 +42,27 @@ class Reprocess(BaseModel):
                                      description=", ".join(checks.OVERRIDE_FIELDS))
 
 
+class Source(BaseModel):
+    """A bucket the operator allows (EDITQ_SOURCE_BUCKETS): one job per image object
+    under `prefix`, at most `limit`, each made from `defaults`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = Field(max_length=255)
+    prefix: str = Field("", max_length=1024)
+    limit: int = Field(ge=1, description="the most jobs it makes (admitted at acceptance; "
+                                         "what the listing does not fill is released)")
+
+
 class BatchCreate(BaseModel):
-    """Either `items` (job requests, over `defaults`) or `reprocess`."""
+    """One of `items` (job requests, over `defaults`), `reprocess` or `source`."""
 
     model_config = ConfigDict(extra="forbid")
 
     items: list[dict[str, Any]] | None = None
     defaults: dict[str, Any] = Field(default_factory=dict)
     reprocess: Reprocess | None = None
+    source: Source | None = None
     on_error: Literal["reject", "skip"] = Field(
         "reject", description="reject: any invalid item refuses the batch; skip: the valid "
                               "items are accepted and the others reported")
@@ -107,9 +120,11 @@ def accept(services: Services, principal: Principal, body: BatchCreate, upload: 
     caller then enqueues the expansion of a batch it created). Blocking: run it in a
     thread (it may wait for DNS, S3 and the database)."""
     settings = services.settings
-    if (body.items is not None or upload is not None) == (body.reprocess is not None):
-        raise InvalidInput("send items (inline or a JSONL file) or reprocess, one of them",
-                           field="items")
+    given = (body.items is not None or upload is not None, body.reprocess is not None,
+             body.source is not None)
+    if sum(given) != 1:
+        raise InvalidInput("send items (inline or a JSONL file), reprocess or source: one "
+                           "of them", field="items")
     if body.items is not None and len(body.items) > settings.batch_max_items:
         raise InvalidInput(f"at most {settings.batch_max_items} inline items; upload a JSONL "
                            "file for more", field="items")
@@ -131,6 +146,10 @@ def accept(services: Services, principal: Principal, body: BatchCreate, upload: 
             kind, spec = "reprocess", body.reprocess.model_dump()
             checked = checks.check_reprocess(session, services.catalog, principal.tenant_id,
                                               spec, utcnow())
+        elif body.source is not None:
+            kind = "source"
+            checked, spec = checks.check_source(services, body.source.model_dump(),
+                                                body.defaults, decode, count=body.dry_run)
         else:
             kind, spec = "items", {"defaults_given": bool(body.defaults)}
             lines: Iterable[tuple[int, dict[str, Any] | EditqError]] = (

@@ -131,7 +131,8 @@ def batch_view(session: Session, batch: Batch, storage: Storage | None) -> dict[
                      "fraction": round(done / batch.total, 4) if batch.total else 1.0},
         "cost": {"so_far": money(spent), "estimated_total": money(batch.estimated_total),
                  "currency": "USD"},
-        "spec": {k: v for k, v in batch.spec.items() if k != "items_key"},
+        "spec": {k: v for k, v in batch.spec.items()
+                 if k not in ("items_key", "template", "after")},
         "webhook_url": batch.webhook_url, "webhook_events": batch.webhook_events,
         "metadata": batch.metadata_,
         **({"manifest_key": batch.manifest_key} if storage is None else

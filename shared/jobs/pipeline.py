@@ -33,6 +33,7 @@ from shared.config import Settings
 from shared.db import session_scope, utcnow
 from shared.errors import EditqError, ProviderError, ProviderOutcomeUnknown, StorageUnavailable
 from shared.images import inspect_image, load_input
+from shared.inputs.resolve import resolve as resolve_inputs
 from shared.jobs.fallback import find_fallback
 from shared.jobs.states import (
     CANCELED,
@@ -123,6 +124,31 @@ def webhook_url(settings: Settings, provider: str) -> str | None:
     return f"{settings.public_base_url}/v1/providers/{provider}/webhook"
 
 
+@dataclass
+class _Inputs:
+    """A job's inputs as its provider gets them: their bytes, or (a provider that fetches
+    URLs, EDITQ_PROVIDER_FETCHES_INPUTS) presigned URLs of the stored ones, the bytes
+    then only placeholders that say how many there are."""
+
+    images: list[bytes]
+    mask: bytes | None
+    urls: list[str] | None = None
+    mask_url: str | None = None
+
+
+def _inputs(services: Services, job: Job, spec: ModelSpec,
+            provider: ImageEditProvider) -> _Inputs:
+    if job.input_refs is not None and not job.input_keys:
+        return _Inputs(*resolve_inputs(services, job, spec))  # its first attempt: fetch them
+    if (services.settings.provider_fetches_inputs and provider.fetches_urls
+            and job.inputs_upright):
+        storage = services.storage
+        return _Inputs([b""] * len(job.input_keys), b"" if job.mask_key else None,
+                       [storage.presigned_get_url(key) for key in job.input_keys],
+                       storage.presigned_get_url(job.mask_key) if job.mask_key else None)
+    return _Inputs(*_load_inputs(services, job))
+
+
 def _load_inputs(services: Services, job: Job) -> tuple[list[bytes], bytes | None]:
     """The stored inputs, checked again as the API checked them and each turned upright
     as its EXIF orientation says (the API checked them as displayed; a provider may
@@ -172,18 +198,21 @@ def run_job(job_id: str, services: Services, scheduler: Scheduler) -> RunOutcome
     spec = services.catalog.get(job.model)
     try:
         provider = services.provider(spec.provider)
-        images, mask = _load_inputs(services, job)
+        inputs = _inputs(services, job, spec, provider)
         breaker = services.breaker(job.provider)
         if breaker is not None and (wait := breaker.allow()):
-            switched = (find_fallback(job, spec, images, mask, services)
+            if inputs.urls is not None:  # a fallback is checked against the bytes
+                inputs = _Inputs(*_load_inputs(services, job))
+            switched = (find_fallback(job, spec, inputs.images, inputs.mask, services)
                         if settings.breaker_fallback else None)
             if switched is None:
                 return _wait(job, settings, scheduler, wait, f"{job.provider} circuit open")
             job, spec = _switch(job, spec, *switched, settings)
             provider = services.provider(spec.provider)
-        options = build_options(images=images, operation=job.operation, model=job.model,
-                                prompt=job.prompt, mask=mask,
+        options = build_options(images=inputs.images, operation=job.operation,
+                                model=job.model, prompt=job.prompt, mask=inputs.mask,
                                 negative_prompt=job.negative_prompt, options=job.options)
+        options.image_urls, options.mask_url = inputs.urls, inputs.mask_url
         with session_scope(settings.database_url) as session:
             if not mark_submitting(session, job_id):
                 return RunOutcome(job_id, Action.DISCARDED, "canceled before it was submitted")

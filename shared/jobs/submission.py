@@ -27,6 +27,8 @@ from shared.errors import InvalidInput
 from shared.formats import money
 from shared.idempotency import checked_key, replay
 from shared.images import ImageInfo, inspect_image
+from shared.inputs import uploads
+from shared.inputs.refs import InputRef
 from shared.jobs.states import QUEUED, add_event, new_job_id
 from shared.models import Job
 from shared.money import budgets
@@ -44,14 +46,15 @@ MAX_PROMPT_CHARS = 10_000
 
 @dataclass
 class EditRequest:
-    """A job request after transport decoding (JSON or multipart), before validation."""
+    """A job request after transport decoding (JSON or multipart), before validation.
+    Each image (and the mask) is its bytes, or a reference the worker fetches."""
 
-    images: list[bytes]
+    images: list[bytes | InputRef]
     operation: str = "general_edit"
     model: str | None = None
     prompt: str | None = None
     negative_prompt: str | None = None
-    mask: bytes | None = None
+    mask: bytes | InputRef | None = None
     options: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     # The job fails with deadline_exceeded if it has not finished this long after it
@@ -62,9 +65,13 @@ class EditRequest:
 
     def fingerprint(self) -> str:
         """Same request, same fingerprint, whichever transport carried it."""
+        def of(image: bytes | InputRef | None) -> Any:
+            if isinstance(image, InputRef):
+                return image.as_json()
+            return hashlib.sha256(image).hexdigest() if image is not None else None
+
         canonical = {
-            "images": [hashlib.sha256(i).hexdigest() for i in self.images],
-            "mask": hashlib.sha256(self.mask).hexdigest() if self.mask is not None else None,
+            "images": [of(i) for i in self.images], "mask": of(self.mask),
             "operation": self.operation, "model": self.model, "prompt": self.prompt,
             "negative_prompt": self.negative_prompt, "options": self.options,
             "metadata": self.metadata, "deadline_seconds": self.deadline_seconds,
@@ -77,7 +84,10 @@ class EditRequest:
 MAX_DEADLINE_SECONDS = 7 * 24 * 3600
 
 
-def check_sizes(req: EditRequest, settings: Settings) -> tuple[list[ImageInfo], ImageInfo | None]:
+Input = ImageInfo | InputRef  # an image checked from its bytes, or a reference to fetch
+
+
+def check_sizes(req: EditRequest, settings: Settings) -> tuple[list[Input], Input | None]:
     """The checks that do not depend on the model, and the inspected images."""
     if req.deadline_seconds is not None and not (
             1 <= req.deadline_seconds <= MAX_DEADLINE_SECONDS):
@@ -98,9 +108,13 @@ def check_sizes(req: EditRequest, settings: Settings) -> tuple[list[ImageInfo], 
     user_json.check(req.options, field="options")
     limits: dict[str, Any] = {"max_bytes": settings.max_image_bytes,
                               "max_pixels": settings.max_image_pixels}
-    images = [inspect_image(data, field=f"images[{n}]" if len(req.images) > 1 else "image",
-                            **limits) for n, data in enumerate(req.images)]
-    mask = inspect_image(req.mask, field="mask", **limits) if req.mask is not None else None
+    def checked(data: bytes | InputRef, field: str) -> Input:
+        return data if isinstance(data, InputRef) else inspect_image(data, field=field,
+                                                                     **limits)
+
+    images = [checked(data, f"images[{n}]" if len(req.images) > 1 else "image")
+              for n, data in enumerate(req.images)]
+    mask = checked(req.mask, "mask") if req.mask is not None else None
     return images, mask
 
 
@@ -110,9 +124,14 @@ class Checked:
 
     spec: ModelSpec
     options: ImageEditOptions
-    images: list[ImageInfo]
-    mask: ImageInfo | None
+    images: list[Input]
+    mask: Input | None
     price: Price
+
+    @property
+    def inline(self) -> bool:
+        """Whether every input came as bytes (none is a reference to fetch)."""
+        return not any(isinstance(i, InputRef) for i in [*self.images, self.mask])
 
 
 def check_request(req: EditRequest, services: Services) -> Checked:
@@ -121,14 +140,29 @@ def check_request(req: EditRequest, services: Services) -> Checked:
 
 
 def check_for_model(req: EditRequest, services: Services, model: str | None,
-                    images: list[ImageInfo], mask: ImageInfo | None) -> Checked:
-    """The model's own rules, on images already inspected (a comparison inspects once)."""
-    options = build_options(images=req.images, operation=req.operation, model=model,
-                            prompt=req.prompt, mask=req.mask,
+                    images: list[Input], mask: Input | None) -> Checked:
+    """The model's own rules, on images already inspected (a comparison inspects once).
+    The rules that need an image's bytes wait for the worker to fetch a referenced one
+    (shared.inputs.resolve); the rest (count, mask, options, price) are checked now."""
+    options = build_options(images=[i if isinstance(i, bytes) else b"" for i in req.images],
+                            operation=req.operation, model=model, prompt=req.prompt,
+                            mask=req.mask if not isinstance(req.mask, InputRef) else b"",
                             negative_prompt=req.negative_prompt, options=req.options)
     spec = validate_edit(options, services)
-    spec.check_images(images, mask)
-    return Checked(spec, options, images, mask, spec.price(options.extra))
+    checked = Checked(spec, options, images, mask, spec.price(options.extra))
+    if checked.inline:
+        spec.check_images([i for i in images if isinstance(i, ImageInfo)],
+                          mask if isinstance(mask, ImageInfo) else None)
+    return checked
+
+
+def check_uploads(session: Session, tenant_id: str, req: EditRequest) -> None:
+    """A named upload must be the tenant's and not expired (checked again when used)."""
+    named = [("image" if len(req.images) == 1 else f"images[{n}]", i)
+             for n, i in enumerate(req.images)] + [("mask", req.mask)]
+    for field_name, image in named:
+        if isinstance(image, InputRef) and image.kind == "upload":
+            uploads.usable(session, tenant_id, image.value, field=field_name)
 
 
 def pricing_view(spec: ModelSpec, price: Price) -> dict[str, Any]:
@@ -142,6 +176,7 @@ def quote(session: Session, services: Services, principal: Principal,
           req: EditRequest) -> dict[str, Any]:
     """What the job would cost and whether it fits the tenant's limits; nothing is stored."""
     checked = check_request(req, services)
+    check_uploads(session, principal.tenant_id, req)
     verdict = budgets.evaluate(session, services.settings, principal.tenant_id, checked.spec.id,
                                checked.price.amount)
     return {"estimated": money(checked.price.amount), "currency": checked.price.currency,
@@ -158,10 +193,11 @@ def submit_job(session: Session, services: Services, principal: Principal,
         return job, False
 
     checked = check_request(req, services)
-    keys, mask_key = store_inputs(services.storage, checked)
+    check_uploads(session, principal.tenant_id, req)
+    stored = store_inputs(services.storage, checked)
     budgets.admit(session, services.settings, principal.tenant_id, checked.spec.id,
                   checked.price.amount)
-    job = new_job(principal, req, checked, keys, mask_key, fingerprint, idempotency_key)
+    job = new_job(principal, req, checked, stored, fingerprint, idempotency_key)
     try:
         with session.begin_nested():
             session.add(job)
@@ -177,21 +213,47 @@ def submit_job(session: Session, services: Services, principal: Principal,
     return job, True
 
 
-def store_inputs(storage: Storage, checked: Checked) -> tuple[list[str], str | None]:
-    """Put the inputs to S3 under their content's hash: a retry re-uploads nothing."""
-    keys = []
-    for info in checked.images:
-        keys.append(input_key(info.sha256))
-        storage.put_if_absent(keys[-1], info.data, info.content_type)
-    mask_key = None
-    if checked.mask is not None:
-        mask_key = input_key(checked.mask.sha256)
-        storage.put_if_absent(mask_key, checked.mask.data, checked.mask.content_type)
-    return keys, mask_key
+@dataclass(frozen=True)
+class Stored:
+    """Where a job's inputs are: their keys (all given inline), or (some are references,
+    fetched by the worker) `refs`, inline ones by key and the others as given."""
+
+    keys: list[str]
+    mask_key: str | None
+    refs: dict[str, Any] | None = None
+    upright: bool | None = None
+
+    def as_item(self) -> dict[str, Any]:
+        """The fields of a batch item's line that say where its inputs are."""
+        return {"input_keys": self.keys, "mask_key": self.mask_key, "input_refs": self.refs,
+                "inputs_upright": self.upright}
 
 
-def new_job(principal: Principal, req: EditRequest, checked: Checked, keys: list[str],
-            mask_key: str | None, fingerprint: str | None, idempotency_key: str | None,
+def store_inputs(storage: Storage, checked: Checked, seen: set[str] | None = None) -> Stored:
+    """Put the inline inputs to S3 under their content's hash: a retry re-uploads nothing
+    (nor does a batch for an image its items share: `seen`, the hashes stored already)."""
+    def key_of(item: ImageInfo) -> str:
+        key = input_key(item.sha256)
+        if seen is None or item.sha256 not in seen:
+            storage.put_if_absent(key, item.data, item.content_type)
+            if seen is not None:
+                seen.add(item.sha256)
+        return key
+
+    def ref_of(item: Input) -> dict[str, Any]:
+        return item.as_json() if isinstance(item, InputRef) else {"key": key_of(item)}
+
+    if not checked.inline:
+        return Stored([], None, {"images": [ref_of(i) for i in checked.images],
+                                 "mask": ref_of(checked.mask) if checked.mask else None})
+    images = [i for i in checked.images if isinstance(i, ImageInfo)]
+    mask = checked.mask if isinstance(checked.mask, ImageInfo) else None
+    return Stored([key_of(i) for i in images], key_of(mask) if mask is not None else None,
+                  upright=all(i.orientation == 1 for i in [*images, *([mask] if mask else [])]))
+
+
+def new_job(principal: Principal, req: EditRequest, checked: Checked, stored: Stored,
+            fingerprint: str | None, idempotency_key: str | None,
             comparison_id: str | None = None) -> Job:
     """The queued job row for a checked request (not added to the session)."""
     spec, price = checked.spec, checked.price
@@ -200,7 +262,8 @@ def new_job(principal: Principal, req: EditRequest, checked: Checked, keys: list
         id=new_job_id(), tenant_id=principal.tenant_id, status=QUEUED,
         operation=req.operation, model=spec.id, provider=spec.provider, prompt=req.prompt,
         negative_prompt=req.negative_prompt, options=checked.options.extra,
-        metadata_=req.metadata, input_keys=keys, mask_key=mask_key, outputs=[], attempts=0,
+        metadata_=req.metadata, input_keys=stored.keys, mask_key=stored.mask_key,
+        input_refs=stored.refs, inputs_upright=stored.upright, outputs=[], attempts=0,
         cost_estimated=price.amount, currency=price.currency,
         idempotency_key=idempotency_key, request_hash=fingerprint,
         lease_expires_at=now,  # its message is due now (see shared.jobs.recovery)

@@ -31,6 +31,10 @@ class ImageEditOptions:
     steps: int | None = None
     seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # URLs the provider fetches the images (and mask) from instead of being sent their
+    # bytes (EDITQ_PROVIDER_FETCHES_INPUTS; a provider that cannot is never given them).
+    image_urls: list[str] | None = None
+    mask_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ class ImageEditProvider(Protocol):
     min_poll_seconds: float
     # Whether it calls a webhook when a request ends (then looks are only a fallback).
     webhooks: bool
+    # Whether it can fetch its inputs from URLs (ImageEditOptions.image_urls).
+    fetches_urls: bool
 
     def validate(self, spec: ModelSpec, options: ImageEditOptions) -> None:
         """Raise a domain `InvalidInput` for a request this provider cannot serve."""

@@ -118,6 +118,7 @@ class LocalProvider:
     name = "local"
     min_poll_seconds = 0.0
     webhooks = False
+    fetches_urls = False
 
     def validate(self, spec: ModelSpec, options: ImageEditOptions) -> None:
         if options.operation == "general_edit" and not _prompt_steps(options.prompt or ""):

@@ -53,6 +53,7 @@ def build_form(spec: ModelSpec, options: ImageEditOptions) -> tuple[dict[str, st
 class StabilityEditProvider:
     name = "stability"
     webhooks = False
+    fetches_urls = False  # its API takes files only
 
     def __init__(self, client: StabilityClient, *, filtered_is_success: bool,
                  poll_interval: float, max_result_bytes: int = 64 << 20) -> None:

@@ -36,12 +36,16 @@ def build_request(spec: ModelSpec, options: ImageEditOptions) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if options.prompt:
         body["prompt"] = options.prompt
-    uris = [data_uri(image) for image in options.images]
+    # Stored inputs as URLs WaveSpeed fetches itself, when the worker was given them;
+    # else the bytes, as data URIs.
+    uris = options.image_urls or [data_uri(image) for image in options.images]
     if spec.images.field == "images":
         body["images"] = uris
     else:
         body[spec.images.field] = uris[0]
-    if options.mask is not None:
+    if options.mask_url is not None:
+        body[spec.mask_field] = options.mask_url
+    elif options.mask is not None:
         body[spec.mask_field] = data_uri(options.mask)
     if options.negative_prompt:
         body["negative_prompt"] = options.negative_prompt
@@ -53,6 +57,7 @@ class WaveSpeedEditProvider:
     name = "wavespeed"
     min_poll_seconds = 0.0
     webhooks = True
+    fetches_urls = True
 
     def __init__(self, client: WaveSpeedClient, max_output_bytes: int) -> None:
         self.client = client

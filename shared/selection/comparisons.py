@@ -39,6 +39,7 @@ from shared.jobs.submission import (
     add_created_event,
     check_for_model,
     check_sizes,
+    check_uploads,
     new_job,
     store_inputs,
 )
@@ -105,7 +106,8 @@ def create(session: Session, services: Services, principal: Principal,
                                             idempotency_key, fingerprint, what="comparison")):
         return found, jobs_of(session, found), False
     checked = check_all(req, services, models)
-    keys, mask_key = store_inputs(services.storage, checked[0])
+    check_uploads(session, principal.tenant_id, req)
+    stored = store_inputs(services.storage, checked[0])
     per_model = {c.spec.id: c.price.amount for c in checked}
     total = sum((c.price.amount for c in checked), Decimal(0))
     budgets.admit(session, services.settings, principal.tenant_id, checked[0].spec.id, total,
@@ -114,7 +116,7 @@ def create(session: Session, services: Services, principal: Principal,
         id=new_comparison_id(), tenant_id=principal.tenant_id, operation=req.operation,
         prompt=req.prompt, models=[c.spec.id for c in checked], metadata_=req.metadata,
         idempotency_key=idempotency_key, request_hash=fingerprint)
-    made = [new_job(principal, replace(req, model=c.spec.id), c, keys, mask_key, None, None,
+    made = [new_job(principal, replace(req, model=c.spec.id), c, stored, None, None,
                     comparison_id=comparison.id) for c in checked]
     try:
         with session.begin_nested():

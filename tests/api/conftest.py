@@ -22,6 +22,7 @@ class ApiProcess:
     port: int
     key: str
     child: Child
+    database_url: str
 
     @property
     def url(self) -> str:
@@ -40,7 +41,7 @@ def api_process(stack: Stack, database_url: str, redis_base: str, s3_url: str, b
         host, port = url.removeprefix("http://").split(":")
         with session_scope(database_url) as session:
             key = create_api_key(session, f"api-{uuid.uuid4().hex[:8]}")
-        yield ApiProcess(host, int(port), key, child)
+        yield ApiProcess(host, int(port), key, child, database_url)
     finally:
         sub.stop()
 

@@ -22,6 +22,7 @@ import pytest
 
 from cli.client import ApiClient
 from shared.db import session_scope
+from shared.models import Job
 from shared.tenants import create_api_key, get_or_create_tenant, set_limits
 from tests.conftest import Live
 from tests.helpers import b64, image_bytes
@@ -88,6 +89,12 @@ class Steps:
                                              "buffer": image_bytes(size)})
 
 
+def input_refs(live: Live, job_id: str) -> dict[str, Any]:
+    with session_scope(live.settings.database_url) as session:
+        refs: dict[str, Any] = session.query(Job.input_refs).filter(Job.id == job_id).scalar()
+    return refs
+
+
 @pytest.fixture(params=[1280, 390], ids=["1280px", "390px"])
 def steps(request: pytest.FixtureRequest, browser: Any, live: Live) -> Iterator[Steps]:
     width: int = request.param
@@ -150,6 +157,22 @@ def test_the_console_end_to_end(steps: Steps, live: Live) -> None:
     assert page.eval_on_selector("#job-result img.output",
                                  "img => img.complete && img.naturalWidth > 0")
     steps.shot("edit-output")
+    # and the file went straight to storage as a direct upload, never through the API
+    first = page.inner_text("#job-result code")
+    assert list(input_refs(live, first)["images"][0]) == ["upload"]
+
+    # when an image is given by its URL instead, the worker fetches it
+    page.select_option("#operation", "grayscale")
+    page.fill("#image-url", f"{live.image_url}/img/console-{steps.width}.png?w=90&h=60")
+    page.click("#submit-edit")
+    page.wait_for_function(
+        "id => { const r = document.querySelector('#job-result');"
+        " return r && r.dataset.status === 'succeeded' && !r.innerText.includes(id); }",
+        arg=first, timeout=WAIT)
+    by_url = page.inner_text("#job-result code")
+    assert input_refs(live, by_url)["images"][0]["url"].startswith(live.image_url)
+    page.fill("#image-url", "")
+    steps.shot("edit-by-url")
 
     # when three models are compared, the grid fills in, and a vote is recorded
     steps.open("compare")
@@ -173,7 +196,7 @@ def test_the_console_end_to_end(steps: Steps, live: Live) -> None:
     steps.open("costs")
     report = api.http.get("/v1/costs", params={"group_by": "model"}).json()
     charged = {r["model"]: r["amount"] for r in report["rows"]}
-    assert set(charged) == {"qwen-edit", "seededit-v3", "flux-kontext-pro"}
+    assert set(charged) == {"qwen-edit", "seededit-v3", "flux-kontext-pro", "local-pillow"}
     drawn = page.eval_on_selector_all(
         "#chart-models rect.bar-rect", "els => els.map(e => [e.dataset.key, e.dataset.amount])")
     assert dict(drawn) == charged

@@ -8,7 +8,11 @@ from outside."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import select
+import socket
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -193,3 +197,82 @@ class TestMultipart:
                                headers={"Content-Type": content_type})
             problem = assert_problem(answer, 422, "invalid_multipart")
             assert "could not be read" in problem["detail"], (how, problem)
+
+
+_CHUNK = b"%x\r\n%s\r\n" % (1 << 20, b"a" * (1 << 20))  # one chunk of a chunked body
+
+
+def stream_body(api: ApiProcess, path: str, key: str | None, total: int) -> int:
+    """POST `total` bytes of a JSON string, chunked, as fast as the server takes them and
+    until it answers; the status it answered (0 if it closed without one)."""
+    sock = socket.create_connection((api.host, api.port), timeout=30)
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json"
+                 "\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    sock.sendall(b'7\r\n{"x": "\r\n')
+    chunk = memoryview(_CHUNK)
+    with contextlib.suppress(OSError):  # closed on us: its answer was written first
+        for _ in range(total >> 20):
+            at = 0
+            while at < len(chunk):
+                readable, writable, _ = select.select([sock], [sock], [], 30)
+                if readable:  # it answered (a server that refuses does not read on)
+                    break
+                if writable:
+                    at += sock.send(chunk[at:])
+            if at < len(chunk):
+                break
+    sock.settimeout(30)
+    head = b""
+    with contextlib.suppress(OSError):
+        while b"\r\n" not in head and (more := sock.recv(4096)):
+            head += more
+    sock.close()
+    return int(head.split()[1]) if head.startswith(b"HTTP/") else 0
+
+
+def post_paths(api: ApiProcess) -> list[str]:
+    """Every operation that takes a body, from the API's own OpenAPI document."""
+    spec = httpx.get(f"{api.url}/openapi.json", timeout=10).json()
+    return sorted(path.replace("{comparison_id}", "cmp_x").replace("{job_id}", "job_x")
+                  .replace("{batch_id}", "bat_x").replace("{delivery_id}", "whd_x")
+                  for path, ops in spec["paths"].items() if "post" in ops)
+
+
+class TestBodiesBeforeTheKey:
+    def test_bodies_without_a_valid_key_cost_almost_nothing_on_every_route(
+            self, api: ApiProcess) -> None:
+        # given a revoked key, and every route that takes a body (uploads included)
+        revoked = revoke(api)
+        paths = post_paths(api)
+        assert "/v1/uploads" in paths and "/v1/jobs" in paths
+        for key in (None, revoked):
+            for path in paths:
+                # when 180 MB bodies are sent to it, 8 at once, without a valid key
+                measured = measure(api, lambda path=path, key=key: stream_body(
+                    api, path, key, 180 << 20), times=8)
+                # then each is refused unread (401), or at its small cap (413), and the
+                # API's memory rises by at most 16 MB for all eight
+                assert set(measured.answers) <= {401, 413}, (path, key, measured.answers)
+                assert measured.rise <= PER_REQUEST, (path, f"+{measured.rise / MB:.1f} MB")
+
+    def test_a_300_mb_inline_body_with_a_valid_key_costs_at_most_48_mb(
+            self, api: ApiProcess) -> None:
+        # (issue 24: 169 MB before the inline cap; 32 MiB now, larger images go by URL)
+        measured = measure(api, lambda: stream_body(api, "/v1/jobs", api.key, 300 << 20))
+        assert measured.answers == [413]
+        assert measured.rise <= 48 * MB, f"+{measured.rise / MB:.1f} MB"
+
+
+def revoke(api: ApiProcess) -> str:
+    from sqlalchemy import update
+
+    from shared.db import session_scope, utcnow
+    from shared.models import ApiKey
+    from shared.tenants import create_api_key, hash_key
+
+    with session_scope(api.database_url) as session:
+        key = create_api_key(session, f"revoked-{uuid.uuid4().hex[:8]}")
+        session.execute(update(ApiKey).where(ApiKey.key_hash == hash_key(key))
+                        .values(revoked_at=utcnow()))
+    return key

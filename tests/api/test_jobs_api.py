@@ -159,9 +159,10 @@ class TestBadInput:
     def test_multipart_with_text_instead_of_file(self, client: TestClient,
                                                  tenant_key: str) -> None:
         # (a None filename makes a plain form field, and forces multipart encoding)
+        # (a text image field is a reference: a URL or an upload id, and "hello" is neither)
         response = client.post("/v1/jobs", headers=auth(tenant_key),
                                files={"image": (None, "hello"), "operation": (None, "grayscale")})
-        assert_problem(response, 422, "invalid_input")
+        assert "https://" in assert_problem(response, 422, "input_refused")["detail"]
 
     def test_wait_above_limit_and_bad_cursor(self, client: TestClient,
                                              tenant_key: str) -> None:

@@ -181,3 +181,32 @@ def test_api_problems_are_one_readable_line(live: Live, tmp_path: Path) -> None:
     bad_defaults = run(["batch", "submit", str(path), "--defaults", "[1]"],
                        env_of(live, "eq_x"))
     assert bad_defaults.returncode == 2 and "--defaults" in bad_defaults.stderr
+
+
+def test_batch_submit_sends_local_files_inline_or_as_direct_uploads(
+        live: Live, tmp_path: Path) -> None:
+    # given a JSONL whose lines name local files: a small one, and one over 4 MiB
+    from PIL import Image
+
+    from shared.db import session_scope
+    from shared.models import Job
+
+    (tmp_path / "small.png").write_bytes(image_bytes((50, 40)))
+    noise = Image.merge("RGB", [Image.effect_noise((1300, 1300), 90) for _ in range(3)])
+    noise.save(tmp_path / "big.png")
+    assert (tmp_path / "big.png").stat().st_size > ApiClient.upload_over
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"image": "@small.png"}\n{"image": "@big.png"}\n')
+    client = live.client(f"cli-files-{uuid.uuid4().hex[:8]}")
+    key = client.http.headers["authorization"].split()[1]
+    # when `editq batch submit --wait` sends it
+    result = run(["batch", "submit", str(path), "--wait", "--timeout", "60", "--defaults",
+                  '{"operation": "grayscale"}'], env_of(live, key), timeout=80)
+    # then both jobs ran: the small file inline, the big one as a direct upload
+    assert result.returncode == 0, result.stdout + result.stderr
+    batch_id = line_starting(result.stdout, "batch bat_").split()[1]
+    with session_scope(live.settings.database_url) as session:
+        refs = [r for (r,) in session.query(Job.input_refs).filter(Job.batch_id == batch_id)
+                .order_by(Job.batch_index)]
+    assert refs[0] is None  # inline: stored at acceptance, by its keys
+    assert list(refs[1]["images"][0]) == ["upload"]

@@ -49,7 +49,15 @@ from shared.migrate import upgrade
 from shared.models import Batch, Job, JobEvent, Tenant
 from shared.storage import Storage, input_key
 from shared.tenants import create_api_key
-from tests.conftest import SIM_KEY, db_kind, live_env, make_settings, own_database, redis_db
+from tests.conftest import (
+    SIM_KEY,
+    db_kind,
+    live_env,
+    make_settings,
+    own_database,
+    redis_db,
+    settings_of,
+)
 from tests.helpers import b64, image_bytes, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240), pytest.mark.every_database]
@@ -114,7 +122,7 @@ def bulk(stack: Stack, database_url: str, redis_base: str, s3_url: str, bucket: 
             "EDITQ_BATCH_CHUNK_SIZE": str(CHUNK_SIZE),
             "EDITQ_BATCH_EXPANSION_LEASE_SECONDS": "5",
         }
-        settings = make_settings(**{k[6:].lower(): v for k, v in sub.env.items()})
+        settings = settings_of(sub.env)
         storage = Storage(settings)
         storage.ensure_bucket()
         worker = sub.start_worker(name=f"worker-batches-{kind}", concurrency=8)

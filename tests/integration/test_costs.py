@@ -47,7 +47,7 @@ from shared.money.ledger import charge
 from shared.providers.catalog import load_catalog
 from shared.storage import Storage, output_key
 from shared.tenants import create_api_key, get_or_create_tenant, set_limits
-from tests.conftest import SIM_KEY, db_kind, live_env, make_settings, redis_db
+from tests.conftest import SIM_KEY, db_kind, live_env, make_settings, redis_db, settings_of
 from tests.helpers import b64, image_bytes, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -249,7 +249,7 @@ def costs(stack: Stack, database_url: str, redis_base: str, s3_url: str,
             # A filtered result fails the job as a billed failure (it must still be charged).
             "EDITQ_STABILITY_FILTERED_IS_SUCCESS": "false",
         }
-        settings = make_settings(**{k[6:].lower(): v for k, v in sub.env.items()})
+        settings = settings_of(sub.env)
         worker = sub.start_worker(name=f"worker-costs-{kind}", concurrency=8)
         _, api_url = sub.start_api()
         yield CostStack(api_url, sim_url, stability_url, database_url, settings, sub, worker)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import uuid
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -26,6 +27,7 @@ from shared.money.ledger import charge, charges_for
 from shared.providers.pricing import Price
 from shared.queue import enqueue_run, make_celery
 from shared.storage import Storage, input_key
+from simulators.image_host import image
 from tests.conftest import Live
 from tests.helpers import image_bytes, text_bomb_png, wait_for
 
@@ -212,7 +214,11 @@ def test_an_input_the_worker_cannot_load_fails_the_job_at_once_and_uncharged(
     # crashed and the job failed 600 s later as "may have been billed"; qwen-edit crashed
     # turning it upright and was run again and again as worker_lost)
     bomb = text_bomb_png(orientation=orientation)
-    valid = image_bytes((64, 48), color=(7, 77, 177) if orientation else (177, 77, 7))
+    # (turned, a valid image is read by the worker to be turned upright, as a job from
+    # before inputs were walked would be read: an upright one is handed to WaveSpeed by
+    # URL, checked by this API when it was submitted)
+    valid = (image(f"unloadable-{uuid.uuid4().hex}", "png", orientation=orientation)
+             if orientation else image_bytes((64, 48), color=(177, 77, 7)))
     storage = Storage(live.settings)
     storage.put(input_key(hashlib.sha256(valid).hexdigest()), bomb, "image/png")
     client = live.client(f"e2e-unloadable-{model}")

@@ -83,6 +83,10 @@ def sim_request(live: Live, request_id: str) -> dict[str, Any]:
 
 
 def decoded(uri: str) -> bytes:
+    """An input as the simulator was sent it: a presigned URL of our storage (the stack
+    lets providers fetch the inputs, EDITQ_PROVIDER_FETCHES_INPUTS), or a data URI."""
+    if uri.startswith("http"):
+        return httpx.get(uri, timeout=10).raise_for_status().content
     assert uri.startswith("data:image/png;base64,"), uri[:40]
     return base64.b64decode(uri.split(",", 1)[1])
 

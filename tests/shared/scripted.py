@@ -33,6 +33,7 @@ class Scripted:
     name: str = "scripted"
     min_poll_seconds: float = 0.0
     webhooks: bool = False
+    fetches_urls: bool = False
     # The cost the provider reports with each result (None: the catalog's price applies).
     cost: Decimal | None = None
     submits: int = 0

@@ -131,3 +131,23 @@ export function imageSize(file) {
     img.src = url;
   });
 }
+
+// A file as an image field: sent straight to storage as a direct upload (POST
+// /v1/uploads, then its presigned PUT), named by its upload id; where the browser may not
+// reach the storage (no CORS rules for this origin), the file itself, sent in the form.
+export async function imageField(file) {
+  let slot;
+  try {
+    slot = await api("/v1/uploads", { method: "POST", json: { content_type: file.type, size: file.size } });
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 422) return file; // a type uploads refuse: the form's check says why
+    throw error;
+  }
+  try {
+    const put = await fetch(slot.url, { method: slot.method, headers: { "Content-Type": slot.headers["Content-Type"] }, body: file });
+    if (put.ok) return slot.id;
+  } catch (error) {
+    // the storage is not reachable from this page: fall back to the form
+  }
+  return file;
+}

@@ -1,6 +1,6 @@
 // Compare: one input on 2 to 6 models; the grid fills in as each finishes, with cost
 // and time under each output; vote for the one you prefer.
-import { api, describe, el, models, operationsOf, showMessage, sleep, usd } from "./api.js";
+import { api, describe, el, imageField, models, operationsOf, showMessage, sleep, usd } from "./api.js";
 
 function resultCard(comparison, result, onVote) {
   const voted = comparison.vote && comparison.vote.model === result.model;
@@ -33,7 +33,8 @@ export async function renderCompare(view, state) {
   const list = await models();
   const operation = el("select", { id: "cmp-operation" }, operationsOf(list).map((o) =>
     el("option", { value: o, selected: o === (state.operation || "general_edit") }, o)));
-  const image = el("input", { id: "cmp-image", type: "file", accept: "image/*", required: true });
+  const image = el("input", { id: "cmp-image", type: "file", accept: "image/*" });
+  const imageUrl = el("input", { id: "cmp-image-url", type: "url", placeholder: "https://... (instead of a file)" });
   const prompt = el("textarea", { id: "cmp-prompt", rows: "2" });
   const choices = el("div", { id: "cmp-models", className: "grid" });
   const grid = el("div", { id: "cmp-result" });
@@ -60,8 +61,17 @@ export async function renderCompare(view, state) {
       showMessage("Pick 2 to 6 models to compare.");
       return;
     }
+    if (!imageUrl.value.trim() && !image.files[0]) {
+      showMessage("Choose an image file, or give its https:// URL.");
+      return;
+    }
     const form = new FormData();
-    form.append("image", image.files[0]);
+    try {
+      form.append("image", imageUrl.value.trim() || await imageField(image.files[0]));
+    } catch (error) {
+      showMessage(describe(error));
+      return;
+    }
     form.append("operation", operation.value);
     if (prompt.value.trim()) form.append("prompt", prompt.value.trim());
     form.append("models", picked.join(","));
@@ -81,6 +91,7 @@ export async function renderCompare(view, state) {
   view.replaceChildren(el("h2", {}, "Compare models"),
     el("form", { id: "compare-form", className: "card", onsubmit: run },
       el("label", {}, "Operation", operation), el("label", {}, "Image", image),
+      el("label", {}, "or its URL", imageUrl),
       el("label", {}, "Prompt", prompt), el("h3", {}, "Models (2 to 6)"), choices,
       el("p", {}, el("button", { type: "submit", id: "run-compare" }, "Run comparison"))),
     grid);

@@ -1,7 +1,7 @@
 // An edit: operation, recommendations for it and the image, model, upload, prompt,
 // mask and the model's own options, a live quote; then the job's progress and output.
-import { api, describe, el, imageSize, models, operationsOf, showMessage, sleep, TERMINAL,
-  usd } from "./api.js";
+import { api, describe, el, imageField, imageSize, models, operationsOf, showMessage, sleep,
+  TERMINAL, usd } from "./api.js";
 import { optionsForm, quote, quoteText } from "./models.js";
 
 const PICKS = [["cheapest", "Cheapest"], ["best_tier", "Best tier"], ["fastest", "Fastest"],
@@ -54,7 +54,8 @@ export async function renderEdit(view, state) {
   const operation = el("select", { id: "operation" },
     operationsOf(list).map((o) => el("option", { value: o, selected: o === (state.operation || "general_edit") }, o)));
   const model = el("select", { id: "model" });
-  const image = el("input", { id: "image", type: "file", accept: "image/*", required: true });
+  const image = el("input", { id: "image", type: "file", accept: "image/*" });
+  const imageUrl = el("input", { id: "image-url", type: "url", placeholder: "https://... (instead of a file)" });
   const prompt = el("textarea", { id: "prompt", rows: "2", placeholder: "what to change" });
   const mask = el("input", { id: "mask", type: "file", accept: "image/*" });
   const maskLabel = el("label", {}, "Mask (white = the area to edit)", mask);
@@ -78,7 +79,8 @@ export async function renderEdit(view, state) {
     if (!spec) { quoteLine.textContent = "The default model is explained under Recommendations."; return; }
     try {
       quoteLine.textContent = quoteText(await quote({ model: spec, operation: operation.value,
-        options: readOptions(), prompt: prompt.value, image: image.files[0], mask: mask.files[0] }));
+        options: readOptions(), prompt: prompt.value, image: imageUrl.value.trim() || image.files[0],
+        mask: mask.files[0] }));
     } catch (error) {
       quoteLine.textContent = describe(error);
     }
@@ -105,13 +107,23 @@ export async function renderEdit(view, state) {
   model.addEventListener("change", refreshModel);
   image.addEventListener("change", async () => { size = image.files[0] ? await imageSize(image.files[0]) : null; refreshRecs(); refreshQuote(); });
   prompt.addEventListener("change", refreshQuote);
+  imageUrl.addEventListener("change", refreshQuote);
 
   const submit = async (event) => {
     event.preventDefault();
     showMessage("");
+    if (!imageUrl.value.trim() && !image.files[0]) {
+      showMessage("Choose an image file, or give its https:// URL.");
+      return;
+    }
     const form = new FormData();
-    form.append("image", image.files[0]);
-    if (mask.files[0] && !maskLabel.hidden) form.append("mask", mask.files[0]);
+    try {
+      form.append("image", imageUrl.value.trim() || await imageField(image.files[0]));
+      if (mask.files[0] && !maskLabel.hidden) form.append("mask", await imageField(mask.files[0]));
+    } catch (error) {
+      showMessage(describe(error));
+      return;
+    }
     form.append("operation", operation.value);
     if (model.value) form.append("model", model.value);
     if (prompt.value.trim()) form.append("prompt", prompt.value.trim());
@@ -128,7 +140,8 @@ export async function renderEdit(view, state) {
   view.replaceChildren(el("h2", {}, "Edit"), el("div", { className: "cols" },
     el("form", { id: "edit-form", className: "card", onsubmit: submit },
       el("label", {}, "Operation", operation), el("label", {}, "Model", model),
-      el("label", {}, "Image", image), el("label", {}, "Prompt", prompt), maskLabel,
+      el("label", {}, "Image", image), el("label", {}, "or its URL", imageUrl),
+      el("label", {}, "Prompt", prompt), maskLabel,
       optionsBox, quoteLine, el("button", { type: "submit", id: "submit-edit" }, "Submit edit"), result),
     el("section", {}, el("h3", {}, "Recommendations"), recsBox)));
   fillModels();

@@ -62,7 +62,8 @@ async function sampleImage() {
 // POST /v1/quotes for this model and options, on the user's image or a sample one.
 export async function quote({ model, operation, options, prompt, image, mask }) {
   const form = new FormData();
-  form.append("image", image || (await sampleImage()), "image.png");
+  if (typeof image === "string") form.append("image", image); // a URL: quoted unfetched
+  else form.append("image", image || (await sampleImage()), "image.png");
   if (mask) form.append("mask", mask, "mask.png");
   form.append("model", model.id);
   form.append("operation", operation);
