@@ -244,7 +244,8 @@ def batch_submit(file: Path, defaults: str | None, on_error: str, dry_run: bool,
     """Upload FILE, JSONL with one POST /v1/jobs body per line, as one batch.
 
     An image field may name a local file as "@photos/1.jpg" (relative to FILE's folder):
-    it is sent inline, or as a direct upload when over 4 MiB. Prints the batch id and the lines that are not valid jobs (line, code, message).
+    it is sent inline, or as a direct upload when over 4 MiB. Prints the batch id and
+    the lines that are not valid jobs (line, code, message).
     Exits 0 when the batch was accepted (and, with --wait, completed), 1 otherwise."""
     from cli.batch import submit_batch
 
