@@ -57,10 +57,14 @@ def rss(pid: int, name: str) -> int:
     return int(line.split()[1]) * 1024
 
 
+PHOTO_SIDE = [420]  # --photo-side
+
+
 def photo() -> bytes:
     from PIL import Image
 
-    img = Image.effect_noise((420, 420), 60).convert("RGB")
+    side = PHOTO_SIDE[0]
+    img = Image.merge("RGB", [Image.effect_noise((side, side), 60) for _ in range(3)])
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
@@ -174,20 +178,29 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--posts", type=int, default=300)
     parser.add_argument("--worker-jobs", type=int, default=300)
+    parser.add_argument("--photo-side", type=int, default=420,
+                        help="the inline photo's side in pixels (420: about 130 KB)")
+    parser.add_argument("--parts", default="api,batch,worker",
+                        help="which measurements: api, batch, worker (comma-separated)")
     parser.add_argument("--out", default="bench/results/inputs_by_reference.json")
     args = parser.parse_args()
+    PHOTO_SIDE[0] = args.photo_side
+    parts = set(args.parts.split(","))
 
     report: dict[str, Any] = {"benchmark": "inputs_by_reference",
                               "date": datetime.now(UTC).isoformat(timespec="seconds"),
                               "machine": machine(), "database": args.database_url.split(":")[0]}
-    with embedded_stack() as stack, _database(args.database_url, stack) as url:
-        pieces = start(stack, url, provider_fetches=False)
-        report["api_per_post"] = api_per_post(pieces, args.posts)
-        print(json.dumps(report["api_per_post"]), flush=True)
-        report["url_batch"] = url_batch(stack, pieces, args.items)
-        print(json.dumps(report["url_batch"]), flush=True)
-    report["worker_per_job"] = {}
-    for fetches in (False, True):
+    if parts & {"api", "batch"}:
+        with embedded_stack() as stack, _database(args.database_url, stack) as url:
+            pieces = start(stack, url, provider_fetches=False)
+            if "api" in parts:
+                report["api_per_post"] = api_per_post(pieces, args.posts)
+                print(json.dumps(report["api_per_post"]), flush=True)
+            if "batch" in parts:
+                report["url_batch"] = url_batch(stack, pieces, args.items)
+                print(json.dumps(report["url_batch"]), flush=True)
+    report["worker_per_job"] = {"photo_bytes": len(photo())}
+    for fetches in (False, True) if "worker" in parts else ():
         with embedded_stack() as stack, _database(args.database_url, stack) as url:
             name = "provider_fetches_url" if fetches else "inline_base64"
             report["worker_per_job"][f"{name}_worker_cpu_ms"] = worker_per_job(
