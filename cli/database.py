@@ -8,9 +8,6 @@ from typing import Any
 
 import click
 from pydantic import ValidationError
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from shared.config import Settings
 
@@ -31,6 +28,10 @@ def require_database(settings: Settings) -> None:
 
     Checked before anything connects: SQLite would create a missing file on connect,
     leaving an empty database behind."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
     from shared.migrate import current_head
 
     url = make_url(settings.database_url)
