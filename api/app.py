@@ -23,6 +23,7 @@ from api.routes import (
     meta,
     providers,
     quotes,
+    tenants,
     uploads,
     webhooks,
 )
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(costs.router)
     app.include_router(comparisons.router)
     app.include_router(uploads.router)
+    app.include_router(tenants.router)
 
     @app.get("/console", include_in_schema=False)
     def console() -> RedirectResponse:

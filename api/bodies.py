@@ -40,6 +40,8 @@ EDIT_REQUEST_BODY = {
                     "webhook_events": {"type": "string",
                                        "description": "comma-separated event types"},
                     "metadata": {"type": "string", "description": "JSON object"},
+                    "retention": {"type": "string",
+                                  "description": "JSON object: inputs_days, outputs_days"},
                 },
             }},
         },
@@ -89,6 +91,7 @@ def _request_of(body: JobCreate, settings: Settings) -> EditRequest:
                        negative_prompt=body.negative_prompt, operation=body.operation,
                        model=body.model, options=body.options, metadata=body.metadata,
                        deadline_seconds=body.deadline_seconds, webhook_url=body.webhook_url,
+                       retention=body.retention,
                        webhook_events=body.webhook_events)
 
 
@@ -160,7 +163,8 @@ async def _from_multipart(request: Request, settings: Settings) -> EditRequest:
                        deadline_seconds=int(deadline) if deadline is not None else None,
                        webhook_url=text("webhook_url"),
                        webhook_events=[e.strip() for e in events.split(",") if e.strip()]
-                       if (events := text("webhook_events")) is not None else None)
+                       if (events := text("webhook_events")) is not None else None,
+                       retention=_json_field(form, "retention") or None)
 
 
 def media_type(request: Request) -> str:

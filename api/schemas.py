@@ -39,10 +39,15 @@ class JobCreate(BaseModel):
     webhook_events: list[str] | None = Field(
         None, description="job.started, job.succeeded, job.failed, job.canceled "
                           "(default: the terminal ones)")
+    retention: dict[str, Any] | None = Field(
+        None, description="{\"inputs_days\": n, \"outputs_days\": n}: how long this job's "
+                          "images are kept after it ends, in place of the tenant's or the "
+                          "deployment's (0: as soon as it has ended and its webhooks are "
+                          "delivered)")
 
 
 class OutputOut(BaseModel):
-    url: str
+    url: str | None = Field(description="presigned; null once the output was deleted")
     content_type: str
     width: int
     height: int
@@ -86,6 +91,13 @@ class JobOut(BaseModel):
     webhook_events: list[str] | None = None
     batch_id: str | None = Field(None, description="the batch that made it")
     comparison_id: str | None = Field(None, description="the comparison that made it")
+    retention: dict[str, Any] | None = Field(
+        None, description="how long its inputs and outputs are kept after it ends (days; "
+                          "null: for good), and when they go")
+    inputs_deleted_at: str | None = None
+    outputs_deleted_at: str | None = None
+    data_deleted_at: str | None = Field(None, description="when all its stored images went; "
+                                                          "its record, events and costs stay")
 
 
 class JobList(BaseModel):
@@ -314,3 +326,15 @@ class ReadyOut(BaseModel):
     status: Literal["ok"]
     checks: dict[str, str]
     breakers: dict[str, Any]
+
+
+class DataErased(_Open):
+    """What a deletion did: outputs deleted now, inputs released (deleted by
+    `inputs_deleted_by`, unless another kept job of the tenant uses them)."""
+
+    jobs: int
+    outputs_deleted: int
+    inputs_released: int
+    inputs_kept_for_other_jobs: int
+    inputs_deleted_by: str
+    data_deleted_at: str

@@ -135,11 +135,13 @@ def insert_parents(database_url: str, storage: Any, count: int) -> float:
 
     began = time.monotonic()
     image = sample_png()
-    key = input_key(hashlib.sha256(image).hexdigest())
+    with session_scope(database_url) as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == "bench-owner"))
+    assert tenant_id is not None
+    key = input_key(tenant_id, hashlib.sha256(image).hexdigest())
     storage.put_if_absent(key, image, "image/png")
     created = datetime.now(UTC) - timedelta(hours=1)
     with session_scope(database_url) as session:
-        tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == "bench-owner"))
         rows: list[dict[str, Any]] = [{
             "id": new_job_id(), "tenant_id": tenant_id, "status": "succeeded",
             "operation": "grayscale", "model": "local-pillow", "provider": "local",

@@ -74,9 +74,11 @@ class ApiClient:
                mask: bytes | str | None = None, negative_prompt: str | None = None,
                idempotency_key: str | None = None,
                deadline_seconds: int | None = None, webhook_url: str | None = None,
-               webhook_events: list[str] | None = None) -> dict[str, Any]:
+               webhook_events: list[str] | None = None,
+               retention: dict[str, float] | None = None) -> dict[str, Any]:
         """Submit one image, or a list of images (sent as `images[]`): each the file's
-        bytes, an https:// URL or an upload id."""
+        bytes, an https:// URL or an upload id. `retention`: {"inputs_days": n,
+        "outputs_days": n}, how long its images are kept after it ends."""
         body: dict[str, Any] = {"operation": operation, "options": options or {},
                                 "metadata": metadata or {}}
         if isinstance(image, list):
@@ -87,7 +89,7 @@ class ApiClient:
             body["mask"] = self.image_field(mask)
         optional = {"negative_prompt": negative_prompt, "prompt": prompt, "model": model,
                     "deadline_seconds": deadline_seconds, "webhook_url": webhook_url,
-                    "webhook_events": webhook_events}
+                    "webhook_events": webhook_events, "retention": retention}
         body.update({name: value for name, value in optional.items() if value is not None})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._check(self.http.post("/v1/jobs", json=body, headers=headers))

@@ -28,10 +28,16 @@ def keys() -> None:
 @click.option("--plan", default=None, help="the tenant's plan (a name in EDITQ_PLAN_LIMITS)")
 @click.option("--webhook-url", default=None,
               help="where the tenant's job events go by default (\"none\" removes it)")
+@click.option("--keep-inputs-days", "keep_inputs", metavar="DAYS", default=None,
+              help="how long the tenant's inputs are kept after their job ends, in place of "
+                   "EDITQ_KEEP_INPUTS_DAYS (\"forever\"; \"default\" removes it)")
+@click.option("--keep-outputs-days", "keep_outputs", metavar="DAYS", default=None,
+              help="the same for outputs (EDITQ_KEEP_OUTPUTS_DAYS)")
 @click.option("--existing", is_flag=True,
               help="a new key for a tenant that exists; refuse to create one")
 def keys_create(tenant: str, admin: bool, budget: str | None, model_budgets: tuple[str, ...],
-                plan: str | None, webhook_url: str | None, existing: bool) -> None:
+                plan: str | None, webhook_url: str | None, keep_inputs: str | None,
+                keep_outputs: str | None, existing: bool) -> None:
     """Create an API key, and set the tenant's limits. The key is shown once, as the last
     word of the output."""
     from shared.db import session_scope
@@ -69,6 +75,9 @@ def keys_create(tenant: str, admin: bool, budget: str | None, model_budgets: tup
                    model_budgets=per_model, plan=plan)
         if webhook_url is not None:
             row.webhook_url = None if webhook_url.lower() == "none" else webhook_url
+        for which, given in (("inputs", keep_inputs), ("outputs", keep_outputs)):
+            if given is not None:
+                setattr(row, f"keep_{which}_seconds", _keep_seconds(given, which))
         key = create_api_key(session, tenant, admin=admin)
         limits = [f"plan {row.plan or settings.default_plan}"]
         if row.monthly_budget is not None:
@@ -76,6 +85,11 @@ def keys_create(tenant: str, admin: bool, budget: str | None, model_budgets: tup
         limits += [f"{m} {v.normalize():f} USD/month" for m, v in per_model.items()]
         if row.webhook_url:
             limits.append(f"webhooks to {row.webhook_url.split('?')[0]}")
+        for which in ("inputs", "outputs"):
+            kept = getattr(row, f"keep_{which}_seconds")
+            if kept is not None:
+                limits.append(f"{which} kept " + ("for good" if kept < 0 else
+                                                  f"{kept / 86_400:g} day(s)"))
     click.echo(f"tenant {tenant}: {', '.join(limits)}")
     click.echo(f"API key for tenant {tenant} (shown once, store it now): {key}")
 
@@ -131,3 +145,22 @@ def keys_revoke(key_id: str) -> None:
             click.echo(f"revoked key {key_id} ({key.prefix}...)")
         else:
             click.echo(f"key {key_id} was already revoked")
+
+
+def _keep_seconds(given: str, which: str) -> int | None:
+    """--keep-*-days: days, "forever" (-1) or "default" (None: the deployment's)."""
+    from shared.retention.policy import DAY, FOREVER, MAX_DAYS
+
+    text = given.strip().lower()
+    if text == "default":
+        return None
+    if text == "forever":
+        return FOREVER
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not 0 <= days <= MAX_DAYS:
+        raise click.BadParameter(f"{given!r} is not a number of days (0 to {MAX_DAYS}), "
+                                 "\"forever\" or \"default\"", param_hint=f"--keep-{which}-days")
+    return round(days * DAY)

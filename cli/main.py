@@ -141,6 +141,28 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database at revision {revision}")
 
 
+@main.group()
+def storage() -> None:
+    """Object storage."""
+
+
+@storage.command("migrate")
+@click.option("--chunk", default=100, show_default=True, type=click.IntRange(1, 10_000),
+              help="jobs moved per transaction")
+def storage_migrate(chunk: int) -> None:
+    """Move a store written before tenant prefixes into them: copy, verify, switch the rows,
+    then delete the old objects. Safe to stop and run again: it resumes where it was."""
+    from shared.retention.layout import migrate
+    from shared.storage import Storage
+
+    settings = load_settings()
+    require_database(settings)
+    done = migrate(settings, Storage(settings), chunk=chunk, say=click.echo)
+    if done["missing"]:
+        click.echo(f"{len(done['missing'])} object(s) the rows named were already missing "
+                   f"(first: {done['missing'][0]})", err=True)
+
+
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs:

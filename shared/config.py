@@ -166,6 +166,15 @@ class Settings(BaseSettings):
     input_fetch_timeout_seconds: float = Field(30.0, ge=1, le=600)
     upload_url_seconds: int = Field(900, ge=60, le=7 * 24 * 3600)
     upload_expiry_seconds: int = Field(24 * 3600, ge=60, le=30 * 24 * 3600)
+    # Retention (shared.retention): how long after its job ends an input and an output are
+    # kept, in days (a tenant or a job may say otherwise; unset: for good); how long an
+    # input no kept job uses waits before it is deleted (a submission that found it stored
+    # has committed by then); how often beat's sweep runs and how many jobs it takes.
+    keep_inputs_days: float | None = Field(30.0, ge=0, le=36_500)
+    keep_outputs_days: float | None = Field(30.0, ge=0, le=36_500)
+    input_release_grace_seconds: int = Field(600, ge=0, le=7 * 24 * 3600)
+    retention_sweep_interval_seconds: float = Field(60.0, ge=0.1, le=3600)
+    retention_sweep_batch: int = Field(500, ge=1, le=10_000)
     # Buckets a batch may take as its source, by name, each with its own endpoint and
     # credentials where they differ from EDITQ_S3_*: {"photos": {"endpoint_url": ...,
     # "access_key_id": ..., "secret_access_key": ..., "region": ...}} (`{}`: the same).

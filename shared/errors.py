@@ -131,6 +131,21 @@ class JobNotCancelable(Conflict):
     title = "The job has already finished"
 
 
+class NotEnded(Conflict):
+    """Data asked to be deleted belongs to a job or batch that has not ended."""
+
+    code = "not_ended"
+    title = "It has not ended yet"
+
+
+class DataDeleted(EditqError):
+    """What was asked for was deleted (retention, or a request): it is gone, not missing."""
+
+    code = "data_deleted"
+    status = 410
+    title = "Deleted"
+
+
 class StorageUnavailable(EditqError):
     code = "storage_unavailable"
     status = 503

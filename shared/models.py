@@ -51,6 +51,10 @@ class Tenant(Base):
     # Bumped by every submission that must be checked against a limit: the row lock
     # it takes serializes those submissions, so parallel ones cannot overspend.
     admission_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # How long this tenant's inputs and outputs are kept after their job ends, in place of
+    # the deployment's EDITQ_KEEP_*_DAYS (None: the deployment's; -1: for good).
+    keep_inputs_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    keep_outputs_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class ModelBudget(Base):
@@ -97,6 +101,9 @@ class Job(Base):
         Index("ix_jobs_comparison", "comparison_id"),
         # Recommendations read a window of finished jobs per model.
         Index("ix_jobs_model_finished", "model", "finished_at"),
+        # The retention sweep: ended jobs whose data is due, by how long each keeps it.
+        Index("ix_jobs_keep_outputs", "keep_outputs_seconds", "finished_at"),
+        Index("ix_jobs_keep_inputs", "keep_inputs_seconds", "finished_at"),
     )
 
     # `seq` orders jobs for cursor pagination; `id` is what clients see.
@@ -122,6 +129,15 @@ class Job(Base):
     # Whether every input is shown as stored (EXIF orientation 1): a provider may then be
     # handed their URLs. None: not known (a job from before this was recorded).
     inputs_upright: Mapped[bool | None] = mapped_column(nullable=True)
+    # Retention (shared.retention): how long after the job ends its inputs and outputs are
+    # kept (the job's own, else its tenant's, else the deployment's; None: for good), and
+    # when they were deleted; `data_deleted_at` once both are gone. The job's record,
+    # events and ledger rows stay.
+    keep_inputs_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    keep_outputs_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    inputs_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    outputs_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    data_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -287,6 +303,42 @@ class Comparison(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobInput(Base):
+    """Which stored input a job uses: an input (stored once per tenant, shared by its jobs
+    that sent the same image) may be deleted only when no job of its tenant whose inputs
+    are kept still uses it."""
+
+    __tablename__ = "job_inputs"
+    __table_args__ = (Index("ix_job_inputs_tenant_key", "tenant_id", "key"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+
+
+class ReleasedInput(Base):
+    """An input no kept job used when this was written: deleted once it has stayed so for
+    EDITQ_INPUT_RELEASE_GRACE_SECONDS (a submission that found it stored and is about to
+    use it has committed by then, and the check, made again, keeps it)."""
+
+    __tablename__ = "released_inputs"
+
+    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LayoutMigration(Base):
+    """How far `editq storage migrate` has moved a store into tenant prefixes (resumable)."""
+
+    __tablename__ = "layout_migration"
+
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Upload(Base):

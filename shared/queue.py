@@ -22,6 +22,7 @@ DISPATCH_WEBHOOKS_TASK = "editq.dispatch_webhooks"
 EXPAND_BATCH_TASK = "editq.expand_batch"
 FEED_BULK_TASK = "editq.feed_bulk"
 DELIVER_WEBHOOK_TASK = "editq.deliver_webhook"
+SWEEP_RETENTION_TASK = "editq.sweep_retention"
 INTERACTIVE = "interactive"
 BULK = "bulk"
 

@@ -1,8 +1,11 @@
 """S3-compatible object storage through boto3: the only place image bytes live.
 
-Inputs are content-addressed (`inputs/<sha256>`), so resubmitting or
+Everything a tenant stored is under its own prefix (`tenants/<id>/`), so erasing a
+tenant is one prefix and no object is ever shared between two tenants. Inputs are
+content-addressed within it (`tenants/<id>/inputs/<sha256>`), so resubmitting or
 reprocessing an image never stores it twice; outputs live under their job
-(`outputs/<job_id>/<n>.<ext>`), so a job's results are easy to find and delete.
+(`tenants/<id>/outputs/<job_id>/<n>.<ext>`), so a job's results are easy to find and
+delete. (`shared.retention.layout` moves a store written before this layout.)
 """
 
 from __future__ import annotations
@@ -23,16 +26,29 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 
-def input_key(sha256: str) -> str:
-    return f"inputs/{sha256[:2]}/{sha256}"
+def tenant_prefix(tenant_id: str) -> str:
+    return f"tenants/{tenant_id}/"
 
 
-def output_key(job_id: str, index: int, extension: str) -> str:
-    return f"outputs/{job_id}/{index}.{extension}"
+def input_key(tenant_id: str, sha256: str) -> str:
+    return f"tenants/{tenant_id}/inputs/{sha256[:2]}/{sha256}"
 
 
-def outputs_prefix(job_id: str) -> str:
-    return f"outputs/{job_id}/"
+def output_key(tenant_id: str, job_id: str, index: int, extension: str) -> str:
+    return f"tenants/{tenant_id}/outputs/{job_id}/{index}.{extension}"
+
+
+def outputs_prefix(tenant_id: str, job_id: str) -> str:
+    return f"tenants/{tenant_id}/outputs/{job_id}/"
+
+
+def upload_key(tenant_id: str, upload_id: str) -> str:
+    return f"tenants/{tenant_id}/uploads/{upload_id}"
+
+
+def batch_key(tenant_id: str, batch_id: str, name: str) -> str:
+    """A batch's own files: its checked items, its manifest."""
+    return f"tenants/{tenant_id}/batches/{batch_id}/{name}"
 
 
 _MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")

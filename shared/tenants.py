@@ -38,6 +38,9 @@ class Principal:
     is_admin: bool
     key_id: str | None = None
     key_last_used: datetime | None = None
+    # The tenant's own retention, in place of the deployment's (shared.retention.policy).
+    keep_inputs_seconds: int | None = None
+    keep_outputs_seconds: int | None = None
 
 
 def get_or_create_tenant(session: Session, name: str) -> Tenant:
@@ -71,7 +74,9 @@ def authenticate(session: Session, key: str | None) -> Principal:
         raise Unauthorized("the API key is not valid")
     api_key, tenant = row
     return Principal(tenant_id=tenant.id, tenant_name=tenant.name, is_admin=api_key.is_admin,
-                     key_id=api_key.id, key_last_used=api_key.last_used_at)
+                     key_id=api_key.id, key_last_used=api_key.last_used_at,
+                     keep_inputs_seconds=tenant.keep_inputs_seconds,
+                     keep_outputs_seconds=tenant.keep_outputs_seconds)
 
 
 def note_use(session: Session, principal: Principal) -> bool:

@@ -315,6 +315,9 @@ def live_env(database_url: str, broker: str, s3_url: str, bucket: str,
         # The simulators reach the S3 server on loopback: WaveSpeed is handed the inputs'
         # presigned URLs, as a deployment whose storage it can reach would do.
         "EDITQ_PROVIDER_FETCHES_INPUTS": "true",
+        # Retention: the sweep often, and an input released is deleted a second later (a
+        # test of retention waits on those; every other job keeps its images 30 days).
+        "EDITQ_RETENTION_SWEEP_INTERVAL_SECONDS": "1", "EDITQ_INPUT_RELEASE_GRACE_SECONDS": "1",
         # The console (in Chromium) PUTs direct uploads to the S3 server.
         "EDITQ_S3_CORS_ORIGINS": "*",
         # A second bucket of the same S3 server (same credentials) as a batch source.

@@ -151,3 +151,26 @@ def read_until_closed(sock: Any, timeout: float = 10) -> bytes:
     except OSError:
         pass
     return answer
+
+
+def tenant_of(database_url: str, key: str) -> str:
+    """The id of the tenant an API key belongs to."""
+    from shared.db import session_scope
+    from shared.tenants import authenticate
+
+    with session_scope(database_url) as session:
+        return authenticate(session, key).tenant_id
+
+
+def output_key_of(database_url: str, job_id: str, index: int = 0, extension: str = "png") -> str:
+    """Where a job's output is stored (under its tenant)."""
+    from sqlalchemy import select
+
+    from shared.db import session_scope
+    from shared.models import Job
+    from shared.storage import output_key
+
+    with session_scope(database_url) as session:
+        tenant_id = session.scalar(select(Job.tenant_id).where(Job.id == job_id))
+    assert tenant_id is not None, job_id
+    return output_key(tenant_id, job_id, index, extension)

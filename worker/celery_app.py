@@ -8,10 +8,12 @@ from celery import signals
 
 from shared.config import Settings
 from shared.queue import (
+    BULK,
     DISPATCH_WEBHOOKS_TASK,
     FEED_BULK_TASK,
     INTERACTIVE,
     REAP_TASK,
+    SWEEP_RETENTION_TASK,
     make_celery,
 )
 from shared.services import Services
@@ -42,6 +44,12 @@ app.conf.beat_schedule = {
     "bulk": {"task": FEED_BULK_TASK, "schedule": settings.bulk_feed_interval_seconds,
              "options": {"queue": INTERACTIVE,
                          "expires": max(0.5, settings.bulk_feed_interval_seconds)}},
+    # Stored images whose time has come (and expired uploads), in bounded batches, on the
+    # bulk queue: deleting never takes an interactive worker's time.
+    "retention": {"task": SWEEP_RETENTION_TASK,
+                  "schedule": settings.retention_sweep_interval_seconds,
+                  "options": {"queue": BULK,
+                              "expires": max(0.5, settings.retention_sweep_interval_seconds)}},
 }
 
 

@@ -19,10 +19,12 @@ from shared.queue import (
     INTERACTIVE,
     REAP_TASK,
     RUN_TASK,
+    SWEEP_RETENTION_TASK,
     enqueue_delivery,
     enqueue_expansion,
     enqueue_run,
 )
+from shared.retention.sweep import sweep
 from shared.webhooks.delivery import deliver, take_due
 from worker import runtime
 from worker.celery_app import app
@@ -62,11 +64,20 @@ def reap() -> dict[str, int]:
     found = recover(ctx.settings, _scheduler(reap), ctx.storage)
     for batch_id in found.expansions:
         enqueue_expansion(app, batch_id)
-    counts = {**found.counts(), "uploads_deleted": delete_expired_uploads(ctx.settings,
-                                                                          ctx.storage)}
+    counts = found.counts()
     if any(counts.values()):
         log.warning("reaper: %s", counts)
     return counts
+
+
+@app.task(name=SWEEP_RETENTION_TASK, ignore_result=True)
+def sweep_retention() -> dict[str, int]:
+    ctx = runtime.current()
+    done = {**sweep(ctx.settings, ctx.storage),
+            "uploads_deleted": delete_expired_uploads(ctx.settings, ctx.storage)}
+    if any(done.values()):
+        log.info("retention: %s", done)
+    return done
 
 
 @app.task(name=DISPATCH_WEBHOOKS_TASK, ignore_result=True)

@@ -28,7 +28,7 @@ from api.deps import (
     StorageDep,
     WorkDep,
 )
-from api.schemas import BatchList, BatchOut
+from api.schemas import BatchList, BatchOut, DataErased
 from shared import user_json
 from shared.batches import intake, records
 from shared.batches.intake import BatchCreate
@@ -36,6 +36,7 @@ from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import InvalidInput, RequestTooLarge, UnsupportedMediaType
 from shared.queue import enqueue_expansion
+from shared.retention import erase
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -148,3 +149,12 @@ def batch_results(batch_id: str, settings: SettingsDep, work: WorkDep, storage: 
             yield from records.result_lines(session, batch, storage)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.delete("/{batch_id}/data", response_model=DataErased)
+def delete_batch_data(batch_id: str, work: WorkDep, services: ServicesDep,
+                      principal: PrincipalDep) -> dict[str, Any]:
+    """Delete a finished batch's stored images (every job's) and its files (items,
+    manifest). Its records, events and costs stay."""
+    return work.now(lambda session: erase.erase_batch(
+        session, services.settings, services.storage, principal.tenant_id, batch_id))

@@ -13,6 +13,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -28,13 +29,14 @@ from api.deps import (
     Work,
     WorkDep,
 )
-from api.schemas import EventList, JobList, JobOut, Status
-from shared.errors import InvalidInput
+from api.schemas import DataErased, EventList, JobList, JobOut, Status
+from shared.errors import DataDeleted, InvalidInput, NotFound
 from shared.formats import parse_instant
 from shared.jobs import lookup, states
 from shared.jobs.submission import submit_job
 from shared.jobs.views import event_view, job_view
 from shared.queue import enqueue_run
+from shared.retention import erase
 
 log = logging.getLogger(__name__)
 # Keys a metadata filter may name: plain ones, so every database reads the same path.
@@ -140,3 +142,30 @@ def cancel_job(job_id: str, work: WorkDep, storage: StorageDep,
 def job_events(job_id: str, work: WorkDep, principal: PrincipalDep) -> dict[str, Any]:
     events = work.now(lambda session: lookup.list_events(session, principal.tenant_id, job_id))
     return {"data": [event_view(e) for e in events]}
+
+
+@router.get("/{job_id}/outputs/{index}", status_code=307,
+            responses={307: {"description": "to the output's presigned URL"},
+                       410: {"description": "the output was deleted (data_deleted)"}})
+def get_output(job_id: str, index: int, work: WorkDep, storage: StorageDep,
+               principal: PrincipalDep) -> RedirectResponse:
+    """One output, by a link that does not expire: a redirect to a fresh presigned URL,
+    or a 410 once retention or a request has deleted it."""
+    view = work.now(lambda session: job_view(
+        lookup.get_job(session, principal.tenant_id, job_id), storage))
+    if not 0 <= index < len(view["outputs"]):
+        raise NotFound(f"job {job_id} has no output {index}")
+    url = view["outputs"][index]["url"]
+    if url is None:
+        raise DataDeleted(f"output {index} of job {job_id} was deleted at "
+                          f"{view['outputs_deleted_at']}", deleted_at=view["outputs_deleted_at"])
+    return RedirectResponse(url, status_code=307)
+
+
+@router.delete("/{job_id}/data", response_model=DataErased)
+def delete_job_data(job_id: str, work: WorkDep, services: ServicesDep,
+                    principal: PrincipalDep) -> dict[str, Any]:
+    """Delete an ended job's stored images now (outputs at once; inputs within minutes,
+    unless another job of yours uses them). Its record, events and costs stay."""
+    return work.now(lambda session: erase.erase_job(
+        session, services.settings, services.storage, principal.tenant_id, job_id))

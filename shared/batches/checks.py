@@ -13,15 +13,18 @@ from typing import Any
 from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
+from shared.config import Settings
 from shared.errors import EditqError, InvalidInput
-from shared.formats import parse_instant
+from shared.formats import iso, parse_instant
 from shared.inputs.refs import InputRef
 from shared.jobs.submission import Checked as CheckedRequest
 from shared.jobs.submission import EditRequest, Stored, check_request, store_inputs
 from shared.models import Job
 from shared.providers.catalog import Catalog
 from shared.providers.pricing import Price
+from shared.retention import policy
 from shared.services import Services
+from shared.tenants import Principal
 
 FILTER_FIELDS = ("model", "operation", "status", "batch_id", "job_ids", "created_after",
                  "created_before", "metadata")
@@ -34,13 +37,14 @@ OVERRIDE_FIELDS = ("model", "prompt", "operation", "options")
 # ORM objects: accepting 10,000 parents must not cost a second of the API's time).
 PARENT_COLUMNS = (Job.seq, Job.id, Job.model, Job.operation, Job.prompt, Job.negative_prompt,
                   Job.options, Job.metadata_, Job.input_keys, Job.mask_key,
-                  Job.inputs_upright)
+                  Job.inputs_upright, Job.inputs_deleted_at)
 
 
 # What accepting one needs of each parent: less again, JSON left undecoded.
 CHECK_COLUMNS = (Job.id, Job.model, Job.operation, Job.prompt, Job.negative_prompt,
                  cast(Job.options, Text).label("options_json"),
-                 func.json_array_length(Job.input_keys).label("image_count"), Job.mask_key)
+                 func.json_array_length(Job.input_keys).label("image_count"), Job.mask_key,
+                 Job.inputs_deleted_at)
 
 
 class BatchInvalid(InvalidInput):
@@ -94,6 +98,7 @@ class Checked:
 
 def check_items(lines: Iterable[tuple[int, dict[str, Any] | EditqError]],
                 defaults: dict[str, Any], services: Services, decode: Any,
+                principal: Principal,
                 store: bool = True, limit: int | None = None) -> Checked:
     """Check each item (a POST /v1/jobs body, over `defaults`), as the lines arrive; store
     the good ones' images (unless `store` is false: a dry run leaves nothing behind, not
@@ -118,15 +123,22 @@ def check_items(lines: Iterable[tuple[int, dict[str, Any] | EditqError]],
             checked.error({"line": line, "code": exc.code, "message": exc.message})
             continue
         # (many items share their images: each is stored once; a dry run stores none)
-        where = (store_inputs(services.storage, result, stored) if store
+        where = (store_inputs(services.storage, principal.tenant_id, result, stored) if store
                  else Stored([], None))
-        checked.add({"line": line, **item_of(req, result), **where.as_item()})
+        checked.add({"line": line, **item_of(req, result, services.settings, principal),
+                     **where.as_item()})
     return checked
 
 
-def item_of(req: EditRequest, result: CheckedRequest) -> dict[str, Any]:
-    """A checked request as a batch keeps it until its job is made (but its inputs)."""
-    return {"operation": req.operation, "model": result.spec.id,
+def item_of(req: EditRequest, result: CheckedRequest, settings: Settings,
+            principal: Principal) -> dict[str, Any]:
+    """A checked request as a batch keeps it until its job is made (but its inputs), with
+    how long its job will keep its images (the tenant's policy as it is now)."""
+    keep = policy.resolve(settings, {"inputs": principal.keep_inputs_seconds,
+                                     "outputs": principal.keep_outputs_seconds},
+                          req.retention or {})
+    return {"keep_inputs_seconds": keep["inputs"], "keep_outputs_seconds": keep["outputs"],
+            "operation": req.operation, "model": result.spec.id,
             "provider": result.spec.provider, "prompt": req.prompt,
             "negative_prompt": req.negative_prompt, "options": result.options.extra,
             "metadata": req.metadata, "estimate": str(result.price.amount),
@@ -137,8 +149,9 @@ def item_of(req: EditRequest, result: CheckedRequest) -> dict[str, Any]:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-def check_source(services: Services, source: dict[str, Any], defaults: dict[str, Any],
-                 decode: Any, *, count: bool) -> tuple[Checked, dict[str, Any]]:
+def check_source(services: Services, principal: Principal, source: dict[str, Any],
+                 defaults: dict[str, Any], decode: Any, *,
+                 count: bool) -> tuple[Checked, dict[str, Any]]:
     """A bucket source: its bucket allowed, the job every object makes (from `defaults`)
     checked and priced once; the count is `limit`, the most it may make, unless `count`
     (a dry run) lists the objects to count them. Answers the batch's spec too."""
@@ -151,7 +164,7 @@ def check_source(services: Services, source: dict[str, Any], defaults: dict[str,
                            field="source.limit")
     req: EditRequest = decode(defaults)
     req.images = [InputRef("source", f"{bucket}/{prefix}")]
-    template = item_of(req, check_request(req, services))
+    template = item_of(req, check_request(req, services), services.settings, principal)
     found = limit
     if count:
         found, after = 0, ""
@@ -287,6 +300,12 @@ def check_reprocess(session: Session, catalog: Catalog, tenant_id: str, spec: di
     checked, children = Checked(), Children(override, catalog)
     query = parents_query(tenant_id, filters, now, columns=CHECK_COLUMNS)
     for n, parent in enumerate(session.execute(query)):
+        if parent.inputs_deleted_at is not None:
+            checked.error({"line": n + 1, "job_id": parent.id, "code": "inputs_deleted",
+                           "message": f"job {parent.id}'s inputs were deleted "
+                                      f"({iso(parent.inputs_deleted_at)}): retention, or a "
+                                      "request"})
+            continue
         if not parent.image_count:
             checked.error({"line": n + 1, "job_id": parent.id, "code": "no_stored_inputs",
                            "message": f"job {parent.id} has no stored inputs"})

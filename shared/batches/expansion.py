@@ -38,10 +38,11 @@ from shared.errors import EditqError
 from shared.formats import iso
 from shared.jobs.states import CANCELED, QUEUED, TERMINAL, new_job_id
 from shared.jobs.states import RUNNING as JOB_RUNNING
-from shared.models import Batch, Job, JobEvent, WebhookDelivery
+from shared.models import Batch, Job, JobEvent, Tenant, WebhookDelivery
 from shared.providers.catalog import Catalog
+from shared.retention import policy, uses
 from shared.services import Services
-from shared.storage import Storage
+from shared.storage import Storage, batch_key
 from shared.webhooks.outbox import PENDING
 
 BULK = "bulk"
@@ -68,6 +69,9 @@ def expand(services: Services, batch_id: str) -> int:
         return 0
     with session_scope(settings.database_url) as session:
         batch = session.scalars(select(Batch).where(Batch.id == batch_id)).one()
+        tenant = session.scalars(select(Tenant).where(Tenant.id == batch.tenant_id)).one()
+        keep = policy.resolve(settings, {"inputs": tenant.keep_inputs_seconds,
+                                         "outputs": tenant.keep_outputs_seconds}, {})
     items = _items(services.storage, batch) if batch.kind == "items" else None
     lease = timedelta(seconds=settings.batch_expansion_lease_seconds)
     made = 0
@@ -98,10 +102,13 @@ def expand(services: Services, batch_id: str) -> int:
                 chunk, after, done = _source_chunk(services, batch, settings.batch_chunk_size)
                 cursor, values["spec"] = batch.cursor, {**batch.spec, "after": after}
             else:
-                chunk, cursor, done = _reprocess_chunk(session, services.catalog, batch,
-                                                       settings.batch_chunk_size)
+                chunk, cursor, done, skipped = _reprocess_chunk(
+                    session, services.catalog, batch, settings.batch_chunk_size)
+                if skipped:  # (said in the manifest: the first 1,000)
+                    values["spec"] = {**batch.spec, "skipped": [
+                        *batch.spec.get("skipped", []), *skipped][:1000]}
             if chunk:
-                _insert_jobs(session, batch, chunk)
+                _insert_jobs(session, batch, chunk, keep)
                 made += len(chunk)
             pending = sum((Decimal(c["estimate"]) for c in chunk), Decimal(0))
             # Done: what was admitted and not made (a bucket source's listing ended before
@@ -150,29 +157,37 @@ def _children(template: dict[str, Any], bucket: str, keys: list[str]) -> list[di
                             "mask": None}} for key in keys]
 
 
-def _reprocess_chunk(session: Session, catalog: Catalog, batch: Batch,
-                     size: int) -> tuple[list[dict[str, Any]], int, bool]:
-    """The next children, the cursor after them, and whether the expansion is done: the
-    parents are exhausted, or there are as many jobs as were admitted at acceptance."""
+def _reprocess_chunk(session: Session, catalog: Catalog, batch: Batch, size: int
+                     ) -> tuple[list[dict[str, Any]], int, bool, list[dict[str, Any]]]:
+    """The next children, the cursor after them, whether the expansion is done (the
+    parents are exhausted, or there are as many jobs as were admitted at acceptance), and
+    the parents skipped since acceptance, each with its reason (their inputs deleted by
+    retention meanwhile, say)."""
     spec = batch.spec
     query = parents_query(batch.tenant_id, spec.get("filter") or {}, batch.created_at,
                           exclude_batch=batch.id).where(Job.seq > batch.cursor)
     limit = max(0, min(size, batch.total - batch.expanded))
     parents = session.execute(query.limit(limit)).all()
     children, maker = [], Children(spec.get("override") or {}, catalog)
+    skipped: list[dict[str, Any]] = []
     for parent in parents:
-        if not parent.input_keys:
+        if parent.inputs_deleted_at is not None or not parent.input_keys:
+            skipped.append({"parent_job_id": parent.id, "reason": "inputs_deleted"
+                            if parent.inputs_deleted_at is not None else "no_stored_inputs"})
             continue
         try:
             children.append(maker.of(parent))
-        except EditqError:  # checked at acceptance; a parent changed since is skipped
-            continue
+        except EditqError as exc:  # checked at acceptance; a parent changed since
+            skipped.append({"parent_job_id": parent.id, "reason": exc.code})
     cursor = parents[-1].seq if parents else batch.cursor
     done = len(parents) < limit or batch.expanded + len(children) >= batch.total
-    return children, cursor, done
+    return children, cursor, done, skipped
 
 
-def _insert_jobs(session: Session, batch: Batch, chunk: list[dict[str, Any]]) -> None:
+def _insert_jobs(session: Session, batch: Batch, chunk: list[dict[str, Any]],
+                 keep: dict[str, int]) -> None:
+    """The chunk's jobs, their events and the inputs each uses; an item that does not say
+    how long its job keeps its images (a reprocessing's child) takes `keep`."""
     now = utcnow()
     deadline_seconds = batch.spec.get("deadline_seconds")
     job_events = [e for e in (batch.webhook_events or []) if e.startswith("job.")]
@@ -191,10 +206,15 @@ def _insert_jobs(session: Session, batch: Batch, chunk: list[dict[str, Any]]) ->
         "webhook_url": c.get("webhook_url") or (batch.webhook_url if job_events else None),
         "webhook_events": (c.get("webhook_events") if c.get("webhook_url") else job_events),
         "deadline_at": _deadline(now, c.get("deadline_seconds") or deadline_seconds),
+        "keep_inputs_seconds": c.get("keep_inputs_seconds", keep["inputs"]),
+        "keep_outputs_seconds": c.get("keep_outputs_seconds", keep["outputs"]),
         # Not sent yet: the feeder sends it (and sets this) when there is room.
         "lease_expires_at": None, "created_at": now, "updated_at": now,
     } for n, c in enumerate(chunk)]
     session.execute(insert(Job), rows)
+    uses.record(session, [(r["id"], batch.tenant_id, key) for r in rows
+                          for key in sorted({*r["input_keys"],
+                                             *([r["mask_key"]] if r["mask_key"] else [])})])
     session.execute(insert(JobEvent), [
         {"job_id": r["id"], "type": "created", "to_status": QUEUED, "at": now,
          "detail": {"model": r["model"], "provider": r["provider"], "batch_id": batch.id,
@@ -271,7 +291,7 @@ def finish_batches(settings: Settings, storage: Storage, limit: int = 50) -> lis
             if unfinished or (batch.status == CANCELED and batch.lease_expires_at is not None
                               and batch.lease_expires_at > utcnow()):
                 continue
-            key = f"batches/{batch_id}/manifest.jsonl"
+            key = batch_key(batch.tenant_id, batch_id, "manifest.jsonl")
             manifest = "".join(result_lines(session, batch, storage)).encode()
         storage.put(key, manifest, "application/x-ndjson")
         with session_scope(settings.database_url) as session:

@@ -148,14 +148,14 @@ def accept(services: Services, principal: Principal, body: BatchCreate, upload: 
                                               spec, utcnow())
         elif body.source is not None:
             kind = "source"
-            checked, spec = checks.check_source(services, body.source.model_dump(),
+            checked, spec = checks.check_source(services, principal, body.source.model_dump(),
                                                 body.defaults, decode, count=body.dry_run)
         else:
             kind, spec = "items", {"defaults_given": bool(body.defaults)}
             lines: Iterable[tuple[int, dict[str, Any] | EditqError]] = (
                 read_jsonl(upload) if upload is not None
                 else enumerate(body.items or [], start=1))
-            checked = checks.check_items(lines, body.defaults, services, decode,
+            checked = checks.check_items(lines, body.defaults, services, decode, principal,
                                           store=not body.dry_run, limit=settings.batch_max_jobs)
         if body.dry_run:
             return Accepted(_dry_run(session, services, principal.tenant_id, checked),

@@ -30,7 +30,7 @@ from shared.jobs.states import CANCELED, QUEUED, STATUSES, TERMINAL
 from shared.models import Batch, Job, JobEvent
 from shared.money import budgets
 from shared.services import Services
-from shared.storage import Storage
+from shared.storage import Storage, batch_key
 from shared.tenants import Principal
 from shared.webhooks.outbox import BATCH_EVENTS, JOB_EVENTS
 
@@ -77,7 +77,8 @@ def create(session: Session, services: Services, principal: Principal,
     budgets.admit(session, settings, principal.tenant_id, next(iter(by_model)),
                   checked.estimate, count=checked.count, per_model=by_model)
     batch_id = _new_id()
-    items_key = f"batches/{batch_id}/items.jsonl" if kind == "items" else None
+    items_key = (batch_key(principal.tenant_id, batch_id, "items.jsonl") if kind == "items"
+                 else None)
     batch = Batch(id=batch_id, tenant_id=principal.tenant_id, kind=kind, status=EXPANDING,
                   spec={**spec, **({"items_key": items_key} if items_key else {})},
                   total=checked.count, expanded=0, cursor=0,
@@ -171,19 +172,21 @@ def cancel(session: Session, tenant_id: str, batch_id: str) -> Batch:
 
 
 def result_lines(session: Session, batch: Batch, storage: Storage) -> Iterator[str]:
-    """One JSON line per job of the batch, in its order: what it became and cost."""
+    """One JSON line per job of the batch, in its order: what it became and cost; then
+    one per parent a reprocessing skipped, with the reason."""
     after = -1
     while True:
         jobs = list(session.scalars(select(Job).where(Job.batch_id == batch.id,
                                                       Job.batch_index > after)
                                     .order_by(Job.batch_index).limit(500)))
         if not jobs:
-            return
+            break
         for job in jobs:
             yield json.dumps({
                 "id": job.id, "index": job.batch_index, "parent_job_id": job.parent_job_id,
                 "status": job.status, "model": job.model,
-                "outputs": [storage.presigned_get_url(o["key"]) for o in job.outputs],
+                "outputs": [storage.presigned_get_url(o["key"]) for o in job.outputs
+                            if job.outputs_deleted_at is None],
                 "cost": {"estimated": money(job.cost_estimated),
                          "actual": money(job.cost_actual)
                          if job.cost_actual is not None else None},
@@ -191,3 +194,6 @@ def result_lines(session: Session, batch: Batch, storage: Storage) -> Iterator[s
                           if job.error_code else None),
             }) + "\n"
         after = jobs[-1].batch_index or 0
+    for skipped in batch.spec.get("skipped", []):  # parents a reprocessing could not redo
+        yield json.dumps({"id": None, "parent_job_id": skipped["parent_job_id"],
+                          "status": "skipped", "reason": skipped["reason"]}) + "\n"

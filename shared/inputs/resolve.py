@@ -24,6 +24,7 @@ from shared.inputs import uploads
 from shared.inputs.refs import InputRef, host_allowed
 from shared.models import Job, Upload
 from shared.providers.catalog import ModelSpec
+from shared.retention import uses
 from shared.services import Services
 from shared.storage import input_key
 
@@ -44,7 +45,7 @@ def resolve(services: Services, job: Job, spec: ModelSpec) -> tuple[list[bytes],
     storage = services.storage
     keys = []
     for info in [*images, *([mask] if mask is not None else [])]:
-        keys.append(input_key(info.sha256))
+        keys.append(input_key(job.tenant_id, info.sha256))
         storage.put_if_absent(keys[-1], info.data, info.content_type)
     mask_key = keys.pop() if mask is not None else None
     upright_all = all(i.orientation == 1 for i in [*images, *([mask] if mask else [])])
@@ -52,6 +53,8 @@ def resolve(services: Services, job: Job, spec: ModelSpec) -> tuple[list[bytes],
         session.execute(update(Job).where(Job.id == job.id)
                         .values(input_keys=keys, mask_key=mask_key, inputs_upright=upright_all)
                         .execution_options(synchronize_session=False))
+        uses.record(session, [(job.id, job.tenant_id, key)
+                              for key in sorted({*keys, *([mask_key] if mask_key else [])})])
         used = [r["upload"] for r in [*given, refs.get("mask") or {}] if "upload" in r]
         if used:
             session.execute(update(Upload).where(Upload.id.in_(used), Upload.used_at.is_(None))

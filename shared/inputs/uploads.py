@@ -22,7 +22,7 @@ from shared.errors import InputRefused, InvalidInput
 from shared.formats import iso
 from shared.images import ALLOWED_FORMATS
 from shared.models import Upload
-from shared.storage import Storage
+from shared.storage import Storage, upload_key
 
 CONTENT_TYPES = frozenset(ALLOWED_FORMATS.values())
 
@@ -40,7 +40,7 @@ def create(session: Session, settings: Settings, storage: Storage, tenant_id: st
     upload = Upload(id=f"upl_{secrets.token_hex(12)}", tenant_id=tenant_id,
                     content_type=content_type, size=size, created_at=now,
                     expires_at=now + timedelta(seconds=settings.upload_expiry_seconds))
-    upload.key = f"uploads/{tenant_id}/{upload.id}"
+    upload.key = upload_key(tenant_id, upload.id)
     session.add(upload)
     url_expires = now + timedelta(seconds=min(settings.upload_url_seconds,
                                               settings.upload_expiry_seconds))

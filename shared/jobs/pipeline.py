@@ -177,7 +177,7 @@ def _store_outputs(storage: Storage, settings: Settings, job: Job,
             raise ProviderError(f"the provider returned an unusable output: {exc.message}",
                                 code="provider_bad_output", task_failed=True,
                                 billed=True) from exc
-        key = output_key(job.id, index, info.extension)
+        key = output_key(job.tenant_id, job.id, index, info.extension)
         storage.put(key, info.data, info.content_type)
         outputs.append({"key": key, "content_type": info.content_type, "width": info.width,
                         "height": info.height, "bytes": len(info.data),
@@ -492,16 +492,16 @@ def _finish(job: Job, spec: ModelSpec, result: ImageEditResult, services: Servic
         else:
             outcome = RunOutcome(job.id, Action.DISCARDED,
                                  "job left running state before it finished")
-    _discard_outputs(storage, job.id)
+    _discard_outputs(storage, job)
     return outcome
 
 
-def _discard_outputs(storage: Storage, job_id: str) -> None:
+def _discard_outputs(storage: Storage, job: Job) -> None:
     """Outputs written for a job that did not succeed with them are not kept."""
     try:
-        storage.delete_prefix(outputs_prefix(job_id))
+        storage.delete_prefix(outputs_prefix(job.tenant_id, job.id))
     except EditqError as exc:
-        log.warning("job %s: could not delete its discarded outputs: %s", job_id, exc.message)
+        log.warning("job %s: could not delete its discarded outputs: %s", job.id, exc.message)
 
 
 def _settle(session: Session, job: Job, billed: Price | None, why: str,

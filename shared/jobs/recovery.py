@@ -78,10 +78,13 @@ def recover(settings: Settings, scheduler: Scheduler, storage: Storage | None = 
             Batch.status == "expanding", or_(Batch.lease_expires_at.is_(None),
                                              Batch.lease_expires_at < utcnow()))
             .limit(limit)))
-    if storage is not None:
-        for job_id in done.failed + done.settled:
+    if storage is not None and (ended := done.failed + done.settled):
+        with session_scope(settings.database_url) as session:
+            tenants = {job_id: tenant for job_id, tenant in session.execute(
+                select(Job.id, Job.tenant_id).where(Job.id.in_(ended)))}
+        for job_id in ended:
             try:
-                storage.delete_prefix(outputs_prefix(job_id))
+                storage.delete_prefix(outputs_prefix(tenants[job_id], job_id))
             except EditqError as exc:
                 log.warning("job %s: could not delete unrecorded outputs: %s", job_id,
                             exc.message)

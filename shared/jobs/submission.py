@@ -36,6 +36,7 @@ from shared.providers.base import ImageEditOptions
 from shared.providers.catalog import ModelSpec
 from shared.providers.pricing import Price
 from shared.providers.router import build_options, validate_edit
+from shared.retention import policy, uses
 from shared.services import Services
 from shared.storage import Storage, input_key
 from shared.tenants import Principal
@@ -62,6 +63,9 @@ class EditRequest:
     deadline_seconds: int | None = None
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
+    # How long this job's inputs and outputs are kept after it ends, in days, in place of
+    # its tenant's or the deployment's: {"inputs_days": n, "outputs_days": n}.
+    retention: dict[str, Any] | None = None
 
     def fingerprint(self) -> str:
         """Same request, same fingerprint, whichever transport carried it."""
@@ -76,6 +80,7 @@ class EditRequest:
             "negative_prompt": self.negative_prompt, "options": self.options,
             "metadata": self.metadata, "deadline_seconds": self.deadline_seconds,
             "webhook_url": self.webhook_url, "webhook_events": self.webhook_events,
+            "retention": self.retention,
         }
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
@@ -96,6 +101,7 @@ def check_sizes(req: EditRequest, settings: Settings) -> tuple[list[Input], Inpu
     if req.webhook_url is not None:
         check_webhook_url(req.webhook_url, settings.webhook_allowed_host_set)
     req.webhook_events = check_events(req.webhook_events)
+    req.retention = policy.check_override(req.retention) or None
     if not req.images:
         raise InvalidInput("send an image (`image`) or images (`images[]`)", field="image")
     if len(req.images) > settings.max_images_per_job:
@@ -194,15 +200,17 @@ def submit_job(session: Session, services: Services, principal: Principal,
 
     checked = check_request(req, services)
     check_uploads(session, principal.tenant_id, req)
-    stored = store_inputs(services.storage, checked)
+    stored = store_inputs(services.storage, principal.tenant_id, checked)
     budgets.admit(session, services.settings, principal.tenant_id, checked.spec.id,
                   checked.price.amount)
-    job = new_job(principal, req, checked, stored, fingerprint, idempotency_key)
+    job = new_job(services.settings, principal, req, checked, stored, fingerprint,
+                  idempotency_key)
     try:
         with session.begin_nested():
             session.add(job)
             session.flush()
             add_created_event(session, job)
+            uses.record(session, [(job.id, job.tenant_id, key) for key in uses.keys_of(job)])
             session.flush()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.
@@ -229,11 +237,13 @@ class Stored:
                 "inputs_upright": self.upright}
 
 
-def store_inputs(storage: Storage, checked: Checked, seen: set[str] | None = None) -> Stored:
-    """Put the inline inputs to S3 under their content's hash: a retry re-uploads nothing
-    (nor does a batch for an image its items share: `seen`, the hashes stored already)."""
+def store_inputs(storage: Storage, tenant_id: str, checked: Checked,
+                 seen: set[str] | None = None) -> Stored:
+    """Put the inline inputs to S3 under the tenant, by their content's hash: a retry
+    re-uploads nothing (nor does a batch for an image its items share: `seen`, the hashes
+    stored already)."""
     def key_of(item: ImageInfo) -> str:
-        key = input_key(item.sha256)
+        key = input_key(tenant_id, item.sha256)
         if seen is None or item.sha256 not in seen:
             storage.put_if_absent(key, item.data, item.content_type)
             if seen is not None:
@@ -252,12 +262,15 @@ def store_inputs(storage: Storage, checked: Checked, seen: set[str] | None = Non
                   upright=all(i.orientation == 1 for i in [*images, *([mask] if mask else [])]))
 
 
-def new_job(principal: Principal, req: EditRequest, checked: Checked, stored: Stored,
-            fingerprint: str | None, idempotency_key: str | None,
+def new_job(settings: Settings, principal: Principal, req: EditRequest, checked: Checked,
+            stored: Stored, fingerprint: str | None, idempotency_key: str | None,
             comparison_id: str | None = None) -> Job:
     """The queued job row for a checked request (not added to the session)."""
     spec, price = checked.spec, checked.price
     now = utcnow()
+    keep = policy.resolve(settings, {"inputs": principal.keep_inputs_seconds,
+                                     "outputs": principal.keep_outputs_seconds},
+                          req.retention or {})
     return Job(
         id=new_job_id(), tenant_id=principal.tenant_id, status=QUEUED,
         operation=req.operation, model=spec.id, provider=spec.provider, prompt=req.prompt,
@@ -270,7 +283,8 @@ def new_job(principal: Principal, req: EditRequest, checked: Checked, stored: St
         deadline_at=(now + timedelta(seconds=req.deadline_seconds)
                      if req.deadline_seconds else None),
         webhook_url=req.webhook_url, webhook_events=req.webhook_events,
-        comparison_id=comparison_id,
+        comparison_id=comparison_id, keep_inputs_seconds=keep["inputs"],
+        keep_outputs_seconds=keep["outputs"],
     )
 
 

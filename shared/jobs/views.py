@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
+from shared.db import utcnow
 from shared.formats import iso, money
 from shared.models import Job, JobEvent
 from shared.storage import Storage
@@ -31,7 +33,7 @@ def job_snapshot(job: Job) -> dict[str, Any]:
         "attempts": job.attempts,
         "outputs": [
             {
-                "key": out["key"],
+                "key": out["key"] if job.outputs_deleted_at is None else None,
                 "content_type": out["content_type"],
                 "width": out["width"],
                 "height": out["height"],
@@ -55,11 +57,41 @@ def job_snapshot(job: Job) -> dict[str, Any]:
         "webhook_events": job.webhook_events,
         "batch_id": job.batch_id,
         "comparison_id": job.comparison_id,
+        "retention": _retention(job),
+        "inputs_deleted_at": iso(job.inputs_deleted_at),
+        "outputs_deleted_at": iso(job.outputs_deleted_at),
+        "data_deleted_at": iso(job.data_deleted_at),
     }
 
 
+def _retention(job: Job) -> dict[str, Any] | None:
+    """How long its images are kept, and until when (a job from before retention: null)."""
+    if job.keep_inputs_seconds is None or job.keep_outputs_seconds is None:
+        return None
+
+    def days(seconds: int) -> float | None:
+        return None if seconds < 0 else round(seconds / 86_400, 6)
+
+    def until(seconds: int) -> str | None:
+        if seconds < 0 or job.finished_at is None:
+            return None
+        return iso(job.finished_at + timedelta(seconds=seconds))
+
+    return {"inputs_days": days(job.keep_inputs_seconds),
+            "outputs_days": days(job.keep_outputs_seconds),
+            "inputs_until": until(job.keep_inputs_seconds),
+            "outputs_until": until(job.keep_outputs_seconds)}
+
+
 def presign_outputs(snapshot: dict[str, Any], storage: Storage) -> dict[str, Any]:
-    outputs = [{"url": storage.presigned_get_url(out["key"]),
+    """Output URLs, each living no longer than the output is kept (EDITQ_PRESIGN_EXPIRY_
+    SECONDS, capped by its retention); none for a deleted output."""
+    expires_in = storage.presign_expiry
+    until = (snapshot.get("retention") or {}).get("outputs_until")
+    if until:
+        left = (datetime.fromisoformat(until.replace("Z", "+00:00")) - utcnow()).total_seconds()
+        expires_in = max(1, min(expires_in, int(left)))
+    outputs = [{"url": storage.presigned_get_url(out["key"], expires_in) if out["key"] else None,
                 **{k: v for k, v in out.items() if k != "key"}}
                for out in snapshot["outputs"]]
     return {**snapshot, "outputs": outputs}

@@ -45,6 +45,7 @@ from shared.jobs.submission import (
 )
 from shared.models import Comparison, Job
 from shared.money import budgets
+from shared.retention import uses
 from shared.services import Services
 from shared.storage import Storage
 from shared.tenants import Principal
@@ -107,7 +108,7 @@ def create(session: Session, services: Services, principal: Principal,
         return found, jobs_of(session, found), False
     checked = check_all(req, services, models)
     check_uploads(session, principal.tenant_id, req)
-    stored = store_inputs(services.storage, checked[0])
+    stored = store_inputs(services.storage, principal.tenant_id, checked[0])
     per_model = {c.spec.id: c.price.amount for c in checked}
     total = sum((c.price.amount for c in checked), Decimal(0))
     budgets.admit(session, services.settings, principal.tenant_id, checked[0].spec.id, total,
@@ -116,8 +117,8 @@ def create(session: Session, services: Services, principal: Principal,
         id=new_comparison_id(), tenant_id=principal.tenant_id, operation=req.operation,
         prompt=req.prompt, models=[c.spec.id for c in checked], metadata_=req.metadata,
         idempotency_key=idempotency_key, request_hash=fingerprint)
-    made = [new_job(principal, replace(req, model=c.spec.id), c, stored, None, None,
-                    comparison_id=comparison.id) for c in checked]
+    made = [new_job(services.settings, principal, replace(req, model=c.spec.id), c, stored,
+                    None, None, comparison_id=comparison.id) for c in checked]
     try:
         with session.begin_nested():
             session.add(comparison)
@@ -126,6 +127,8 @@ def create(session: Session, services: Services, principal: Principal,
             session.flush()
             for job in made:
                 add_created_event(session, job)
+            uses.record(session, [(job.id, job.tenant_id, key) for job in made
+                                  for key in uses.keys_of(job)])
             session.flush()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.

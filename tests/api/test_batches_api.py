@@ -33,7 +33,7 @@ from shared.storage import Storage, input_key
 from shared.tenants import create_api_key, get_or_create_tenant, set_limits
 from tests.api.test_jobs_api import assert_problem, auth
 from tests.conftest import make_settings, own_database
-from tests.helpers import b64, image_bytes
+from tests.helpers import b64, image_bytes, tenant_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -205,7 +205,8 @@ class TestItems:
         key = key_for(settings)
         # given an item whose image editq has never seen
         image = image_bytes((57, 31), color=(uuid.uuid4().int % 256, 7, 99))
-        stored_as = input_key(hashlib.sha256(image).hexdigest())
+        stored_as = input_key(tenant_of(settings.database_url, key),
+                              hashlib.sha256(image).hexdigest())
         item = {**GRAY, "image": b64(image)}
         # when it is dry-run, then it is counted, and its image is not in S3
         dry = post_batch(client, key, items=[item], dry_run=True)

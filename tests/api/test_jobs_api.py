@@ -16,7 +16,7 @@ from PIL import Image
 from api.app import create_app
 from shared.config import Settings
 from shared.storage import Storage, input_key
-from tests.helpers import b64, image_bytes
+from tests.helpers import b64, image_bytes, tenant_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,7 +50,8 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
 
 class TestSubmit:
     def test_json_submission_is_accepted_queued_and_its_input_stored(
-            self, client: TestClient, tenant_key: str, storage: Storage) -> None:
+            self, client: TestClient, tenant_key: str, storage: Storage,
+            settings: Settings) -> None:
         # given a PNG image
         data = image_bytes((80, 60))
         # when it is submitted as JSON
@@ -63,10 +64,11 @@ class TestSubmit:
         assert job["metadata"] == {"ref": "a1"}
         assert job["cost"] == {"estimated": "0", "actual": None, "currency": "USD"}
         assert response.headers["location"] == f"/v1/jobs/{job['id']}"
-        # and the input is in S3 under its sha256
+        # and the input is in S3 under its tenant and its sha256
         import hashlib
 
-        assert storage.get(input_key(hashlib.sha256(data).hexdigest())) == data
+        tenant_id = tenant_of(settings.database_url, tenant_key)
+        assert storage.get(input_key(tenant_id, hashlib.sha256(data).hexdigest())) == data
 
     def test_data_uri_and_multipart_are_accepted(self, client: TestClient,
                                                  tenant_key: str) -> None:
@@ -240,6 +242,38 @@ class TestCancel:
         # a second cancel is a conflict, not a silent success
         assert_problem(client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(tenant_key)),
                        409, "job_not_cancelable")
+
+
+class TestRetention:
+    def test_a_job_says_how_long_it_keeps_its_images(self, client: TestClient,
+                                                    tenant_key: str) -> None:
+        # given a job that keeps its inputs a day and its outputs half a day
+        job = post_job(client, tenant_key, retention={"inputs_days": 1, "outputs_days": 0.5})
+        assert job.status_code == 202, job.text
+        # then its view says so (until when: once it has ended)
+        assert job.json()["retention"] == {"inputs_days": 1.0, "outputs_days": 0.5,
+                                           "inputs_until": None, "outputs_until": None}
+        # and a job that says nothing keeps the deployment's 30 days
+        plain = post_job(client, tenant_key).json()
+        assert plain["retention"]["outputs_days"] == 30.0
+
+    @pytest.mark.parametrize("retention, field", [
+        ({"outputs_days": -1}, "retention.outputs_days"),
+        ({"outputs_days": "7"}, "retention.outputs_days"),
+        ({"forever": True}, "retention")])
+    def test_a_bad_retention_is_a_422_naming_it(self, client: TestClient, tenant_key: str,
+                                                retention: dict[str, Any], field: str) -> None:
+        problem = assert_problem(post_job(client, tenant_key, retention=retention), 422,
+                                 "invalid_input")
+        assert problem["field"] == field
+
+    def test_the_data_of_a_job_not_ended_is_not_deleted(self, client: TestClient,
+                                                        tenant_key: str) -> None:
+        job = post_job(client, tenant_key).json()  # (no worker here: it stays queued)
+        assert_problem(client.delete(f"/v1/jobs/{job['id']}/data", headers=auth(tenant_key)),
+                       409, "not_ended")
+        assert_problem(client.delete("/v1/jobs/job_nope/data", headers=auth(tenant_key)),
+                       404, "not_found")
 
 
 class TestReadAndList:

@@ -12,6 +12,7 @@ from api.app import create_app
 from shared.migrate import upgrade
 from tests.cli.test_cli import run
 from tests.conftest import make_settings
+from tests.helpers import b64, image_bytes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -83,3 +84,26 @@ def test_a_database_not_migrated_is_said_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     [line] = [x for x in result.stderr.splitlines() if x.strip()]
     assert "not migrated" in line and "editq db upgrade" in line
+
+
+def test_a_tenants_retention_is_set_with_its_key_and_its_jobs_keep_to_it(
+        tmp_path: Path, s3_url: str) -> None:
+    # given a tenant whose outputs are kept 7 days, and inputs for good
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    upgrade(url)
+    result = run(["keys", "create", "--tenant", "keeper", "--keep-outputs-days", "7",
+                  "--keep-inputs-days", "forever"], {"EDITQ_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert "outputs kept 7 day(s)" in result.stdout and "inputs kept for good" in result.stdout
+    key = result.stdout.split()[-1]
+    # when it submits a job, then the job keeps its images so
+    settings = make_settings(database_url=url, s3_endpoint_url=s3_url,
+                             s3_bucket="editq-keys-retention")
+    with TestClient(create_app(settings)) as client:
+        job = client.post("/v1/jobs", headers={"Authorization": f"Bearer {key}"}, json={
+            "image": b64(image_bytes()), "operation": "grayscale"}).json()
+    assert (job["retention"]["outputs_days"], job["retention"]["inputs_days"]) == (7.0, None)
+    # and a value that is not a number of days is refused with its option's name
+    bad = run(["keys", "create", "--tenant", "keeper", "--keep-outputs-days", "a week"],
+              {"EDITQ_DATABASE_URL": url})
+    assert bad.returncode != 0 and "--keep-outputs-days" in bad.stderr

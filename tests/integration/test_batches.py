@@ -213,7 +213,7 @@ def post_batch(client: ApiClient, body: dict[str, Any]) -> httpx.Response:
 def insert_parents(bulk: BulkStack, tenant_id: str, count: int, image: bytes) -> list[str]:
     """`count` succeeded local-pillow jobs of the tenant, inserted directly, whose input is
     `image` stored once in S3 (what a tenant's history of edits looks like)."""
-    key = input_key(hashlib.sha256(image).hexdigest())
+    key = input_key(tenant_id, hashlib.sha256(image).hexdigest())
     bulk.storage.put_if_absent(key, image, "image/png")
     created = utcnow() - timedelta(minutes=5)
     rows: list[dict[str, Any]] = [{

@@ -48,7 +48,7 @@ from shared.providers.catalog import load_catalog
 from shared.storage import Storage, output_key
 from shared.tenants import create_api_key, get_or_create_tenant, set_limits
 from tests.conftest import SIM_KEY, db_kind, live_env, make_settings, redis_db, settings_of
-from tests.helpers import b64, image_bytes, wait_for
+from tests.helpers import b64, image_bytes, tenant_of, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -340,7 +340,8 @@ def test_canceled_job_whose_call_completes_is_charged_for_it(
     # and nothing of its result was kept
     assert done["outputs"] == []
     storage = Storage(cs.settings)
-    assert not any(storage.exists(output_key(job["id"], 0, ext))
+    tenant_id = tenant_of(cs.database_url, client.http.headers["authorization"].split()[1])
+    assert not any(storage.exists(output_key(tenant_id, job["id"], 0, ext))
                    for ext in ("jpeg", "png", "webp"))
     events = [e["type"] for e in client.http.get(f"/v1/jobs/{job['id']}/events").json()["data"]]
     assert "call_settled" in events and "succeeded" not in events

@@ -29,7 +29,7 @@ from shared.queue import enqueue_run, make_celery
 from shared.storage import Storage, input_key
 from simulators.image_host import image
 from tests.conftest import Live
-from tests.helpers import image_bytes, text_bomb_png, wait_for
+from tests.helpers import image_bytes, tenant_of, text_bomb_png, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -220,8 +220,10 @@ def test_an_input_the_worker_cannot_load_fails_the_job_at_once_and_uncharged(
     valid = (image(f"unloadable-{uuid.uuid4().hex}", "png", orientation=orientation)
              if orientation else image_bytes((64, 48), color=(177, 77, 7)))
     storage = Storage(live.settings)
-    storage.put(input_key(hashlib.sha256(valid).hexdigest()), bomb, "image/png")
     client = live.client(f"e2e-unloadable-{model}")
+    tenant_id = tenant_of(live.settings.database_url,
+                          client.http.headers["authorization"].split()[1])
+    storage.put(input_key(tenant_id, hashlib.sha256(valid).hexdigest()), bomb, "image/png")
     # when a job of it runs
     job = client.submit(valid, model=model, prompt="make it blue",
                         operation="general_edit" if model != "local-pillow" else "grayscale")

@@ -28,7 +28,7 @@ from shared.money.ledger import charges_for
 from shared.storage import Storage, input_key
 from simulators.image_host import image
 from tests.conftest import Live
-from tests.helpers import image_bytes, wait_for
+from tests.helpers import image_bytes, tenant_of, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -100,7 +100,9 @@ def test_wavespeed_is_handed_presigned_urls_of_the_stored_inputs(live: Live) -> 
     entries = log["requests"] if isinstance(log, dict) else log
     sent = next(e for e in entries if e.get("id") == request_id)["body"]["image"]
     assert sent.startswith(live.settings.s3_endpoint_url or "http")
-    assert input_key(hashlib.sha256(data).hexdigest()) in sent
+    tenant_id = tenant_of(live.settings.database_url,
+                          client.http.headers["authorization"].split()[1])
+    assert input_key(tenant_id, hashlib.sha256(data).hexdigest()) in sent
     assert Decimal(done["cost"]["actual"]) == Decimal("0.02")
 
 

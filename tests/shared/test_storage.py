@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from shared.config import Settings
 from shared.images import inspect_image
-from shared.storage import Storage, input_key, output_key
+from shared.storage import Storage, input_key, output_key, outputs_prefix
 from tests.helpers import image_bytes
 
 pytestmark = pytest.mark.timeout(60)
@@ -153,20 +153,22 @@ class TestKeys:
         # when their input keys are made from their hashes
         info_a = inspect_image(a, field="image", max_bytes=10**6, max_pixels=10**6)
         info_b = inspect_image(b, field="image", max_bytes=10**6, max_pixels=10**6)
-        # then the key is the hash, fanned out by its first two characters
-        assert input_key(info_a.sha256) == f"inputs/{sha[:2]}/{sha}"
-        assert input_key(info_a.sha256) == input_key(hashlib.sha256(a).hexdigest())
-        assert input_key(info_a.sha256) != input_key(info_b.sha256)
+        # then the key is the hash under its tenant, fanned out by its first two characters
+        assert input_key("ten_a", info_a.sha256) == f"tenants/ten_a/inputs/{sha[:2]}/{sha}"
+        assert input_key("ten_a", info_a.sha256) == input_key("ten_a", sha)
+        assert input_key("ten_a", info_a.sha256) != input_key("ten_a", info_b.sha256)
+        # and two tenants' same image are two objects, each its tenant's
+        assert input_key("ten_a", sha) != input_key("ten_b", sha)
 
     def test_output_key_is_under_its_job(self) -> None:
         # given a job id
         job_id = str(uuid.uuid4())
         # when the key of its second output is made
-        key = output_key(job_id, 1, "webp")
-        # then it lives under the job, numbered and with the extension
-        assert key == f"outputs/{job_id}/1.webp"
-        assert key.startswith(f"outputs/{job_id}/")
-        assert output_key(job_id, 0, "webp") != key
+        key = output_key("ten_a", job_id, 1, "webp")
+        # then it lives under the tenant and the job, numbered and with the extension
+        assert key == f"tenants/ten_a/outputs/{job_id}/1.webp"
+        assert key.startswith(outputs_prefix("ten_a", job_id))
+        assert output_key("ten_a", job_id, 0, "webp") != key
 
 
 def test_delete_prefix_removes_exactly_the_objects_under_it(storage: Storage) -> None:

@@ -23,7 +23,7 @@ from shared.models import Job, JobEvent
 from shared.services import Services
 from shared.storage import Storage
 from shared.tenants import authenticate
-from tests.helpers import image_bytes
+from tests.helpers import image_bytes, output_key_of
 from tests.shared.scripted import Scripted
 
 pytestmark = pytest.mark.timeout(60)
@@ -79,7 +79,7 @@ def test_success_stores_outputs_under_the_job_and_records_cost(
     assert job.status == "succeeded" and job.attempts == 1
     assert job.cost_actual == Decimal("0.04")
     [stored] = job.outputs
-    assert stored["key"] == f"outputs/{queued_job}/0.png"
+    assert stored["key"] == output_key_of(settings.database_url, queued_job)
     assert (stored["width"], stored["height"], stored["bytes"]) == (30, 20, len(output))
     assert storage.get(stored["key"]) == output
     assert events == ["created", "started", "succeeded"]
@@ -163,7 +163,7 @@ def test_output_that_is_not_an_image_fails_the_job_and_stores_nothing(
     run_job(queued_job, services, Retries())
     job, _ = load(settings, queued_job)
     assert job.status == "failed" and job.error_code == "provider_bad_output"
-    assert not storage.exists(f"outputs/{queued_job}/0.png")
+    assert not storage.exists(output_key_of(settings.database_url, queued_job))
 
 
 def test_cancel_while_running_discards_the_result(

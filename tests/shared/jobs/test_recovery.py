@@ -19,7 +19,7 @@ from shared.services import Services
 from shared.storage import Storage
 from shared.tenants import authenticate
 from tests.conftest import own_database
-from tests.helpers import image_bytes
+from tests.helpers import image_bytes, output_key_of
 from tests.shared.jobs.test_pipeline import Retries
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.every_database]
@@ -182,9 +182,9 @@ def test_an_output_written_by_a_worker_that_died_mid_call_is_not_left_behind(
         settings: Settings, storage: Storage, tenant_key: str) -> None:
     # given a job whose worker stored an output and died before recording it
     job_id = running_job(settings, storage, tenant_key, provider_state="submitting")
-    storage.put(f"outputs/{job_id}/0.png", image_bytes(), "image/png")
+    storage.put(output_key_of(settings.database_url, job_id), image_bytes(), "image/png")
     # when the reaper fails it (the call's outcome is unknown)
     found = recover(settings, Retries(), storage)
     # then the unrecorded output is gone with it
     assert job_id in found.failed
-    assert not storage.exists(f"outputs/{job_id}/0.png")
+    assert not storage.exists(output_key_of(settings.database_url, job_id))

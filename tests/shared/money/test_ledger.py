@@ -32,7 +32,7 @@ from shared.services import Services
 from shared.storage import Storage
 from shared.tenants import Principal
 from tests.conftest import make_settings
-from tests.helpers import image_bytes
+from tests.helpers import image_bytes, output_key_of
 from tests.shared.scripted import Scripted, Steps
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.every_database]
@@ -268,7 +268,7 @@ def test_a_call_out_when_canceled_is_followed_and_charged_once_it_completes(
     job = job_row(settings, job_id)
     assert (job.status, job.outputs, job.cost_actual, job.provider_state) == (
         "canceled", [], D("0.20"), "settled")
-    assert not storage.exists(f"outputs/{job_id}/0.png")
+    assert not storage.exists(output_key_of(settings.database_url, job_id))
     assert events(settings, job_id)[-1] == "call_settled"
     # and a late poll finds nothing more to do
     assert poll_job(job_id, services, steps).action == "skipped"
@@ -404,4 +404,4 @@ def test_outputs_stored_just_before_a_cancel_are_not_kept(
     assert run_job(job_id, services, Steps()).action == "discarded"
     # then the call is charged (it completed), and the output it wrote is gone
     assert job_row(settings, job_id).cost_actual == D("0.02")
-    assert not storage.exists(f"outputs/{job_id}/0.png")
+    assert not storage.exists(output_key_of(settings.database_url, job_id))
