@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from api.app import create_app
 from shared.batches import checks, expansion, records
 from shared.config import Settings
-from shared.db import session_scope
+from shared.db import session_scope, utcnow
 from shared.jobs.pipeline import run_job
 from shared.models import Batch, Job, WebhookDelivery
 from shared.services import Services
@@ -393,6 +393,33 @@ class TestReprocess:
         after = get_batch(client, key, batch["id"])
         assert (after["status"], after["expanded"], after["total"]) == ("running", 2, 2)
         assert after["expanded_at"] is not None
+
+    def test_a_parent_whose_inputs_went_after_acceptance_is_skipped_in_the_manifest(
+            self, client: TestClient, settings: Settings, storage: Storage) -> None:
+        from shared.retention.erase import erase_job
+
+        key = key_for(settings)
+        # given three ended jobs, reprocessed (all three admitted)
+        parents = [p["id"] for p in make_parents(client, key, 3)]
+        with session_scope(settings.database_url) as session:
+            session.execute(update(Job).where(Job.id.in_(parents)).values(
+                status="succeeded", finished_at=utcnow()))
+        spec = {"filter": {"status": "succeeded"}, "override": {"operation": "grayscale"}}
+        batch = accepted(post_batch(client, key, reprocess=spec))
+        assert batch["total"] == 3
+        # when one parent's data is deleted before the batch expands
+        with session_scope(settings.database_url) as session:
+            tenant = session.scalar(select(Job.tenant_id).where(Job.id == parents[1]))
+            erase_job(session, settings, storage, tenant or "", parents[1])
+        expansion.expand(Services(settings, storage=storage), batch["id"])
+        # then the others are redone, and the results say why that one was not
+        with session_scope(settings.database_url) as session:
+            row = session.scalars(select(Batch).where(Batch.id == batch["id"])).one()
+            lines = [json.loads(x) for x in records.result_lines(session, row, storage)]
+        assert [x["parent_job_id"] for x in lines if x["status"] != "skipped"] == [
+            parents[0], parents[2]]
+        assert [(x["parent_job_id"], x["reason"]) for x in lines
+                if x["status"] == "skipped"] == [(parents[1], "inputs_deleted")]
 
     @pytest.mark.parametrize(("spec", "field"), [
         ({"filter": {"colour": "red"}}, "filter"),
