@@ -4,7 +4,7 @@ FastAPI documents only 422 (and only its own validation shape). editq answers
 RFC 9457 problems from one place (`api/problems.py`), so which statuses an operation
 can answer follows from what it is: authenticated (401; 503 when the database is
 unreachable), addressed by id (404), given a body (413, 415), creating paid work
-(402 budget, 429 plan), changing state (409), reporting on tenants (403). This
+(402 budget, 429 plan), changing state (409), admin only (403), deleted (410). This
 module adds those responses, with the problem's schema, to every operation.
 """
 
@@ -38,6 +38,7 @@ WHY = {
     "403": "the key may not do this (admin only)",
     "404": "no such resource for this tenant",
     "409": "the resource is not in a state that allows this",
+    "410": "it was deleted (retention, or a request): gone, not missing",
     "413": "the body, or an image in it, is over its limit",
     "415": "the body is neither JSON nor multipart",
     "422": "the input is not valid: the problem names the field",
@@ -47,8 +48,10 @@ WHY = {
 CREATES_WORK = {("post", "/v1/jobs"), ("post", "/v1/comparisons"), ("post", "/v1/batches")}
 CHANGES_STATE = {("post", "/v1/jobs/{job_id}/cancel"), ("post", "/v1/batches/{batch_id}/cancel"),
                  ("post", "/v1/comparisons/{comparison_id}/vote"),
-                 ("post", "/v1/webhook-deliveries/{delivery_id}/redeliver")}
-ADMIN_ONLY = {("get", "/v1/costs")}
+                 ("post", "/v1/webhook-deliveries/{delivery_id}/redeliver"),
+                 ("delete", "/v1/jobs/{job_id}/data"), ("delete", "/v1/batches/{batch_id}/data")}
+ADMIN_ONLY = {("get", "/v1/costs"), ("delete", "/v1/tenants/{tenant}/data")}
+MAY_BE_DELETED = {("get", "/v1/jobs/{job_id}/outputs/{index}")}
 
 
 def statuses(method: str, path: str, operation: dict[str, Any]) -> list[str]:
@@ -65,6 +68,8 @@ def statuses(method: str, path: str, operation: dict[str, Any]) -> list[str]:
         found.add("409")
     if (method, path) in ADMIN_ONLY:
         found.add("403")
+    if (method, path) in MAY_BE_DELETED:
+        found.add("410")
     if path == "/readyz":
         found.add("503")
     return sorted(found)
