@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
@@ -77,6 +77,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(comparisons.router)
     app.include_router(uploads.router)
     app.include_router(tenants.router)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        # (browsers ask for it at the root whatever the page says)
+        return FileResponse(CONSOLE_DIR / "favicon.svg", media_type="image/svg+xml")
 
     @app.get("/console", include_in_schema=False)
     def console() -> RedirectResponse:

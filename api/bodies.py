@@ -16,7 +16,13 @@ from api.body_caps import EDIT_HINT, edit_body_limit
 from api.schemas import JobCreate
 from shared import user_json
 from shared.config import Settings
-from shared.errors import InvalidInput, InvalidJson, RequestTooLarge, UnsupportedMediaType
+from shared.errors import (
+    ImageTooLarge,
+    InvalidInput,
+    InvalidJson,
+    RequestTooLarge,
+    UnsupportedMediaType,
+)
 from shared.inputs.refs import InputRef, image_value, reference
 from shared.jobs.submission import EditRequest
 
@@ -127,14 +133,32 @@ def _json_field(form: Any, name: str) -> dict[str, Any]:
     return value
 
 
-async def _from_multipart(request: Request, settings: Settings) -> EditRequest:
+# The fields of an edit as a form (a comparison's adds `models`): any other is refused by
+# name, as JSON refuses an unknown member (a mistyped `modle` would run the default model).
+FORM_FIELDS = frozenset({"image", "images", "mask", "prompt", "negative_prompt", "operation",
+                         "model", "options", "metadata", "deadline_seconds", "webhook_url",
+                         "webhook_events", "retention"})
+
+
+async def _from_multipart(request: Request, settings: Settings,
+                          extra_fields: frozenset[str] = frozenset()) -> EditRequest:
     """Image fields are files, or text: a URL or an upload id (inline bytes travel as
     files in a form)."""
     form = await request.form()
+    unknown = sorted(set(form.keys()) - FORM_FIELDS - extra_fields)
+    if unknown:
+        raise InvalidInput(f"unknown field(s): {', '.join(unknown)[:200]}; the fields are "
+                           f"{', '.join(sorted(FORM_FIELDS | extra_fields))}",
+                           field=unknown[0][:64])
     max_bytes, allowed = settings.max_image_bytes, settings.input_allowed_host_set
 
     async def image(item: Any, field: str) -> bytes | InputRef:
         if isinstance(item, UploadFile):
+            if item.size is not None and item.size > max_bytes:
+                # (its size, as sent: not what was read of it)
+                raise ImageTooLarge(f"{field} is {item.size} bytes, over the limit of "
+                                    f"{max_bytes}", field=field, limit=max_bytes,
+                                    bytes=item.size)
             data: bytes = await item.read(max_bytes + 1)
             return data
         return reference(str(item), field=field, allowed_hosts=allowed)
@@ -158,7 +182,7 @@ async def _from_multipart(request: Request, settings: Settings) -> EditRequest:
                            field="deadline_seconds")
     return EditRequest(images=images, mask=mask, prompt=text("prompt"),
                        negative_prompt=text("negative_prompt"),
-                       operation=text("operation") or "general_edit", model=text("model"),
+                       operation=text("operation") or "", model=text("model"),
                        options=_json_field(form, "options"), metadata=_json_field(form, "metadata"),
                        deadline_seconds=int(deadline) if deadline is not None else None,
                        webhook_url=text("webhook_url"),
@@ -179,7 +203,7 @@ async def read_comparison_request(request: Request,
     a JSON array, or in a multipart form a comma-separated field."""
     content_type = media_type(request)
     if content_type == "multipart/form-data":
-        req = await read_edit_request(request, settings)
+        req = await read_edit_request(request, settings, extra_fields=frozenset({"models"}))
         raw = (await request.form()).get("models")
         models = ([m.strip() for m in raw.split(",") if m.strip()]
                   if isinstance(raw, str) else [])
@@ -201,14 +225,15 @@ async def read_comparison_request(request: Request,
     return req, models
 
 
-async def read_edit_request(request: Request, settings: Settings) -> EditRequest:
+async def read_edit_request(request: Request, settings: Settings,
+                            extra_fields: frozenset[str] = frozenset()) -> EditRequest:
     content_type = media_type(request)
     if content_type == "multipart/form-data":
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > _body_limit(settings):
             raise RequestTooLarge(f"the request body is over {_body_limit(settings)} bytes"
                                   f"{EDIT_HINT}")
-        return await _from_multipart(request, settings)
+        return await _from_multipart(request, settings, extra_fields)
     if content_type == "application/json":
         return _from_json(await _read_capped(request, settings), settings)
     raise UnsupportedMediaType("send application/json or multipart/form-data",

@@ -57,7 +57,9 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
     # `field`, as every other 422 has it: the input's name (query.limit -> limit)
     loc = exc.errors()[0].get("loc", ()) if exc.errors() else ()
     field = str(loc[-1]) if loc and loc[0] in ("query", "path", "header") else first["loc"]
-    return problem(422, "validation_error", "The request is not valid", detail,
+    # `invalid_input`, as every other malformed input (the README's one code for it);
+    # `errors` lists them all.
+    return problem(422, "invalid_input", "Invalid input", detail,
                    {"errors": errors, "field": field})
 
 

@@ -26,7 +26,9 @@ class JobCreate(BaseModel):
     mask: str | None = Field(None, description="mask image, in any of the forms of `image`")
     prompt: str | None = None
     negative_prompt: str | None = None
-    operation: str = Field("general_edit", min_length=1, max_length=64)
+    operation: str = Field("", max_length=64,
+                           description="default: the model's only operation, if it has one; "
+                                       "else general_edit")
     model: str | None = Field(None, max_length=128,
                               description="model id from GET /v1/models; default per operation")
     options: dict[str, Any] = Field(default_factory=dict)

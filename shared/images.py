@@ -69,8 +69,13 @@ def decode_base64_image(value: str, *, field: str, max_bytes: int) -> bytes:
     payload = match.group("data") if match else value
     # A base64 text is 4/3 the size of its bytes: refuse early, before decoding.
     if len(payload) > (max_bytes * 4) // 3 + 8:
-        raise ImageTooLarge(f"{field} is larger than {max_bytes} bytes", field=field,
-                            limit=max_bytes)
+        # (its size as decoded, told from the text's length: never where reading stopped)
+        text = "".join(payload.split())
+        size = len(text) * 3 // 4 - (len(text) - len(text.rstrip("=")))
+        if size > max_bytes:
+            raise ImageTooLarge(f"{field} is {size} bytes, over the limit of {max_bytes}",
+                                field=field, limit=max_bytes, bytes=size)
+        payload = text
     try:
         return base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError) as exc:

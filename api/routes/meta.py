@@ -31,7 +31,7 @@ def _model_out(spec: ModelSpec) -> dict[str, Any]:
 
 
 @router.get("/v1/models", tags=["models"], response_model=ModelList)
-def list_models(services: ServicesDep, operation: str | None = None,
+def list_models(services: ServicesDep, principal: PrincipalDep, operation: str | None = None,
                 width: Annotated[int | None, Query(ge=1, le=100_000)] = None,
                 height: Annotated[int | None, Query(ge=1, le=100_000)] = None,
                 ) -> dict[str, Any]:

@@ -51,7 +51,8 @@ class EditRequest:
     Each image (and the mask) is its bytes, or a reference the worker fetches."""
 
     images: list[bytes | InputRef]
-    operation: str = "general_edit"
+    # "" when not given: the model's only operation if it has one, else general_edit.
+    operation: str = ""
     model: str | None = None
     prompt: str | None = None
     negative_prompt: str | None = None
@@ -140,7 +141,21 @@ class Checked:
         return not any(isinstance(i, InputRef) for i in [*self.images, self.mask])
 
 
+def settle_operation(req: EditRequest, services: Services) -> None:
+    """An operation not given is the named model's only one (a character model, an
+    inpainting one), else general_edit."""
+    if req.operation:
+        return
+    if req.model:
+        operations = services.catalog.get(req.model).operations
+        if len(operations) == 1:
+            req.operation = operations[0]
+            return
+    req.operation = "general_edit"
+
+
 def check_request(req: EditRequest, services: Services) -> Checked:
+    settle_operation(req, services)
     images, mask = check_sizes(req, services.settings)
     return check_for_model(req, services, req.model, images, mask)
 

@@ -222,7 +222,8 @@ def admit(session: Session, settings: Settings, tenant_id: str, model: str,
             resets_at=verdict.resets_at.astimezone(UTC).isoformat().replace("+00:00", "Z"))
     over = verdict.over_budget
     if over is not None:
-        scope = "the tenant's" if over.scope == "tenant" else f"{over.scope[6:]!r}'s"
+        scope = ("the tenant's" if over.scope == "tenant"
+                 else f"model {over.scope[6:]}'s")
         raise BudgetExceeded(
             f"the estimate of {money(over.estimate)} USD would take {scope} spend this month "
             f"({money(over.spent)} spent + {money(over.in_flight)} in flight) over its "

@@ -205,7 +205,8 @@ class ModelSpec(_Strict):
             raise UnsupportedOption(f"model {self.id!r} does not take a mask",
                                     model=self.id, option="mask")
         if not has_mask and self.mask == "required" and not self.mask_or_alpha:
-            raise InvalidInput(f"model {self.id!r} needs a mask", model=self.id)
+            raise MaskRequired(f"model {self.id!r} needs a mask (white: the area to edit)",
+                               model=self.id, field="mask")
         if has_negative_prompt and not self.negative_prompt:
             raise UnsupportedOption(f"model {self.id!r} does not take a negative_prompt",
                                     model=self.id, option="negative_prompt")

@@ -75,6 +75,7 @@ def _check_models(models: list[str]) -> None:
 def check_all(req: EditRequest, services: Services, models: list[str]) -> list[Checked]:
     """Every model's checks, on images inspected once; refuse with every model's reason."""
     _check_models(models)
+    req.operation = req.operation or "general_edit"
     images, mask = check_sizes(req, services.settings)
     checked: list[Checked] = []
     refusals: list[dict[str, Any]] = []

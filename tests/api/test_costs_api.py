@@ -183,7 +183,7 @@ class TestInvalid:
                                                   settings: Settings) -> None:
         response = client.get("/v1/costs", params={"group_by": "color"},
                               headers=key_for(settings, unique("tenant")))
-        problem = assert_problem(response, 422, "validation_error")
+        problem = assert_problem(response, 422, "invalid_input")
         assert problem["field"] == "group_by"
 
     def test_from_after_to_is_invalid_input(self, client: TestClient,

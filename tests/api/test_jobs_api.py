@@ -130,6 +130,15 @@ class TestBadInput:
             problem = assert_problem(post_job(small_client, tenant_key, image=b64(buf.getvalue())),
                                      413, "image_too_large")
             assert problem["limit"] == 2048
+            # and the size it states is the image's own, as JSON and as a multipart file
+            assert problem["bytes"] == len(buf.getvalue())
+            assert f"{len(buf.getvalue())} bytes" in problem["detail"]
+            as_file = small_client.post(
+                "/v1/jobs", headers=auth(tenant_key), data={"operation": "grayscale"},
+                files={"image": ("big.png", buf.getvalue(), "image/png")})
+            problem = assert_problem(as_file, 413, "image_too_large")
+            assert problem["bytes"] == len(buf.getvalue()), problem
+            assert f"{len(buf.getvalue())} bytes" in problem["detail"]
 
     def test_too_many_pixels_is_413_without_decoding(self, client: TestClient,
                                                      tenant_key: str) -> None:
@@ -166,13 +175,25 @@ class TestBadInput:
                                files={"image": (None, "hello"), "operation": (None, "grayscale")})
         assert "https://" in assert_problem(response, 422, "input_refused")["detail"]
 
+    def test_multipart_refuses_an_unknown_field_by_name(self, client: TestClient,
+                                                        tenant_key: str) -> None:
+        # given a form with a mistyped field (as JSON refuses an unknown member)
+        response = client.post("/v1/jobs", headers=auth(tenant_key),
+                               data={"modle": "qwen-edit", "operation": "grayscale"},
+                               files={"image": ("in.png", image_bytes(), "image/png")})
+        # then it is refused by name, and no job runs on the default model
+        problem = assert_problem(response, 422, "invalid_input")
+        assert problem["field"] == "modle" and "modle" in problem["detail"]
+        as_json = post_job(client, tenant_key, modle="qwen-edit")
+        assert assert_problem(as_json, 422, "invalid_input")["field"] == "modle"
+
     def test_wait_above_limit_and_bad_cursor(self, client: TestClient,
                                              tenant_key: str) -> None:
         job = post_job(client, tenant_key).json()
         assert_problem(client.get(f"/v1/jobs/{job['id']}?wait=61", headers=auth(tenant_key)),
                        422, "invalid_input")
         bad = assert_problem(client.get("/v1/jobs?cursor=zzz", headers=auth(tenant_key)),
-                             422, "validation_error")
+                             422, "invalid_input")
         assert bad["field"] == "cursor"
 
 
@@ -336,12 +357,15 @@ class TestReadAndList:
 
 
 class TestMeta:
-    def test_models_lists_the_catalog_with_prices(self, client: TestClient) -> None:
-        models = client.get("/v1/models").json()["data"]
+    def test_models_lists_the_catalog_with_prices(self, client: TestClient,
+                                                  tenant_key: str) -> None:
+        # (every /v1 call takes a key, this one too)
+        assert_problem(client.get("/v1/models"), 401, "unauthorized")
+        models = client.get("/v1/models", headers=auth(tenant_key)).json()["data"]
         local = next(m for m in models if m["id"] == "local-pillow")
         assert local["price_usd"] == "0" and local["pricing"]["rule"] == "flat"
         assert "grayscale" in local["operations"]
-        ranked = client.get("/v1/models?operation=blur").json()["data"]
+        ranked = client.get("/v1/models?operation=blur", headers=auth(tenant_key)).json()["data"]
         assert ranked[0]["rank"] == 1 and ranked[0]["reason"].startswith("cheapest")
 
     def test_health_and_readiness(self, client: TestClient) -> None:

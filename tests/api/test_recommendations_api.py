@@ -66,8 +66,9 @@ def test_recommendations_need_a_key_and_a_known_operation(
                               headers=auth(tenant_key)), 422, "unsupported_operation")
 
 
-def test_models_show_how_their_price_varies(client: TestClient) -> None:
-    models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+def test_models_show_how_their_price_varies(client: TestClient, tenant_key: str) -> None:
+    models = {m["id"]: m for m in client.get("/v1/models",
+                                             headers=auth(tenant_key)).json()["data"]}
     assert models["ideogram-character"]["price_range"] == {
         "min": "0.1", "max": "0.2", "varies_by": "rendering_speed",
         "text": "$0.10 to $0.20 by rendering speed"}

@@ -145,8 +145,28 @@ def test_request_over_stabilitys_10_mib_is_refused_before_any_call(
     assert "10,485,760" in problem["detail"]
 
 
-def test_recommendations_include_stability_operations(client: TestClient) -> None:
-    ranked = client.get("/v1/models?operation=inpaint").json()["data"]
+def test_recommendations_include_stability_operations(client: TestClient,
+                                                     tenant_key: str) -> None:
+    ranked = client.get("/v1/models?operation=inpaint",
+                        headers=auth(tenant_key)).json()["data"]
     assert {m["provider"] for m in ranked} >= {"stability", "wavespeed"}
     assert ranked[0]["id"] == "z-image-turbo-inpaint"  # 0.02 beats Stability's 0.05
     assert any(m["id"] == "stability-inpaint" for m in ranked)
+
+
+@pytest.mark.parametrize(("model", "body", "operation"), [
+    ("stability-inpaint", {"prompt": "a cat", "mask": png()}, "inpaint"),
+    ("stability-erase", {"image": png(mode="RGBA")}, "erase"),
+    ("stability-upscale-fast", {"image": png((512, 512))}, "upscale_fast"),
+])
+def test_a_single_operation_model_needs_no_operation(
+        client: TestClient, tenant_key: str, model: str, body: dict[str, Any],
+        operation: str) -> None:
+    # given a model that serves one operation, named without one
+    answer = submit(client, tenant_key, model=model, **body)
+    # then the job takes the model's only operation
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["operation"] == operation
+    # while a model of many operations, without one, still means a general edit
+    many = submit(client, tenant_key, model="local-pillow")
+    assert "general_edit" in assert_problem(many, 422, "prompt_required")["detail"]
