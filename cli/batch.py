@@ -2,14 +2,13 @@
 
 Both POST /v1/batches, print what was accepted (and which lines or parents were
 not), and with --wait follow the batch with a progress bar until it is completed
-or canceled, then print a summary. Every API or network problem ends the command
-with a readable message and exit status 1, never a traceback.
+or canceled, then print a summary; with --json, the API's answers instead. An API or
+network problem ends the command in one line and exit status 1 (cli/output.py).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,48 +18,34 @@ from typing import Any
 
 import click
 import httpx
-from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
 from cli.client import BATCH_FINISHED, ApiClient, ApiError
+from cli.output import CliError, explain, make_console, print_json, problem_line, say
+from cli.tables import row, table
 
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 POLL_SECONDS = 1.0
 
 
-def make_console() -> Console:
-    # Outside a terminal (CI logs, pipes) rich would squeeze tables into 80 columns.
-    return Console(width=None if sys.stdout.isatty() else 160, highlight=False)
-
-
-def say(console: Console, text: str) -> None:
-    """A plain line: never read as markup, never wrapped (ids and URLs stay whole)."""
-    console.print(text, markup=False, soft_wrap=True)
-
-
 @contextmanager
-def api_calls(console: Console, api_url: str, doing: str) -> Iterator[None]:
-    """API and network problems as one readable line (and the invalid items, if any)."""
+def api_calls(console: Console, doing: str, as_json: bool = False) -> Iterator[None]:
+    """A refused batch lists its invalid lines (a table on stdout) before the one line that
+    says why; every problem's line says what was being done."""
     try:
         yield
     except ApiError as exc:
         problem = exc.problem
-        if isinstance(problem.get("errors"), list) and problem.get("code") == "batch_invalid":
+        if (
+            isinstance(problem.get("errors"), list)
+            and problem.get("code") == "batch_invalid"
+            and not as_json
+        ):
             print_invalid(console, problem["errors"], problem.get("invalid"))
-        code = problem.get("code") or f"HTTP {exc.status}"
-        detail = problem.get("detail") or problem.get("title") or "no detail"
-        raise click.ClickException(f"{doing}: {detail} ({exc.status} {code})") from None
+        raise CliError(f"{doing}: {problem_line(exc.status, problem)}") from None
     except httpx.HTTPError as exc:
-        raise click.ClickException(
-            f"{doing}: cannot reach the API at {api_url} ({type(exc).__name__}: {exc})"
-        ) from None
-    except json.JSONDecodeError:
-        raise click.ClickException(
-            f"{doing}: the answer from {api_url} is not JSON; is EDITQ_API_URL editq's API?"
-        ) from None
+        raise CliError(f"{doing}: {explain(exc)}") from None
 
 
 def parse_defaults(raw: str | None) -> dict[str, Any]:
@@ -71,8 +56,9 @@ def parse_defaults(raw: str | None) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--defaults") from None
     if not isinstance(value, dict):
-        raise click.BadParameter("must be a JSON object, e.g. '{\"operation\": \"grayscale\"}'",
-                                 param_hint="--defaults")
+        raise click.BadParameter(
+            'must be a JSON object, e.g. \'{"operation": "grayscale"}\'', param_hint="--defaults"
+        )
     return value
 
 
@@ -80,78 +66,114 @@ def print_invalid(console: Console, errors: list[dict[str, Any]], count: Any = N
     """The lines (or, reprocessing, the parent jobs) that are not valid jobs."""
     if not errors:
         return
-    shown = f"{len(errors)}" if not count or count == len(errors) else (
-        f"the first {len(errors)} of {count}")
+    shown = (
+        f"{len(errors)}"
+        if not count or count == len(errors)
+        else (f"the first {len(errors)} of {count}")
+    )
     with_jobs = any("job_id" in e for e in errors)
     say(console, f"not valid jobs ({shown}):")
-    table = Table(box=box.SIMPLE)
-    table.add_column("line", justify="right")
-    if with_jobs:
-        table.add_column("job")
-    table.add_column("code")
-    table.add_column("message", overflow="fold")
+    made = table(
+        "line",
+        *(["job"] if with_jobs else []),
+        "code",
+        "message",
+        right=("line",),
+        wrap=("job", "message"),
+    )
     for error in errors:
-        cells = [str(error.get("line", "")), *([str(error.get("job_id", ""))] if with_jobs
-                                                else []),
-                 str(error.get("code", "")), str(error.get("message", ""))]
-        # Text: a message quoting the input is shown as it is, never read as markup.
-        table.add_row(*(Text(c) for c in cells))
-    console.print(table)
+        row(
+            made,
+            error.get("line", ""),
+            *([error.get("job_id", "")] if with_jobs else []),
+            error.get("code", ""),
+            error.get("message", ""),
+        )
+    console.print(made)
 
 
 def print_accepted(console: Console, batch: dict[str, Any]) -> None:
-    say(console, f"batch {batch['id']} accepted: {batch['total']} job(s), estimated "
-                 f"{batch['cost']['estimated_total']} {batch['cost']['currency']} "
-                 f"({batch['status']})")
+    say(
+        console,
+        f"batch {batch['id']} accepted: {batch['total']} job(s), estimated "
+        f"{batch['cost']['estimated_total']} {batch['cost']['currency']} "
+        f"({batch['status']})",
+    )
     print_invalid(console, batch.get("invalid") or [])
 
 
 def print_dry_run(console: Console, answer: dict[str, Any]) -> None:
     say(console, "dry run (nothing was created):")
-    table = Table(box=box.SIMPLE)
-    table.add_column("jobs", justify="right")
-    table.add_column(f"estimated cost ({answer.get('currency', 'USD')})", justify="right")
-    table.add_column("budget ok")
-    table.add_row(str(answer["count"]), str(answer["estimated_cost"]),
-                  "yes" if answer["budget_ok"] else "no")
-    console.print(table)
+    made = table(
+        "jobs", f"estimated cost ({answer.get('currency', 'USD')})", "budget ok", right=("jobs",)
+    )
+    row(made, answer["count"], answer["estimated_cost"], "yes" if answer["budget_ok"] else "no")
+    console.print(made)
     for budget in (answer.get("budget") or {}).get("budgets") or []:
         if not budget.get("ok", True):
-            say(console, f"over the {budget['scope']} budget of {budget['budget']} USD: "
-                         f"{budget['spent']} spent, {budget['in_flight']} in flight, "
-                         f"{budget['remaining']} remaining")
+            say(
+                console,
+                f"over the {budget['scope']} budget of {budget['budget']} USD: "
+                f"{budget['spent']} spent, {budget['in_flight']} in flight, "
+                f"{budget['remaining']} remaining",
+            )
     print_invalid(console, answer.get("invalid") or [])
 
 
-def _detail(batch: dict[str, Any]) -> str:
+def progress_detail(batch: dict[str, Any]) -> str:
+    """How a batch stands, short enough for an 80-column line beside its bar:
+    "7 ok, 1 failed, 2 running | 0.07 of ~0.10 USD"."""
     counts = batch.get("counts") or {}
-    parts = [f"{s} {counts.get(s, 0)}" for s in STATUSES if counts.get(s)]
+    words = {
+        "succeeded": "ok",
+        "failed": "failed",
+        "canceled": "canceled",
+        "running": "running",
+        "queued": "queued",
+    }
+    parts = [f"{counts[s]} {word}" for s, word in words.items() if counts.get(s)]
     if batch["status"] == "expanding":
         parts.insert(0, f"expanding {batch['expanded']}/{batch['total']}")
     cost = batch["cost"]
-    parts.append(f"{cost['so_far']} of ~{cost['estimated_total']} {cost['currency']}")
-    return " | ".join(parts)
+    return (", ".join(parts) or batch["status"]) + (
+        f" | {cost['so_far']} of ~{cost['estimated_total']} {cost['currency']}"
+    )
 
 
-def follow(client: ApiClient, batch: dict[str, Any], console: Console,
-           timeout: float | None, poll_seconds: float = POLL_SECONDS,
-           sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Poll the batch until it is completed or canceled, with a progress bar."""
+def follow(
+    client: ApiClient,
+    batch: dict[str, Any],
+    console: Console,
+    timeout: float | None,
+    poll_seconds: float = POLL_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Poll the batch until it is completed or canceled, with a progress bar (the batch's
+    id is on the line printed above it)."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[detail]}", markup=False), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task(f"batch {batch['id']}", total=batch["total"],
-                                detail=_detail(batch))
+    columns = (
+        BarColumn(bar_width=16),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}", markup=False),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, disable=quiet) as progress:
+        bar = progress.add_task("batch", total=batch["total"], detail=progress_detail(batch))
         while True:
-            progress.update(bar, completed=batch["progress"]["done"],
-                            total=batch["progress"]["total"], detail=_detail(batch))
+            progress.update(
+                bar,
+                completed=batch["progress"]["done"],
+                total=batch["progress"]["total"],
+                detail=progress_detail(batch),
+            )
             if batch["status"] in BATCH_FINISHED:
                 return batch
             if deadline is not None and time.monotonic() > deadline:
-                raise click.ClickException(
+                raise CliError(
                     f"gave up waiting after {timeout:g}s; batch {batch['id']} goes on "
-                    f"(GET /v1/batches/{batch['id']})")
+                    f"(GET /v1/batches/{batch['id']})"
+                )
             sleep(poll_seconds)
             batch = client.get_batch(batch["id"])
 
@@ -159,43 +181,65 @@ def follow(client: ApiClient, batch: dict[str, Any], console: Console,
 def print_summary(console: Console, batch: dict[str, Any]) -> None:
     counts, cost = batch["counts"], batch["cost"]
     say(console, f"batch {batch['id']}: {batch['status']}")
-    table = Table(box=box.SIMPLE, show_footer=True)
-    table.add_column("status", footer="total")
-    table.add_column("jobs", justify="right", footer=str(sum(counts.values())))
+    made = table("status", "jobs", right=("jobs",))
+    made.show_footer = True
+    made.columns[0].footer, made.columns[1].footer = "total", str(sum(counts.values()))
     for status in STATUSES:
-        table.add_row(status, str(counts.get(status, 0)))
-    console.print(table)
-    say(console, f"cost so far: {cost['so_far']} {cost['currency']} "
-                 f"(estimated {cost['estimated_total']} {cost['currency']})")
-    say(console, f"manifest: {batch.get('manifest_url') or '(none yet)'}")
+        row(made, status, counts.get(status, 0))
+    console.print(made)
+    say(
+        console,
+        f"cost so far: {cost['so_far']} {cost['currency']} "
+        f"(estimated {cost['estimated_total']} {cost['currency']})",
+    )
+    say(console, f"manifest: {batch.get('manifest_url') or '(none yet)'}", whole=True)
 
 
-def _wait_and_summarize(client: ApiClient, batch: dict[str, Any], console: Console,
-                        api_url: str, timeout: float | None) -> None:
+def _wait_and_summarize(
+    client: ApiClient, batch: dict[str, Any], console: Console, timeout: float | None, as_json: bool
+) -> None:
     try:
-        with api_calls(console, api_url, f"following batch {batch['id']}"):
-            batch = follow(client, batch, console, timeout)
+        with api_calls(console, f"following batch {batch['id']}"):
+            batch = follow(client, batch, console, timeout, quiet=as_json)
     except KeyboardInterrupt:
-        raise click.ClickException(
+        raise CliError(
             f"stopped waiting; batch {batch['id']} goes on (GET /v1/batches/{batch['id']}, "
-            f"POST /v1/batches/{batch['id']}/cancel)") from None
-    print_summary(console, batch)
+            f"POST /v1/batches/{batch['id']}/cancel)"
+        ) from None
+    if as_json:
+        print_json(batch)
+    else:
+        print_summary(console, batch)
     if batch["status"] != "completed":
-        raise click.ClickException(f"batch {batch['id']} was {batch['status']}")
+        raise CliError(f"batch {batch['id']} was {batch['status']}")
 
 
-def submit_batch(*, path: Path, defaults: str | None, on_error: str, dry_run: bool,
-                 wait: bool, timeout: float | None, api_url: str, api_key: str) -> None:
+def submit_batch(
+    *,
+    path: Path,
+    defaults: str | None,
+    on_error: str,
+    dry_run: bool,
+    wait: bool,
+    timeout: float | None,
+    api_url: str,
+    api_key: str,
+    as_json: bool = False,
+) -> None:
     """`editq batch submit`: upload a JSONL file of job requests as one batch."""
     fields = parse_defaults(defaults)
     console = make_console()
     client = ApiClient(api_url, api_key, timeout=300)
-    with api_calls(console, api_url, f"submitting {path.name}"):
-        answer = client.submit_batch(with_files(client, path), defaults=fields,
-                                     on_error=on_error,
-                                     dry_run=dry_run, filename=path.name,
-                                     idempotency_key=_invocation_key())
-    _follow(client, answer, console, api_url, dry_run=dry_run, wait=wait, timeout=timeout)
+    with api_calls(console, f"submitting {path.name}", as_json):
+        answer = client.submit_batch(
+            with_files(client, path),
+            defaults=fields,
+            on_error=on_error,
+            dry_run=dry_run,
+            filename=path.name,
+            idempotency_key=_invocation_key(),
+        )
+    _follow(client, answer, console, dry_run=dry_run, wait=wait, timeout=timeout, as_json=as_json)
 
 
 def with_files(client: ApiClient, path: Path) -> bytes:
@@ -229,20 +273,43 @@ def _invocation_key() -> str:
     return f"cli-{uuid.uuid4().hex}"
 
 
-def _follow(client: ApiClient, answer: dict[str, Any], console: Console, api_url: str, *,
-            dry_run: bool, wait: bool, timeout: float | None) -> None:
-    """What both commands do with the API's answer: show it, and follow the batch."""
-    if dry_run:
+def _follow(
+    client: ApiClient,
+    answer: dict[str, Any],
+    console: Console,
+    *,
+    dry_run: bool,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """What both commands do with the API's answer: show it, and follow the batch. With
+    --json: the answer, or with --wait only the finished batch."""
+    follows = wait and not dry_run
+    if as_json and not follows:
+        print_json(answer)
+    elif dry_run:
         print_dry_run(console, answer)
-        return
-    print_accepted(console, answer)
-    if wait:
-        _wait_and_summarize(client, answer, console, api_url, timeout)
+    elif not as_json:
+        print_accepted(console, answer)
+    if follows:
+        _wait_and_summarize(client, answer, console, timeout, as_json)
 
 
-def reprocess(*, model: str, to_model: str, since: str | None, prompt: str | None,
-              on_error: str, dry_run: bool, wait: bool, timeout: float | None,
-              api_url: str, api_key: str) -> None:
+def reprocess(
+    *,
+    model: str,
+    to_model: str,
+    since: str | None,
+    prompt: str | None,
+    on_error: str,
+    dry_run: bool,
+    wait: bool,
+    timeout: float | None,
+    api_url: str,
+    api_key: str,
+    as_json: bool = False,
+) -> None:
     """`editq reprocess`: run a model's stored jobs again on another model."""
     filters: dict[str, Any] = {"model": model}
     if since:
@@ -250,10 +317,13 @@ def reprocess(*, model: str, to_model: str, since: str | None, prompt: str | Non
     override: dict[str, Any] = {"model": to_model}
     if prompt is not None:
         override["prompt"] = prompt
-    body = {"reprocess": {"filter": filters, "override": override}, "on_error": on_error,
-            "dry_run": dry_run}
+    body = {
+        "reprocess": {"filter": filters, "override": override},
+        "on_error": on_error,
+        "dry_run": dry_run,
+    }
     console = make_console()
     client = ApiClient(api_url, api_key, timeout=300)
-    with api_calls(console, api_url, f"reprocessing {model} on {to_model}"):
+    with api_calls(console, f"reprocessing {model} on {to_model}", as_json):
         answer = client.create_batch(body, idempotency_key=_invocation_key())
-    _follow(client, answer, console, api_url, dry_run=dry_run, wait=wait, timeout=timeout)
+    _follow(client, answer, console, dry_run=dry_run, wait=wait, timeout=timeout, as_json=as_json)

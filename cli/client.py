@@ -69,7 +69,7 @@ class ApiClient:
         return base64.b64encode(image).decode()
 
     def submit(self, image: bytes | str | list[bytes | str], *, prompt: str | None = None,
-               operation: str = "general_edit", model: str | None = None,
+               operation: str | None = None, model: str | None = None,
                options: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
                mask: bytes | str | None = None, negative_prompt: str | None = None,
                idempotency_key: str | None = None,
@@ -78,9 +78,9 @@ class ApiClient:
                retention: dict[str, float] | None = None) -> dict[str, Any]:
         """Submit one image, or a list of images (sent as `images[]`): each the file's
         bytes, an https:// URL or an upload id. `retention`: {"inputs_days": n,
-        "outputs_days": n}, how long its images are kept after it ends."""
-        body: dict[str, Any] = {"operation": operation, "options": options or {},
-                                "metadata": metadata or {}}
+        "outputs_days": n}, how long its images are kept after it ends. Without an
+        `operation`, the model's only one, else general_edit."""
+        body: dict[str, Any] = {"options": options or {}, "metadata": metadata or {}}
         if isinstance(image, list):
             body["images"] = [self.image_field(i) for i in image]
         else:
@@ -88,6 +88,7 @@ class ApiClient:
         if mask is not None:
             body["mask"] = self.image_field(mask)
         optional = {"negative_prompt": negative_prompt, "prompt": prompt, "model": model,
+                    "operation": operation,
                     "deadline_seconds": deadline_seconds, "webhook_url": webhook_url,
                     "webhook_events": webhook_events, "retention": retention}
         body.update({name: value for name, value in optional.items() if value is not None})
@@ -97,14 +98,14 @@ class ApiClient:
     # Comparisons
 
     def compare(self, image: bytes | str, models: list[str], *, prompt: str | None = None,
-                operation: str = "general_edit", options: dict[str, Any] | None = None,
-                metadata: dict[str, Any] | None = None,
-                idempotency_key: str | None = None) -> dict[str, Any]:
+                operation: str | None = None, options: dict[str, Any] | None = None,
+                metadata: dict[str, Any] | None = None, idempotency_key: str | None = None,
+                mask: bytes | str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"image": self.image_field(image), "models": models,
-                                "operation": operation, "options": options or {},
-                                "metadata": metadata or {}}
-        if prompt is not None:
-            body["prompt"] = prompt
+                                "options": options or {}, "metadata": metadata or {}}
+        optional = {"prompt": prompt, "operation": operation,
+                    "mask": None if mask is None else self.image_field(mask)}
+        body.update({name: value for name, value in optional.items() if value is not None})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._check(self.http.post("/v1/comparisons", json=body, headers=headers))
 
@@ -125,11 +126,19 @@ class ApiClient:
             job = self.get(job_id, wait=int(min(30, max(1, deadline - time.monotonic()))))
         return job
 
-    def save_outputs(self, job: dict[str, Any], out_dir: Path) -> list[Path]:
+    def models(self, operation: str | None = None) -> dict[str, Any]:
+        params = {"operation": operation} if operation else {}
+        return self._check(self.http.get("/v1/models", params=params))
+
+    def save_outputs(self, job: dict[str, Any], out_dir: Path,
+                     stem: str | None = None) -> list[Path]:
+        """Each output as `<stem>.<ext>` (then -1, -2...), the stem the job's id unless
+        given."""
         paths = []
         for index, output in enumerate(job["outputs"]):
             data = httpx.get(output["url"], timeout=60).raise_for_status().content
-            path = out_dir / f"{job['id']}-{index}.{_EXT.get(output['content_type'], 'bin')}"
+            name = f"{stem or job['id']}" + (f"-{index}" if index or not stem else "")
+            path = out_dir / f"{name}.{_EXT.get(output['content_type'], 'bin')}"
             path.write_bytes(data)
             paths.append(path)
         return paths

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ import httpx
 from PIL import Image, ImageDraw, PngImagePlugin
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from cli.client import ApiClient
+from cli.output import print_json, say
+from cli.tables import row, table
 
 TILE = 320  # each output is fitted into a TILE x TILE square
 LABEL = 54  # the band under it holds three lines of text
@@ -30,9 +32,11 @@ BACKGROUND = (255, 255, 255)
 def _tile_labels(result: dict[str, Any]) -> list[str]:
     cost = result["cost"]["actual"] or result["cost"]["estimated"]
     seconds = result["run_seconds"]
-    return [result["model"], f"{cost} {result['cost']['currency']}"
-            f"{'' if result['cost']['actual'] else ' (estimated)'}",
-            f"{seconds:.1f} s" if seconds is not None else result["status"]]
+    return [
+        result["model"],
+        f"{cost} {result['cost']['currency']}{'' if result['cost']['actual'] else ' (estimated)'}",
+        f"{seconds:.1f} s" if seconds is not None else result["status"],
+    ]
 
 
 def contact_sheet(results: list[dict[str, Any]], images: dict[str, bytes]) -> bytes:
@@ -54,8 +58,16 @@ def contact_sheet(results: list[dict[str, Any]], images: dict[str, bytes]) -> by
         labels = _tile_labels(result)
         for line, text in enumerate(labels):
             draw.text((left + 4, GAP + TILE + 4 + line * 16), text, fill=(20, 20, 20))
-        tiles.append({"model": result["model"], "left": left, "top": GAP, "size": TILE,
-                      "labels": labels, "has_output": data is not None})
+        tiles.append(
+            {
+                "model": result["model"],
+                "left": left,
+                "top": GAP,
+                "size": TILE,
+                "labels": labels,
+                "has_output": data is not None,
+            }
+        )
     info = PngImagePlugin.PngInfo()
     info.add_text("editq:tiles", json.dumps(tiles))
     buf = io.BytesIO()
@@ -63,30 +75,58 @@ def contact_sheet(results: list[dict[str, Any]], images: dict[str, bytes]) -> by
     return buf.getvalue()
 
 
-def run_compare(client: ApiClient, photo: Path, models: list[str], *, prompt: str | None,
-                operation: str, options: dict[str, Any], out_dir: Path, timeout: float,
-                console: Console) -> int:
-    comparison = client.compare(photo.read_bytes(), models, prompt=prompt, operation=operation,
-                                options=options)
-    console.print(f"comparison {comparison['id']}: {len(models)} models, estimated "
-                  f"{comparison['estimated_total']} USD")
+def run_compare(
+    client: ApiClient,
+    photo: Path,
+    models: list[str],
+    *,
+    prompt: str | None,
+    operation: str | None,
+    options: dict[str, Any],
+    out_dir: Path,
+    timeout: float,
+    console: Console,
+    mask: bytes | None = None,
+    as_json: bool = False,
+) -> int:
+    """Exit status 0 when every model succeeded, else 1. With `as_json`, the comparison as
+    the API answers it (plus `saved` files and the `contact_sheet`) is all it prints."""
+    comparison = client.compare(
+        photo.read_bytes(), models, prompt=prompt, operation=operation, options=options, mask=mask
+    )
+    if not as_json:
+        say(
+            console,
+            f"comparison {comparison['id']}: {len(models)} models, estimated "
+            f"{comparison['estimated_total']} USD",
+        )
     deadline = time.monotonic() + timeout
-    with Progress(TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  console=console) as progress:
-        bar = progress.add_task("running", total=len(models))
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=20),
+        TextColumn("{task.fields[detail]}", markup=False),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json,
+    ) as progress:
+        bar = progress.add_task(
+            "models done", total=len(models), detail=_progress(comparison["results"])
+        )
         while comparison["status"] != "completed" and time.monotonic() < deadline:
             time.sleep(0.5)
             comparison = client.get_comparison(comparison["id"])
-            progress.update(bar, completed=sum(r["status"] in ("succeeded", "failed", "canceled")
-                                               for r in comparison["results"]))
+            progress.update(
+                bar,
+                completed=sum(
+                    r["status"] in ("succeeded", "failed", "canceled")
+                    for r in comparison["results"]
+                ),
+                detail=_progress(comparison["results"]),
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     images: dict[str, bytes] = {}
-    table = Table(title=f"comparison {comparison['id']}")
-    for column in ("model", "status", "cost (USD)", "queued s", "run s", "output"):
-        table.add_column(column)
+    saved: dict[str, str] = {}
     for result in comparison["results"]:
-        saved = "-"
         if result["outputs"]:
             output = result["outputs"][0]
             data = httpx.get(output["url"], timeout=60).raise_for_status().content
@@ -94,18 +134,54 @@ def run_compare(client: ApiClient, photo: Path, models: list[str], *, prompt: st
             path = out_dir / f"{result['model']}.{ext}"
             path.write_bytes(data)
             images[result["model"]] = data
-            saved = str(path)
-        table.add_row(result["model"], result["status"],
-                      result["cost"]["actual"] or f"~{result['cost']['estimated']}",
-                      _num(result["queue_seconds"]), _num(result["run_seconds"]), saved)
+            saved[result["model"]] = path.name
     sheet = out_dir / "contact-sheet.png"
     sheet.write_bytes(contact_sheet(comparison["results"], images))
-    console.print(table)
-    console.print(f"contact sheet: {sheet}")
-    if comparison["status"] != "completed":
-        console.print(f"[red]not finished after {timeout:.0f} s[/]")
+    finished = comparison["status"] == "completed"
+    if as_json:
+        print_json(
+            {
+                **comparison,
+                "saved": {m: str(out_dir / n) for m, n in saved.items()},
+                "contact_sheet": str(sheet),
+            }
+        )
+    else:
+        made = table(
+            "model",
+            "status",
+            "USD",
+            "queued s",
+            "run s",
+            "output",
+            title=f"comparison {comparison['id']}",
+            right=("USD", "queued s", "run s"),
+            wrap=("output",),
+        )
+        for result in comparison["results"]:
+            row(
+                made,
+                result["model"],
+                result["status"],
+                result["cost"]["actual"] or f"~{result['cost']['estimated']}",
+                _num(result["queue_seconds"]),
+                _num(result["run_seconds"]),
+                saved.get(result["model"], "-"),
+            )
+        console.print(made)
+        say(console, f"outputs and contact sheet in {out_dir}{os.sep}", whole=True)
+        if not finished:
+            say(console, f"not finished after {timeout:.0f} s")
+    if not finished:
         return 1
     return 0 if all(r["status"] == "succeeded" for r in comparison["results"]) else 1
+
+
+def _progress(results: list[dict[str, Any]]) -> str:
+    """How the models stand, in a few words: "2 succeeded, 1 running"."""
+    order = ("succeeded", "failed", "canceled", "running", "queued")
+    counts = {s: sum(r["status"] == s for r in results) for s in order}
+    return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
 
 def _num(value: float | None) -> str:

@@ -6,11 +6,15 @@ first characters (`prefix`), never in full: only its SHA-256 is stored.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 from sqlalchemy import select
 
 from cli.database import load_settings, require_database
 from shared.models import ApiKey, Tenant
+
+SHOWN_ID = 12
 
 
 @click.group()
@@ -99,12 +103,9 @@ def keys_create(tenant: str, admin: bool, budget: str | None, model_budgets: tup
 @click.option("--all", "show_all", is_flag=True, help="revoked keys too")
 def keys_list(tenant: str | None, show_all: bool) -> None:
     """Every key: id, prefix, tenant, admin, created, last used, revoked; never the key."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
+    from cli.output import make_console
+    from cli.tables import row, table
     from shared.db import session_scope
-    from shared.formats import iso
 
     settings = load_settings()
     require_database(settings)
@@ -116,29 +117,38 @@ def keys_list(tenant: str | None, show_all: bool) -> None:
         if not show_all:
             query = query.where(ApiKey.revoked_at.is_(None))
         rows = session.execute(query).all()
-    table = Table(box=box.SIMPLE)
-    for column in ("id", "prefix", "tenant", "admin", "created", "last used", "revoked"):
-        table.add_column(column)
+    # An id's first 12 characters name it (`keys revoke` takes any unique start of one).
+    made = table("id", "prefix", "tenant", "admin", "created", "last used",
+                 *(["revoked"] if show_all else []), wrap=("tenant", "last used", "revoked"))
     for key, name in rows:
-        table.add_row(key.id, key.prefix + "...", name, "yes" if key.is_admin else "",
-                      iso(key.created_at), iso(key.last_used_at) or "never",
-                      iso(key.revoked_at) or "")
-    Console(width=200).print(table)
+        row(made, key.id[:SHOWN_ID], key.prefix + "...", name, "yes" if key.is_admin else "",
+            _day(key.created_at), _day(key.last_used_at) or "never",
+            *([_day(key.revoked_at)] if show_all else []))
+    make_console().print(made)
     click.echo(f"{len(rows)} key(s)")
 
 
 @keys.command("revoke")
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
-    """Revoke the key with this id (from `editq keys list`): it is refused from now on."""
+    """Revoke the key whose id is or starts with KEY_ID (from `editq keys list`): it is
+    refused from now on."""
     from shared.db import session_scope, utcnow
 
+    if len(key_id) < 8:
+        raise click.BadParameter("give at least the first 8 characters of the id",
+                                 param_hint="KEY_ID")
     settings = load_settings()
     require_database(settings)
     with session_scope(settings.database_url) as session:
-        key = session.get(ApiKey, key_id)
-        if key is None:
-            raise click.ClickException(f"no key with id {key_id!r} (see `editq keys list`)")
+        found = session.scalars(select(ApiKey).where(
+            ApiKey.id.startswith(key_id, autoescape=True)).limit(2)).all()
+        if len(found) != 1:
+            raise click.ClickException(
+                f"{'no key' if not found else 'more than one key'} with an id starting "
+                f"{key_id!r} (see `editq keys list`)")
+        key = found[0]
+        key_id = key.id
         if key.revoked_at is None:
             key.revoked_at = utcnow()
             session.commit()
@@ -164,3 +174,8 @@ def _keep_seconds(given: str, which: str) -> int | None:
         raise click.BadParameter(f"{given!r} is not a number of days (0 to {MAX_DAYS}), "
                                  "\"forever\" or \"default\"", param_hint=f"--keep-{which}-days")
     return round(days * DAY)
+
+
+def _day(value: datetime | None) -> str:
+    """A time to the minute, UTC: enough to tell keys apart, short enough for 80 columns."""
+    return value.strftime("%Y-%m-%d %H:%M") if value else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -106,9 +107,11 @@ def parse_usd(text: str, what: str = "an amount") -> Decimal:
 
 
 def set_limits(session: Session, tenant: Tenant, *, monthly_budget: Decimal | None = None,
-               clear_budget: bool = False, model_budgets: dict[str, Decimal] | None = None,
+               clear_budget: bool = False,
+               model_budgets: Mapping[str, Decimal | None] | None = None,
                plan: str | None = None) -> None:
-    """Change what a tenant may spend or submit; whatever is not given stays as it was."""
+    """Change what a tenant may spend or submit; whatever is not given stays as it was (a
+    model's budget of None removes it)."""
     if clear_budget:
         tenant.monthly_budget = None
     elif monthly_budget is not None:
@@ -118,5 +121,6 @@ def set_limits(session: Session, tenant: Tenant, *, monthly_budget: Decimal | No
     for model, budget in (model_budgets or {}).items():
         session.execute(delete(ModelBudget).where(ModelBudget.tenant_id == tenant.id,
                                                   ModelBudget.model == model))
-        session.add(ModelBudget(tenant_id=tenant.id, model=model, monthly_budget=budget))
+        if budget is not None:
+            session.add(ModelBudget(tenant_id=tenant.id, model=model, monthly_budget=budget))
     session.flush()

@@ -9,7 +9,6 @@ restarts (nothing is counted in memory).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -22,7 +21,6 @@ from api.deps import PrincipalDep, SettingsDep, WorkDep
 from api.schemas import BudgetOut, CostReportOut
 from shared.db import session_scope
 from shared.errors import Forbidden
-from shared.formats import money
 from shared.money import budgets
 from shared.money.reports import (
     FINISHED_STATUSES,
@@ -32,6 +30,7 @@ from shared.money.reports import (
     cost_report,
     jobs_by_model,
     report_range,
+    report_view,
     spend_by_model,
     tenant_id_for,
     to_csv,
@@ -43,10 +42,6 @@ router = APIRouter()
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
 def _wants_csv(accept: str | None) -> bool:
     media_types = (part.split(";", 1)[0].strip().lower() for part in (accept or "").split(","))
     return "text/csv" in media_types
@@ -54,18 +49,6 @@ def _wants_csv(accept: str | None) -> bool:
 
 GroupBy = Literal["model", "provider", "operation", "day", "tenant"]
 assert set(get_args(GroupBy)) == set(GROUP_BY)  # the one list: shared.reports.GROUP_BY
-
-
-def report_view(report: CostReport) -> dict[str, Any]:
-    return {
-        "rows": [{report.group_by: row.key, "jobs": row.jobs, "amount": money(row.amount)}
-                 for row in report.rows],
-        "total": money(report.total),
-        "currency": report.currency,
-        "group_by": report.group_by,
-        "from": _iso(report.start),
-        "to": _iso(report.end),
-    }
 
 
 @router.get("/v1/costs", tags=["costs"], response_model=None,

@@ -27,7 +27,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from shared.db import utcnow
 from shared.errors import InvalidInput, NotFound
-from shared.formats import as_utc, money, parse_instant
+from shared.formats import as_utc, iso, money, parse_instant
 from shared.jobs.states import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED
 from shared.models import Charge, Job, Tenant
 
@@ -139,6 +139,21 @@ def _key_text(value: Any) -> str:
 def _decimal(value: Any) -> Decimal:
     """SUM answers NULL over no rows; the Money type has already made the rest Decimal."""
     return Decimal(0) if value is None else Decimal(value)
+
+
+def report_view(report: CostReport) -> dict[str, Any]:
+    """The report as GET /v1/costs answers it (and `editq costs --json` prints it)."""
+    return {
+        "rows": [
+            {report.group_by: row.key, "jobs": row.jobs, "amount": money(row.amount)}
+            for row in report.rows
+        ],
+        "total": money(report.total),
+        "currency": report.currency,
+        "group_by": report.group_by,
+        "from": iso(report.start),
+        "to": iso(report.end),
+    }
 
 
 def to_csv(report: CostReport) -> str:

@@ -72,10 +72,21 @@ def _check_models(models: list[str]) -> None:
         raise InvalidInput("each model may be named once", field="models")
 
 
+def _common_operation(services: Services, models: list[str]) -> str:
+    """Without an operation: the one every model serves, when they all serve only it (two
+    inpainting models), else general_edit."""
+    try:
+        served = {tuple(services.catalog.get(m).operations) for m in models}
+    except EditqError:
+        return "general_edit"  # (an unknown model is refused by name below)
+    only = served.pop() if len(served) == 1 else ()
+    return only[0] if len(only) == 1 else "general_edit"
+
+
 def check_all(req: EditRequest, services: Services, models: list[str]) -> list[Checked]:
     """Every model's checks, on images inspected once; refuse with every model's reason."""
     _check_models(models)
-    req.operation = req.operation or "general_edit"
+    req.operation = req.operation or _common_operation(services, models)
     images, mask = check_sizes(req, services.settings)
     checked: list[Checked] = []
     refusals: list[dict[str, Any]] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -30,9 +31,18 @@ EDITQ = [sys.executable, "-m", "cli.main"]
 
 def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 60,
         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`editq ARGS` as a user runs it, in an 80-column terminal's width (COLUMNS=80)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("EDITQ_")}
-    return subprocess.run(EDITQ + args, env={**clean, **(env or {})}, capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(EDITQ + args, env={**clean, "COLUMNS": "80", **(env or {})},
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def overflowing(output: str, columns: int = 80) -> list[str]:
+    """The lines wider than `columns`, but for one whole value to copy (a path, URL or key
+    longer than the rest of its line), which the CLI never breaks: the terminal wraps it."""
+    return [line for line in output.splitlines()
+            if len(line) > columns
+            and len(line) - max(len(word) for word in line.split()) > columns // 2]
 
 
 def test_db_upgrade_creates_the_schema_at_head(tmp_path: Path) -> None:
@@ -175,20 +185,29 @@ def test_demo_runs_every_sample_and_leaves_no_process(tmp_path: Path) -> None:
     result = run(["demo", "--workdir", str(workdir), "--out", str(out)], timeout=100)
     # then it finished, with every sample edited and saved, Stability's among them
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows = [line.split() for line in result.stdout.splitlines() if "job_" in line]
-    assert len(rows) == 13 and all("succeeded" in row for row in rows), result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if "succeeded" in line.split()
+            and line.split()[-1].endswith((".png", ".jpg", ".webp"))]
+    assert len(rows) == 13 + 3, result.stdout  # 13 samples, 3 compared models
     assert {"stability-remove-background", "stability-upscale-fast"} <= {
         word for row in rows for word in row}
-    saved = sorted(p for p in out.iterdir() if p.is_file())
-    assert len(saved) == 13
+    # and its files in a folder of this run's own, each output named by its sample
+    [run_folder] = list(out.iterdir())
+    assert re.fullmatch(r"run-\d{8}-\d{6}", run_folder.name)
+    summary = json.loads((run_folder / "summary.json").read_text())
+    saved = sorted(p for p in run_folder.iterdir() if p.suffix in (".png", ".jpg", ".webp"))
+    assert len(saved) == 13 == len(summary)
+    assert {p.name for p in saved} == {name for job in summary for name in job["files"]}
+    assert all(job["job"].startswith("job_") for job in summary)
     for path in saved:
         Image.open(path).verify()
     # and a comparison among its results, with its contact sheet
-    compared = sorted(p.name for p in (out / "comparison").iterdir())
+    compared = sorted(p.name for p in (run_folder / "comparison").iterdir())
     assert "contact-sheet.png" in compared and len(compared) == 4
+    # and every line fits an 80-column terminal, but for whole paths and URLs
+    assert overflowing(result.stdout) == [], result.stdout
     # and a finished batch and a delivered, signed webhook
     assert re.search(r"batch bat_\w+: completed, 3 of 3 succeeded", result.stdout)
-    assert re.search(r"webhook: job.succeeded delivered to \S+, signature verified",
+    assert re.search(r"webhook: job.succeeded delivered to the receiver, signature verified",
                      result.stdout)
     # and nothing it started is still alive
     assert leftover_processes(workdir) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner, Result
 
@@ -61,6 +63,15 @@ def test_csv_prints_the_same_report(database_url: str, seeded: Seeded) -> None:
     assert result.output == ("day,jobs,amount,currency\n"
                              f"{seeded.day1.date().isoformat()},2,0.261,USD\n"
                              f"{seeded.day2.date().isoformat()},2,0.45,USD\n")
+
+
+def test_json_prints_what_get_v1_costs_answers(database_url: str, seeded: Seeded) -> None:
+    result = costs(database_url, "--tenant", seeded.mine.name, "--json", *window(seeded))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["total"] == "0.711" and report["group_by"] == "model"
+    assert {(r["model"], r["jobs"], r["amount"]) for r in report["rows"]} == {
+        ("st-b", 1, "0.4"), ("ws-a", 2, "0.311")}
 
 
 def test_bad_arguments_are_refused_with_a_reason(database_url: str) -> None:

@@ -3,6 +3,7 @@ there is no database, run as a user runs them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,7 @@ def test_existing_refuses_to_make_a_tenant(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [["keys", "list"], ["keys", "create", "--tenant", "a"],
-                                     ["keys", "revoke", "x"], ["costs"],
+                                     ["keys", "revoke", "0123456789ab"], ["costs"],
                                      ["reaper", "--once"]])
 def test_a_missing_database_is_said_in_one_line_and_no_file_is_left(
         tmp_path: Path, command: list[str]) -> None:
@@ -107,3 +108,31 @@ def test_a_tenants_retention_is_set_with_its_key_and_its_jobs_keep_to_it(
     bad = run(["keys", "create", "--tenant", "keeper", "--keep-outputs-days", "a week"],
               {"EDITQ_DATABASE_URL": url})
     assert bad.returncode != 0 and "--keep-outputs-days" in bad.stderr
+
+
+def test_budget_set_and_show_change_what_the_tenant_may_spend(tmp_path: Path) -> None:
+    # given a tenant with no budget
+    url = f"sqlite:///{tmp_path / 'budget.db'}"
+    env = {"EDITQ_DATABASE_URL": url}
+    upgrade(url)
+    create(env, "--tenant", "acme")
+    # when its budget and one model's are set
+    assert run(["budget", "set", "acme", "25.5"], env).stdout.strip() == (
+        "acme's monthly budget: 25.5 USD")
+    assert run(["budget", "set", "acme", "3", "--model", "qwen-edit"], env).returncode == 0
+    # then `budget show` answers them as GET /v1/budget would, nothing spent yet
+    shown = json.loads(run(["budget", "show", "acme", "--json"], env).stdout)
+    assert [(b["scope"], b["budget"], b["remaining"]) for b in shown["budgets"]] == [
+        ("tenant", "25.5", "25.5"), ("model:qwen-edit", "3", "3")]
+    table = run(["budget", "show", "acme"], env)
+    assert table.returncode == 0 and "qwen-edit" in table.stdout
+    # when the model's budget is removed and a bad amount or model is given
+    assert run(["budget", "set", "acme", "none", "--model", "qwen-edit"], env).returncode == 0
+    shown = json.loads(run(["budget", "show", "acme", "--json"], env).stdout)
+    assert [b["scope"] for b in shown["budgets"]] == ["tenant"]
+    bad = run(["budget", "set", "acme", "-1"], env)
+    unknown = run(["budget", "set", "acme", "1", "--model", "nope"], env)
+    # then each mistake is refused in words, and nothing changed
+    assert bad.returncode == 2 and "USD" in bad.stderr
+    assert unknown.returncode == 2 and "nope" in unknown.stderr
+    assert run(["budget", "show", "nobody"], env).returncode == 1
