@@ -123,11 +123,11 @@ def test_the_console_end_to_end(steps: Steps, live: Live) -> None:
     # every model, grouped by tier
     tiers = page.eval_on_selector_all("section.tier", "els => els.map(e => e.dataset.tier)")
     assert tiers == ["budget", "mid", "premium", "variable", "specialized"]
-    assert page.locator("article.model-card").count() == 25
+    assert page.locator(".model-card").count() == 25
     steps.shot("models")
 
     # when a premium model is picked, its price range and a live quote show
-    page.click("section[data-tier=premium] article[data-model='ideogram-character']")
+    page.click("section[data-tier=premium] .model-card[data-model='ideogram-character']")
     page.wait_for_selector("#model-quote:has-text('Quote: $0.15')", timeout=WAIT)
     assert page.inner_text("#model-price") == "Price: $0.10 to $0.20 by rendering speed"
     # and choosing another option re-quotes
@@ -198,9 +198,21 @@ def test_the_console_end_to_end(steps: Steps, live: Live) -> None:
     charged = {r["model"]: r["amount"] for r in report["rows"]}
     assert set(charged) == {"qwen-edit", "seededit-v3", "flux-kontext-pro", "local-pillow"}
     drawn = page.eval_on_selector_all(
-        "#chart-models rect.bar-rect", "els => els.map(e => [e.dataset.key, e.dataset.amount])")
+        "#chart-models li", "els => els.map(e => [e.dataset.key, e.dataset.amount])")
     assert dict(drawn) == charged
-    assert page.locator("#chart-days rect.bar-rect").count() == 1
+    assert page.locator("#chart-days li").count() == 1
+    # and its text is as large as the page's at every width (an SVG scaled to a phone made
+    # it 6 px)
+    sizes = page.eval_on_selector_all(
+        "#chart-models li span", "els => els.map(e => parseFloat(getComputedStyle(e).fontSize))")
+    assert min(sizes) >= 12
+    # and a range of days before any charge shows none
+    page.fill("#cost-from", "2020-01-01")
+    page.fill("#cost-to", "2020-01-31")
+    page.click("#cost-range button[type=submit]")
+    page.wait_for_selector("#costs-total:has-text('2020-01-01 to 2020-01-31: $0 charged')",
+                           timeout=WAIT)
+    assert page.locator("#chart-models li").count() == 0
     steps.shot("costs")
 
     # the jobs view lists them, filters by model, and shows a job's timeline
@@ -209,9 +221,23 @@ def test_the_console_end_to_end(steps: Steps, live: Live) -> None:
     page.click("#job-filters button[type=submit]")
     page.wait_for_function(
         "document.querySelectorAll('#jobs-table tbody tr').length === 1", timeout=WAIT)
-    page.click("#jobs-table tbody tr")
+    page.click("#jobs-table tbody tr button.open-job")
     page.wait_for_selector("#job-detail .timeline li", timeout=WAIT)
-    assert "succeeded" in page.inner_text("#job-detail .timeline")
+    # then the timeline says what happened in words, each event a line timed from the first
+    lines = page.eval_on_selector_all("#job-detail .timeline li",
+                                      "els => els.map(e => e.innerText)")
+    assert lines[0].startswith("+0.00 s Accepted and queued for seededit-v3"), lines
+    assert lines[-1].split(" s ", 1)[1] == "Succeeded with 1 output", lines
+    detail = page.inner_text("#job-detail")
+    assert "null" not in detail and "{" not in detail and "->" not in detail
+    # and each output has a download link to its own image
+    link = page.get_attribute("#job-detail a.download", "href")
+    assert link == page.get_attribute("#job-detail img.output", "src")
+    # and the detail is where the user looks, and holds the focus
+    assert in_viewport(page, "#job-detail h3")
+    assert page.evaluate("document.getElementById('job-detail').contains(document.activeElement)")
+    # and nothing on the page scrolls sideways, at 390 px as at 1280
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     steps.shot("jobs")
 
     # the batches view shows a batch's progress
@@ -237,6 +263,52 @@ def test_the_console_end_to_end(steps: Steps, live: Live) -> None:
     steps.shot("over-budget")
     assert httpx.get(f"{live.api_url}/console/js/app.js").status_code == 200
 
+
+
+def test_a_mask_is_quoted_and_compared(browser: Any, live: Live) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    steps = Steps(context.new_page(), live, 1280)
+    page = steps.page
+    try:
+        steps.sign_in(key_for(live, f"console-mask-{uuid.uuid4().hex[:6]}"))
+        # given the edit view on a model that needs a mask, its quote says so
+        steps.open("edit")
+        page.select_option("#operation", "inpaint")
+        page.select_option("#model", "z-image-turbo-inpaint")
+        steps.upload("#image")
+        page.fill("#prompt", "a red balloon")
+        page.wait_for_selector("#edit-quote:has-text('mask')", timeout=WAIT)
+        assert not page.inner_text("#edit-quote").startswith("Quote:")
+        # when a mask is chosen, then the quote is made again, with it
+        steps.upload("#mask")
+        page.wait_for_selector("#edit-quote:has-text('Quote: $')", timeout=WAIT)
+        assert "one price per image" in page.inner_text("#edit-quote")  # not `flat`
+
+        # when compare opens, it keeps an operation of its own, not the edit view's
+        steps.open("compare")
+        assert page.input_value("#cmp-operation") == "general_edit"
+        # and two inpainting models, one of which needs a mask, compare with one
+        page.select_option("#cmp-operation", "inpaint")
+        assert page.is_visible("#cmp-mask")
+        steps.upload("#cmp-image")
+        steps.upload("#cmp-mask")
+        page.fill("#cmp-prompt", "a red balloon")
+        for model in ("z-image-turbo-inpaint", "stability-inpaint"):
+            page.check(f"#cmp-models input[value='{model}']")
+        page.click("#run-compare")
+        page.wait_for_selector("#comparison[data-status=completed]", timeout=WAIT)
+        assert page.locator("#comparison article[data-status=succeeded]").count() == 2
+        steps.shot("compare-with-mask")
+        # and going back to edit finds its own operation as it was left
+        steps.open("edit")
+        assert page.input_value("#operation") == "inpaint"
+    finally:
+        context.close()
+
+
+def in_viewport(page: Any, selector: str) -> bool:
+    return bool(page.eval_on_selector(selector, """e => { const r = e.getBoundingClientRect();
+        return r.top >= 0 && r.bottom <= window.innerHeight; }"""))
 
 
 def test_every_problem_is_shown_in_words(browser: Any, live: Live) -> None:

@@ -44,6 +44,12 @@ export async function api(path, { method = "GET", json, form, query } = {}) {
   const data = type.includes("json") ? await response.json() : await response.text();
   if (!response.ok) {
     const problem = typeof data === "object" ? data : { detail: String(data) };
+    // A key refused mid-session (revoked, or the tenant erased): nothing it showed may stay
+    // on screen, so the shell signs out and asks for a key again.
+    if (response.status === 401 && key) {
+      session.signOut();
+      window.dispatchEvent(new CustomEvent("editq:signed-out", { detail: problem }));
+    }
     throw new ApiError(response.status, problem, response.headers.get("Retry-After"));
   }
   return data;
@@ -54,7 +60,7 @@ export function describe(error) {
   if (!(error instanceof ApiError)) return `Could not reach the API: ${error.message}`;
   const p = error.problem;
   switch (error.status) {
-    case 401: return "The API key was refused. Sign out and paste a valid key.";
+    case 401: return "The API key was refused: paste a valid key to sign in.";
     case 402: return `Over budget: ${p.detail}`;
     case 403: return `Not allowed: ${p.detail}`;
     case 404: return `Not found: ${p.detail}`;
@@ -104,6 +110,15 @@ export function showMessage(text, kind = "error") {
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+
+// "3 s ago", "5 min ago", else the UTC date and time: for lists a person scans.
+export function ago(iso, now = Date.now()) {
+  const seconds = Math.round((now - Date.parse(iso)) / 1000);
+  if (seconds < 60) return `${Math.max(seconds, 0)} s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
+  return iso.replace("T", " ").slice(0, 16) + " UTC";
+}
 
 export function usd(text) {
   return text === null || text === undefined ? "-" : `$${text}`;

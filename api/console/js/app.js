@@ -14,6 +14,7 @@ const state = { model: null, operation: null };
 function signInView(view) {
   document.getElementById("nav").hidden = true;
   view.replaceChildren(document.getElementById("sign-in-template").content.cloneNode(true));
+  document.getElementById("api-key").focus();
   document.getElementById("sign-in-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const input = document.getElementById("api-key");
@@ -53,6 +54,13 @@ async function render() {
   try {
     await draw(view, state);
     view.dataset.ready = name;
+    // After sign-in or a move to another view, focus goes to the view's heading (not the
+    // page's body), so keyboard and screen-reader users start where the new content does.
+    const heading = view.querySelector("h2");
+    if (heading && !view.contains(document.activeElement)) {
+      heading.tabIndex = -1;
+      heading.focus({ preventScroll: true });
+    }
   } catch (error) {
     showMessage(describe(error));
   }
@@ -64,4 +72,9 @@ document.getElementById("sign-out").addEventListener("click", () => {
   route();
 });
 window.addEventListener("hashchange", () => { showMessage(""); route(); });
+// api() signed out because the key was refused mid-session: back to the sign-in page.
+window.addEventListener("editq:signed-out", () => {
+  showMessage("The API key was refused (revoked, or its tenant erased): sign in with a valid key.");
+  route();
+});
 route();

@@ -31,18 +31,26 @@ export function comparisonGrid(comparison, onVote) {
 
 export async function renderCompare(view, state) {
   const list = await models();
+  // Its own operation, remembered between visits: not the edit view's, which a user
+  // would not see change here.
   const operation = el("select", { id: "cmp-operation" }, operationsOf(list).map((o) =>
-    el("option", { value: o, selected: o === (state.operation || "general_edit") }, o)));
+    el("option", { value: o, selected: o === (state.compareOperation || "general_edit") }, o)));
   const image = el("input", { id: "cmp-image", type: "file", accept: "image/*" });
   const imageUrl = el("input", { id: "cmp-image-url", type: "url", placeholder: "https://... (instead of a file)" });
   const prompt = el("textarea", { id: "cmp-prompt", rows: "2" });
+  const mask = el("input", { id: "cmp-mask", type: "file", accept: "image/*" });
+  const maskLabel = el("label", {}, "Mask (white = the area to edit; for the models that take one)", mask);
   const choices = el("div", { id: "cmp-models", className: "grid" });
   const grid = el("div", { id: "cmp-result" });
-  const fill = () => choices.replaceChildren(...list.filter((m) => m.operations.includes(operation.value))
-    .map((m) => el("label", { className: "check" },
+  const fill = () => {
+    const serving = list.filter((m) => m.operations.includes(operation.value));
+    choices.replaceChildren(...serving.map((m) => el("label", { className: "check" },
       el("input", { type: "checkbox", value: m.id, name: "models" }),
-      `${m.id} (${m.price_range.text})${m.demo ? " - offline demo" : ""}`)));
-  operation.addEventListener("change", fill);
+      `${m.id} (${m.price_range.text})${m.mask === "required" ? ", needs a mask" : ""}` +
+      `${m.demo ? " - offline demo" : ""}`)));
+    maskLabel.hidden = !serving.some((m) => m.mask !== "none");
+  };
+  operation.addEventListener("change", () => { state.compareOperation = operation.value; fill(); });
 
   let current = null;
   const vote = async (model) => {
@@ -68,6 +76,7 @@ export async function renderCompare(view, state) {
     const form = new FormData();
     try {
       form.append("image", imageUrl.value.trim() || await imageField(image.files[0]));
+      if (mask.files[0] && !maskLabel.hidden) form.append("mask", await imageField(mask.files[0]));
     } catch (error) {
       showMessage(describe(error));
       return;
@@ -92,7 +101,7 @@ export async function renderCompare(view, state) {
     el("form", { id: "compare-form", className: "card", onsubmit: run },
       el("label", {}, "Operation", operation), el("label", {}, "Image", image),
       el("label", {}, "or its URL", imageUrl),
-      el("label", {}, "Prompt", prompt), el("h3", {}, "Models (2 to 6)"), choices,
+      el("label", {}, "Prompt", prompt), maskLabel, el("h3", {}, "Models (2 to 6)"), choices,
       el("p", {}, el("button", { type: "submit", id: "run-compare" }, "Run comparison"))),
     grid);
   fill();

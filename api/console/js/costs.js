@@ -1,58 +1,78 @@
-// Costs (spend per model and per day, as charts; the budget and what remains) and
+// Costs (spend per model and per day over a range of days, as charts; the budget and
+// what remains) and
 // batches (their progress).
 import { api, describe, el, showMessage, usd } from "./api.js";
 
-const SVG = "http://www.w3.org/2000/svg";
-
-function svg(tag, attrs = {}, text) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-// Horizontal bars, one per row: drawn here because a chart library is a CDN or a build.
+// Horizontal bars, one per row, as HTML: its text is the page's own size at any width (an
+// SVG scaled down to a phone made it 6 px), and no chart library means no CDN or build.
 export function barChart(id, rows, label) {
-  const height = 24 * rows.length + 10;
-  const chart = svg("svg", { class: "chart", id, viewBox: `0 0 600 ${Math.max(height, 40)}`, role: "img",
-    "aria-label": label });
   const max = Math.max(...rows.map((r) => Number(r.amount)), 0) || 1;
-  rows.forEach((r, n) => {
-    const y = 6 + n * 24;
-    const width = Math.max(2, 250 * Number(r.amount) / max);
-    chart.append(svg("text", { x: 6, y: y + 13 }, r.key));
-    const bar = svg("rect", { class: "bar-rect", x: 200, y, width, height: 16, rx: 3 });
-    bar.dataset.key = r.key;
-    bar.dataset.amount = r.amount;
-    chart.append(bar, svg("text", { x: 206 + width, y: y + 13 }, `$${r.amount} (${r.jobs} job${r.jobs === 1 ? "" : "s"})`));
-  });
-  if (!rows.length) chart.append(svg("text", { x: 6, y: 24 }, "nothing charged in this range"));
-  return chart;
+  if (!rows.length) return el("p", { className: "muted", id }, "Nothing charged in this range.");
+  return el("ul", { className: "hbars", id, "aria-label": label }, rows.map((r) =>
+    el("li", { dataset: { key: r.key, amount: r.amount } },
+      el("span", { className: "key" }, r.key),
+      el("span", { className: "track" },
+        el("span", { className: "fill", style: `width: ${Math.max(1, 70 * Number(r.amount) / max)}%` }),
+        el("span", { className: "amount" }, `${usd(r.amount)} (${r.jobs} job${r.jobs === 1 ? "" : "s"})`)))));
 }
 
-export async function renderCosts(view) {
-  try {
-    const [byModel, byDay, budget] = await Promise.all([
-      api("/v1/costs", { query: { group_by: "model" } }),
-      api("/v1/costs", { query: { group_by: "day" } }),
-      api("/v1/budget")]);
-    const rows = (report, key) => report.rows.map((r) => ({ key: r[key], amount: r.amount, jobs: r.jobs }));
-    const budgets = budget.budgets.length ? budget.budgets.map((b) => el("div", { className: "card", dataset: { scope: b.scope } },
-      el("h4", {}, b.scope === "tenant" ? "Monthly budget" : `Budget for ${b.scope.slice(6)}`),
-      el("p", {}, `${usd(b.spent)} spent + ${usd(b.in_flight)} in flight of ${usd(b.budget)}: `,
-        el("b", {}, `${usd(b.remaining)} remaining`)),
-      el("div", { className: "bar" }, el("span", { style: `width: ${Math.min(100, 100 * (Number(b.spent) + Number(b.in_flight)) / (Number(b.budget) || 1))}%` }))))
-      : [el("p", { className: "muted" }, "No budget is set for this tenant.")];
-    const plan = budget.plan_limit === null ? `plan ${budget.plan}: unlimited edits`
-      : `plan ${budget.plan}: ${budget.plan_used} of ${budget.plan_limit} edits this ${budget.period}`;
-    view.replaceChildren(el("h2", {}, "Costs"),
-      el("p", { id: "costs-total" }, `This month: ${usd(byModel.total)} ${byModel.currency} charged (${plan}).`),
-      el("div", { className: "grid", id: "budgets" }, budgets),
-      el("h3", {}, "Spend per model"), barChart("chart-models", rows(byModel, "model"), "spend per model"),
-      el("h3", {}, "Spend per day"), barChart("chart-days", rows(byDay, "day"), "spend per day"));
-  } catch (error) {
-    showMessage(describe(error));
-  }
+const day = (date) => date.toISOString().slice(0, 10);
+
+// The range the user picked (UTC days, "to" included), the current month by default.
+function monthSoFar() {
+  const now = new Date();
+  return { from: `${day(now).slice(0, 8)}01`, to: day(now) };
+}
+
+function nextDay(date) {
+  const d = new Date(`${date}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + 1);
+  return day(d);
+}
+
+export async function renderCosts(view, state) {
+  const range = state.costRange || monthSoFar();
+  const from = el("input", { id: "cost-from", type: "date", value: range.from, required: true });
+  const to = el("input", { id: "cost-to", type: "date", value: range.to, required: true });
+  const body = el("div", { id: "costs-body" });
+  const load = async () => {
+    showMessage("");
+    if (!from.value || !to.value || from.value > to.value) {
+      showMessage("Choose a range whose first day is not after its last.");
+      return;
+    }
+    state.costRange = { from: from.value, to: to.value };
+    const query = (group_by) => ({ group_by, from: from.value, to: nextDay(to.value) });
+    try {
+      const [byModel, byDay, budget] = await Promise.all([
+        api("/v1/costs", { query: query("model") }),
+        api("/v1/costs", { query: query("day") }),
+        api("/v1/budget")]);
+      const rows = (report, key) => report.rows.map((r) => ({ key: r[key], amount: r.amount, jobs: r.jobs }));
+      const budgets = budget.budgets.length ? budget.budgets.map((b) => el("div", { className: "card", dataset: { scope: b.scope } },
+        el("h4", {}, b.scope === "tenant" ? "Monthly budget" : `Budget for ${b.scope.slice(6)}`),
+        el("p", {}, `${usd(b.spent)} spent + ${usd(b.in_flight)} in flight of ${usd(b.budget)}: `,
+          el("b", {}, `${usd(b.remaining)} remaining`)),
+        el("div", { className: "bar" }, el("span", { style: `width: ${Math.min(100, 100 * (Number(b.spent) + Number(b.in_flight)) / (Number(b.budget) || 1))}%` }))))
+        : [el("p", { className: "muted" }, "No budget is set for this tenant.")];
+      const plan = budget.plan_limit === null ? `plan ${budget.plan}: unlimited edits`
+        : `plan ${budget.plan}: ${budget.plan_used} of ${budget.plan_limit} edits this ${budget.period}`;
+      body.replaceChildren(
+        el("p", { id: "costs-total" }, `${from.value} to ${to.value}: ${usd(byModel.total)} charged (${byModel.currency}).`),
+        el("h3", {}, "This month's budgets"), el("p", { className: "muted" }, `${plan[0].toUpperCase()}${plan.slice(1)}.`),
+        el("div", { className: "grid", id: "budgets" }, budgets),
+        el("h3", {}, "Spend per model"), barChart("chart-models", rows(byModel, "model"), "spend per model"),
+        el("h3", {}, "Spend per day"), barChart("chart-days", rows(byDay, "day"), "spend per day"));
+    } catch (error) {
+      showMessage(describe(error));
+    }
+  };
+  view.replaceChildren(el("h2", {}, "Costs"),
+    el("form", { className: "range card", id: "cost-range", onsubmit: (e) => { e.preventDefault(); load(); } },
+      el("label", {}, "From (UTC day)", from), el("label", {}, "To (included)", to),
+      el("button", { type: "submit" }, "Show")),
+    body);
+  await load();
 }
 
 export async function renderBatches(view) {

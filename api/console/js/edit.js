@@ -1,6 +1,6 @@
 // An edit: operation, recommendations for it and the image, model, upload, prompt,
 // mask and the model's own options, a live quote; then the job's progress and output.
-import { api, describe, el, imageField, imageSize, models, operationsOf, showMessage, sleep,
+import { ago, api, describe, el, imageField, imageSize, models, operationsOf, showMessage, sleep,
   TERMINAL, usd } from "./api.js";
 import { optionsForm, quote, quoteText } from "./models.js";
 
@@ -45,8 +45,12 @@ export function jobResult(job) {
       el("b", { className: `status-${job.status}` }, job.status), ` on ${job.model}`),
     el("p", { className: "muted" }, `estimated ${usd(job.cost.estimated)}, charged ${usd(job.cost.actual)}`),
     job.error ? el("p", { className: "status-failed" }, `${job.error.code}: ${job.error.message}`) : null,
-    job.outputs.map((o) => el("img", { className: "output", src: o.url, alt: `output of ${job.id}`,
-      width: o.width, height: o.height })));
+    job.data_deleted_at ? el("p", { className: "muted" }, `Its images were deleted ${ago(job.data_deleted_at)}.`) : null,
+    job.outputs.map((o, n) => el("figure", { className: "output" },
+      el("img", { className: "output", src: o.url, alt: `output ${n + 1} of ${job.id}`, width: o.width, height: o.height }),
+      el("figcaption", {}, el("a", { className: "download", href: o.url, download: `${job.id}-${n}`,
+        target: "_blank", rel: "noopener" }, `Download output ${n + 1}`),
+        el("span", { className: "muted" }, ` ${o.width}x${o.height}, ${o.content_type.replace("image/", "").toUpperCase()}`)))));
 }
 
 export async function renderEdit(view, state) {
@@ -107,6 +111,7 @@ export async function renderEdit(view, state) {
   model.addEventListener("change", refreshModel);
   image.addEventListener("change", async () => { size = image.files[0] ? await imageSize(image.files[0]) : null; refreshRecs(); refreshQuote(); });
   prompt.addEventListener("change", refreshQuote);
+  mask.addEventListener("change", refreshQuote); // a mask chosen: the quote no longer asks for one
   imageUrl.addEventListener("change", refreshQuote);
 
   const submit = async (event) => {

@@ -73,13 +73,28 @@ export async function quote({ model, operation, options, prompt, image, mask }) 
   return api("/v1/quotes", { method: "POST", form });
 }
 
+// The catalog's price rules, as a person would say them.
+const RULES = { flat: "one price per image", by_param: "priced by an option's value",
+  quality_size: "priced by quality and size", credits: "Stability credits",
+  provider_reported: "as the provider reports it" };
+
 export function quoteText(q) {
   const budget = q.budget.ok ? "fits your limits" : "over your limits";
-  return `Quote: ${usd(q.estimated)} ${q.currency} (${q.pricing.rule}, ${q.pricing.units} ${q.pricing.unit} x ${usd(q.pricing.unit_price)}), ${budget}`;
+  const units = `${q.pricing.units} ${q.pricing.unit}${Number(q.pricing.units) === 1 ? "" : "s"}`;
+  return `Quote: ${usd(q.estimated)} ${q.currency} (${RULES[q.pricing.rule] || q.pricing.rule}: ` +
+    `${units} x ${usd(q.pricing.unit_price)}), ${budget}`;
 }
 
 export async function renderModels(view, state) {
   const list = await models();
+  const choose = async (id) => {
+    state.model = id;
+    await renderModels(view, state);
+    // At phone width the detail sits below every card: bring it into view, and focus it.
+    const heading = document.querySelector("#model-detail h3");
+    heading.scrollIntoView({ block: "start" });
+    heading.focus({ preventScroll: true });
+  };
   const detail = el("section", { id: "model-detail", className: "card" },
     el("p", { className: "muted" }, "Choose a model to see its options and a live quote."));
   const groups = TIERS.map((tier) => {
@@ -87,14 +102,14 @@ export async function renderModels(view, state) {
     if (!members.length) return null;
     return el("section", { className: "tier", dataset: { tier } },
       el("h3", {}, `${tier[0].toUpperCase()}${tier.slice(1)} tier`),
-      el("div", { className: "grid" }, members.map((m) => el("article", {
+      el("div", { className: "grid" }, members.map((m) => el("div", {
         className: `card model-card${state.model === m.id ? " selected" : ""}`,
-        dataset: { model: m.id }, tabindex: "0",
-        onclick: async () => {
-          state.model = m.id;
-          await renderModels(view, state);
-          // At phone width the detail sits below every card: bring it into view.
-          document.getElementById("model-detail").scrollIntoView({ block: "start" });
+        dataset: { model: m.id }, tabindex: "0", role: "button",
+        "aria-pressed": state.model === m.id ? "true" : "false",
+        onclick: () => choose(m.id),
+        // A card acts as the button it looks like: Enter and Space choose it.
+        onkeydown: (event) => {
+          if (event.key === "Enter" || event.key === " ") { event.preventDefault(); choose(m.id); }
         } },
         el("h4", {}, m.id),
         el("div", {}, el("span", { className: "tag" }, m.provider),
@@ -125,7 +140,7 @@ function showDetail(detail, model, state) {
   };
   operation.addEventListener("change", refresh);
   detail.replaceChildren(
-    el("h3", {}, model.id),
+    el("h3", { tabindex: "-1" }, model.id),
     el("p", { className: "muted" }, model.description),
     el("p", {}, el("span", { className: "tag" }, model.provider), el("span", { className: "tag" }, `${model.tier} tier`),
       model.demo ? el("span", { className: "tag demo" }, "offline demo model") : null),
