@@ -23,10 +23,12 @@ from api.routes import (
     meta,
     providers,
     quotes,
+    streams,
     tenants,
     uploads,
     webhooks,
 )
+from shared.changes import Listener
 from shared.config import Settings
 from shared.errors import StorageUnavailable
 from shared.inflight.wakeups import WakePublisher
@@ -50,7 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             services.storage.ensure_bucket()
         except StorageUnavailable as exc:
             log.warning("storage not ready at start-up: %s", exc.message)
+        app.state.changes.start()  # one Redis subscription feeds every stream
         yield
+        await app.state.changes.stop()
         app.state.wakeups.close()
 
     # FastAPIOffline: FastAPI whose /docs and /redoc load their assets from the package,
@@ -63,11 +67,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = costs.metrics_registry(settings.database_url)
     app.state.celery = make_celery(settings, name="editq-api")
     app.state.wakeups = WakePublisher(settings.redis_url)
+    app.state.changes = Listener(settings.redis_url)
     problems.install(app)
     openapi.install(app, settings, sorted({o for m in services.catalog.models
                                            for o in m.operations}))
     app.add_middleware(BodyCapMiddleware, settings=settings)
     app.include_router(jobs.router)
+    app.include_router(streams.router)
     app.include_router(meta.router)
     app.include_router(providers.router)
     app.include_router(quotes.router)

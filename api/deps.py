@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from shared.changes import Listener
 from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import UnknownQueryParameter
@@ -94,6 +95,14 @@ async def get_wakeups(request: Request) -> WakePublisher:
 
 
 WakeDep = Annotated[WakePublisher, Depends(get_wakeups)]
+
+
+async def get_changes(request: Request) -> Listener:
+    listener: Listener = request.app.state.changes
+    return listener
+
+
+ChangesDep = Annotated[Listener, Depends(get_changes)]
 
 
 def get_principal(settings: SettingsDep,

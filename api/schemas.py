@@ -100,6 +100,9 @@ class JobOut(BaseModel):
     outputs_deleted_at: str | None = None
     data_deleted_at: str | None = Field(None, description="when all its stored images went; "
                                                           "its record, events and costs stay")
+    queue_position: int | None = Field(
+        None, description="while queued: how many jobs are ahead of it on its queue (0: next); "
+                          "given by GET /v1/jobs/{id} and its stream, not by lists")
 
 
 class JobList(BaseModel):
@@ -108,6 +111,7 @@ class JobList(BaseModel):
 
 
 class EventOut(BaseModel):
+    id: int = Field(description="increasing per deployment: a stream's Last-Event-ID")
     at: str
     type: str
     from_status: str | None

@@ -141,7 +141,7 @@ def session_scope(url: str) -> Iterator[Session]:
     session factories: two caches could evict one URL's entry at different times and
     leave two engines (two pools) for one database, one of them unseen by whoever
     listens on `get_engine(url)` (a test's statement counter missed a finish that way)."""
-    session = Session(get_engine(url), expire_on_commit=False)
+    session = Session(get_engine(url), expire_on_commit=False, info={"editq.url": url})
     try:
         yield session
         session.commit()

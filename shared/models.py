@@ -97,7 +97,7 @@ class Job(Base):
         UniqueConstraint("batch_id", "batch_index", name="uq_jobs_batch_index"),
         Index("ix_jobs_batch_status", "batch_id", "status"),
         # The bulk feeder: which bulk jobs are in flight, which wait to be sent.
-        Index("ix_jobs_queue_status", "queue", "status"),
+        Index("ix_jobs_queue_status_seq", "queue", "status", "seq"),
         Index("ix_jobs_comparison", "comparison_id"),
         # Recommendations read a window of finished jobs per model.
         Index("ix_jobs_model_finished", "model", "finished_at"),

@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import httpx
 
+from shared.changes import Publisher, register
 from shared.config import Settings
 from shared.guards.breaker import CircuitBreaker, build_breaker
 from shared.guards.ratelimit import ProviderLimiter, build_limiter
@@ -48,6 +49,9 @@ class Services:
         self._limiters: dict[str, ProviderLimiter | None] = {}
         self._sources: dict[str, Storage] = {}
         self._fetcher: httpx.Client | None = None
+        # Commits that change a job, batch or comparison say so on Redis (shared.changes).
+        self.changes = Publisher(settings.redis_url)
+        register(settings.database_url, self.changes)
 
     @property
     def storage(self) -> Storage:

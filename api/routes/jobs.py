@@ -7,6 +7,7 @@ own, opened and closed in the thread that uses it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -20,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from api.bodies import EDIT_REQUEST_BODY, read_edit_request
 from api.deps import (
     CeleryDep,
+    ChangesDep,
     CursorQuery,
     IdempotencyKeyDep,
     PrincipalDep,
@@ -30,9 +32,10 @@ from api.deps import (
     WorkDep,
 )
 from api.schemas import DataErased, EventList, JobList, JobOut, Status
+from shared import changes
 from shared.errors import DataDeleted, InvalidInput, NotFound
 from shared.formats import parse_instant
-from shared.jobs import lookup, states
+from shared.jobs import lookup, progress, states
 from shared.jobs.submission import submit_job
 from shared.jobs.views import event_view, job_view
 from shared.queue import enqueue_run
@@ -111,7 +114,7 @@ def list_jobs(work: WorkDep, storage: StorageDep, principal: PrincipalDep,
 
 @router.get("/{job_id}", response_model=JobOut)
 async def get_job(job_id: str, settings: SettingsDep, storage: StorageDep, work: WorkDep,
-                  principal: PrincipalDep,
+                  principal: PrincipalDep, listener: ChangesDep,
                   wait: Annotated[int, Query(ge=0, le=300,
                                              description="seconds to long-poll")] = 0,
                   ) -> dict[str, Any]:
@@ -119,15 +122,20 @@ async def get_job(job_id: str, settings: SettingsDep, storage: StorageDep, work:
         raise InvalidInput(f"wait is at most {settings.max_wait_seconds} seconds", field="wait")
 
     def read(session: Session) -> dict[str, Any]:
-        return job_view(lookup.get_job(session, principal.tenant_id, job_id), storage)
+        return progress.job_with_position(session, storage, principal.tenant_id, job_id)
 
+    # A long poll reads again only when the job changed (shared.changes), not on a timer.
     deadline = time.monotonic() + wait
-    pause = 0.05
-    view = await work(read)
-    while view["status"] not in states.TERMINAL and time.monotonic() < deadline:
-        await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 1.5, 0.5)
+    async with listener.watch(changes.job_key(job_id)) as changed:
         view = await work(read)
+        while view["status"] not in states.TERMINAL and time.monotonic() < deadline:
+            left = deadline - time.monotonic()
+            # (while Redis is away, no change is heard: look every half second instead)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(),
+                                       left if listener.subscribed.is_set() else min(0.5, left))
+            changed.clear()
+            view = await work(read)
     return view
 
 

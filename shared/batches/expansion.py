@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import false, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from shared import changes
 from shared.batches.checks import Children, parents_query, source_page
 from shared.batches.records import COMPLETED, EXPANDING, RUNNING, result_lines
 from shared.config import Settings
@@ -304,6 +305,7 @@ def finish_batches(settings: Settings, storage: Storage, limit: int = 50) -> lis
                     .execution_options(synchronize_session=False), Batch.id):
                 continue
             _batch_event(session, batch_id)
+            changes.note(session, changes.batch_key(batch_id))
             finished.append(batch_id)
     return finished
 

@@ -21,6 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared import changes
 from shared.batches.checks import BatchInvalid, Checked
 from shared.db import utcnow
 from shared.errors import InvalidInput, NotFound
@@ -164,9 +165,12 @@ def cancel(session: Session, tenant_id: str, batch_id: str) -> Batch:
                     cost_actual=Decimal(0))
             .execution_options(synchronize_session=False)
             .returning(Job.id))
+        ended = list(moved.scalars())
         session.add_all(JobEvent(job_id=job_id, type="canceled", from_status=QUEUED,
                                  to_status=CANCELED, detail={"by": "batch"}, at=now)
-                        for job_id in moved.scalars())
+                        for job_id in ended)
+        changes.note(session, *map(changes.job_key, ended))
+    changes.note(session, changes.batch_key(batch_id))
     session.refresh(batch)
     return batch
 

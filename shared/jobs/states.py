@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from shared import changes
 from shared.db import utcnow, written
 from shared.models import Job, JobEvent, Tenant
 from shared.webhooks.outbox import record_job_event, wants_event
@@ -62,6 +63,7 @@ def add_event(session: Session, job_id: str, type_: str, *, from_status: str | N
               to_status: str | None = None, **detail: Any) -> None:
     session.add(JobEvent(job_id=job_id, type=type_, from_status=from_status,
                          to_status=to_status, detail=detail, at=utcnow()))
+    changes.note(session, changes.job_key(job_id))  # its streams read it after the commit
 
 
 def transition(session: Session, job_id: str, event: str,
@@ -100,6 +102,11 @@ def _move(session: Session, job_id: str, event: str, detail: dict[str, Any] | No
     previous = from_statuses[0] if len(from_statuses) == 1 else None
     add_event(session, job_id, event, from_status=previous, to_status=to_status,
               **(detail or {}))
+    # A move changes its batch's progress and its comparison's grid too; one that leaves
+    # the queue moves every job behind it one place up.
+    changes.note(session, *([changes.batch_key(job.batch_id)] if job.batch_id else []),
+                 *([changes.comparison_key(job.comparison_id)] if job.comparison_id else []),
+                 *([changes.queue_key(job.queue)] if QUEUED in sources else []))
     webhook_event = WEBHOOK_EVENTS.get(to_status)
     if webhook_event is not None and wants_event(job, tenant_url, webhook_event):
         record_job_event(session, job_id, webhook_event)

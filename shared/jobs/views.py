@@ -58,6 +58,8 @@ def job_snapshot(job: Job) -> dict[str, Any]:
         "batch_id": job.batch_id,
         "comparison_id": job.comparison_id,
         "retention": _retention(job),
+        # (computed by GET /v1/jobs/{id} and its stream only: a list or a webhook says null)
+        "queue_position": None,
         "inputs_deleted_at": iso(job.inputs_deleted_at),
         "outputs_deleted_at": iso(job.outputs_deleted_at),
         "data_deleted_at": iso(job.data_deleted_at),
@@ -99,6 +101,7 @@ def presign_outputs(snapshot: dict[str, Any], storage: Storage) -> dict[str, Any
 
 def event_view(event: JobEvent) -> dict[str, Any]:
     return {
+        "id": event.seq,
         "at": iso(event.at),
         "type": event.type,
         "from_status": event.from_status,

@@ -270,7 +270,9 @@ def test_a_mask_is_quoted_and_compared(browser: Any, live: Live) -> None:
     steps = Steps(context.new_page(), live, 1280)
     page = steps.page
     try:
-        steps.sign_in(key_for(live, f"console-mask-{uuid.uuid4().hex[:6]}"))
+        # ("st-": the Stability billing check counts this tenant's calls, see
+        # tests/integration/test_stability_operations.py)
+        steps.sign_in(key_for(live, f"st-console-mask-{uuid.uuid4().hex[:6]}"))
         # given the edit view on a model that needs a mask, its quote says so
         steps.open("edit")
         page.select_option("#operation", "inpaint")
