@@ -8,8 +8,9 @@ from typing import Any
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from shared.errors import EditqError
 
@@ -105,6 +106,13 @@ async def _database(_: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _gone(request: Request, _: Exception) -> Response:
+    """The client went away while its body was being read (a closed tab, a cancelled
+    upload): nobody is left to answer, and nothing went wrong on our side."""
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=400)
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return problem(500, "internal_error", "Internal error",
@@ -117,4 +125,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(sqlalchemy.exc.TimeoutError, _database)
     app.add_exception_handler(sqlalchemy.exc.OperationalError, _database)
+    app.add_exception_handler(ClientDisconnect, _gone)
     app.add_exception_handler(Exception, _unexpected)

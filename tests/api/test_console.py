@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -306,6 +307,37 @@ def test_a_mask_is_quoted_and_compared(browser: Any, live: Live) -> None:
         assert page.input_value("#operation") == "inpaint"
     finally:
         context.close()
+
+
+def test_the_edit_view_follows_a_job_by_its_stream(browser: Any, live: Live) -> None:
+    # given a provider that takes a while, and a log of every request the page makes
+    before = httpx.get(f"{live.sim_url}/_sim/latency", timeout=10).json()["latency"]
+    httpx.put(f"{live.sim_url}/_sim/latency", json={"latency": "2"}, timeout=10)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    steps = Steps(context.new_page(), live, 1280)
+    page = steps.page
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    try:
+        steps.sign_in(key_for(live, f"console-stream-{uuid.uuid4().hex[:6]}"))
+        steps.open("edit")
+        page.select_option("#operation", "general_edit")
+        page.select_option("#model", "qwen-edit")
+        steps.upload("#image")
+        page.fill("#prompt", "make it blue")
+        # when an edit is submitted
+        page.click("#submit-edit")
+        # then its status changes on the page as the job moves, to its end
+        page.wait_for_selector("#job-result[data-status=running]", timeout=WAIT)
+        page.wait_for_selector("#job-result[data-status=succeeded] img.output", timeout=WAIT)
+        job_id = page.inner_text("#job-result code")
+    finally:
+        context.close()
+        httpx.put(f"{live.sim_url}/_sim/latency", json={"latency": before}, timeout=10)
+    # and all of that came from the job's stream: the job was never asked for again
+    paths = [urlsplit(url).path for url in requests]
+    assert paths.count(f"/v1/jobs/{job_id}/stream") == 1
+    assert f"/v1/jobs/{job_id}" not in paths
 
 
 def in_viewport(page: Any, selector: str) -> bool:

@@ -4,6 +4,7 @@ events as the job moves, Last-Event-ID resuming without loss, and queue_position
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -199,3 +200,24 @@ def test_the_job_view_says_its_queue_position(live: Live) -> None:
     view = api.get(job["id"])
     assert "queue_position" in view
     assert (view["queue_position"] is None) == (view["status"] != "queued")
+
+
+def test_a_client_gone_mid_body_is_no_error(live: Live) -> None:
+    # given a multipart quote whose body stops half-way, then the connection closes
+    api = live.client("streams-gone")
+    start = len(live.api.log_path.read_text(errors="replace"))
+    host, port = live.api_url.removeprefix("http://").split(":")
+    head = (f"POST /v1/quotes HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {key_of(api)}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode() + b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n")
+    # then the API notes it in a line of its own, and nothing else: no error, no traceback
+    log = live.api.log_path
+
+    def said() -> str:
+        return log.read_text(errors="replace")[start:]
+
+    wait_for(lambda: "client disconnected during POST /v1/quotes" in said(), 10,
+             "the API to notice the client left")
+    assert "Traceback" not in said() and " ERROR " not in said()

@@ -111,6 +111,67 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
 
+// Server-Sent Events read with fetch (EventSource cannot send the Authorization header,
+// and the key never goes in a URL): `onEvent({ id, event, data })` for each event, until
+// the server ends the stream. A dropped connection is resumed with Last-Event-ID, so no
+// event is lost or seen twice; answers the last event's id.
+export async function stream(path, onEvent, { lastEventId = null, retries = 5, signal } = {}) {
+  let last = lastEventId;
+  for (let attempt = 0; ; attempt += 1) {
+    const headers = { Accept: "text/event-stream" };
+    const key = session.key();
+    if (key) headers.Authorization = `Bearer ${key}`;
+    if (last !== null) headers["Last-Event-ID"] = last;
+    let response;
+    try {
+      response = await fetch(path, { headers, signal });
+    } catch (error) {
+      if (signal?.aborted) return last; // the page moved on: stop quietly
+      if (attempt >= retries) throw error;
+      await sleep(500 * (attempt + 1));
+      continue;
+    }
+    if (!response.ok) {
+      const problem = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+      if (response.status === 401 && key) {
+        session.signOut();
+        window.dispatchEvent(new CustomEvent("editq:signed-out", { detail: problem }));
+      }
+      throw new ApiError(response.status, problem, response.headers.get("Retry-After"));
+    }
+    try {
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return last; // the server ended it: the thing has ended
+        buffer += value.replaceAll("\r\n", "\n");
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          const fields = { event: "message", data: [] };
+          for (const line of block.split("\n")) {
+            if (!line || line.startsWith(":")) continue; // a comment: the heartbeat
+            const at = line.indexOf(":");
+            const name = at < 0 ? line : line.slice(0, at);
+            const text = at < 0 ? "" : line.slice(at + 1).replace(/^ /, "");
+            if (name === "data") fields.data.push(text);
+            else fields[name] = text;
+          }
+          if (!fields.data.length) continue;
+          if (fields.id !== undefined) last = fields.id;
+          onEvent({ id: fields.id ?? null, event: fields.event, data: JSON.parse(fields.data.join("\n")) });
+        }
+      }
+    } catch (error) {
+      if (signal?.aborted) return last;
+      if (attempt >= retries) throw error;
+      await sleep(500 * (attempt + 1)); // dropped: resume after the last event seen
+    }
+  }
+}
+
 // "3 s ago", "5 min ago", else the UTC date and time: for lists a person scans.
 export function ago(iso, now = Date.now()) {
   const seconds = Math.round((now - Date.parse(iso)) / 1000);

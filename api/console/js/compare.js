@@ -1,6 +1,6 @@
 // Compare: one input on 2 to 6 models; the grid fills in as each finishes, with cost
 // and time under each output; vote for the one you prefer.
-import { api, describe, el, imageField, models, operationsOf, showMessage, sleep, usd } from "./api.js";
+import { api, describe, el, imageField, models, operationsOf, showMessage, stream, usd } from "./api.js";
 
 function resultCard(comparison, result, onVote) {
   const voted = comparison.vote && comparison.vote.model === result.model;
@@ -88,11 +88,11 @@ export async function renderCompare(view, state) {
     try {
       current = await api("/v1/comparisons", { method: "POST", form });
       grid.replaceChildren(comparisonGrid(current, vote));
-      while (current.status !== "completed") {
-        await sleep(700);
-        current = await api(`/v1/comparisons/${current.id}`);
+      // The grid fills in from the comparison's event stream as each model finishes.
+      await stream(`/v1/comparisons/${current.id}/stream`, ({ data }) => {
+        current = data;
         grid.replaceChildren(comparisonGrid(current, vote));
-      }
+      });
     } catch (error) {
       showMessage(describe(error));
     }

@@ -1,7 +1,7 @@
 // Costs (spend per model and per day over a range of days, as charts; the budget and
 // what remains) and
 // batches (their progress).
-import { api, describe, el, showMessage, usd } from "./api.js";
+import { api, describe, el, showMessage, stream, usd } from "./api.js";
 
 // Horizontal bars, one per row, as HTML: its text is the page's own size at any width (an
 // SVG scaled down to a phone made it 6 px), and no chart library means no CDN or build.
@@ -75,17 +75,33 @@ export async function renderCosts(view, state) {
   await load();
 }
 
+function batchCard(b) {
+  return el("article", { className: "card", dataset: { batch: b.id, status: b.status } },
+    el("h4", {}, b.id), el("p", {}, `${b.kind}, `, el("b", {}, b.status)),
+    el("div", { className: "bar" }, el("span", { style: `width: ${100 * b.progress.fraction}%` })),
+    el("p", { className: "muted" }, `${b.progress.done} of ${b.progress.total} done; ` +
+      Object.entries(b.counts).filter(([, n]) => n).map(([s, n]) => `${n} ${s}`).join(", ")),
+    el("p", { className: "muted" }, `cost so far ${usd(b.cost.so_far)} of ${usd(b.cost.estimated_total)} estimated`));
+}
+
+const LIVE_BATCHES = 10; // streams opened at most, for the newest batches still running
+
 export async function renderBatches(view) {
   try {
     const page = await api("/v1/batches", { query: { limit: 50 } });
-    const cards = page.data.map((b) => el("article", { className: "card", dataset: { batch: b.id } },
-      el("h4", {}, b.id), el("p", {}, `${b.kind}, `, el("b", {}, b.status)),
-      el("div", { className: "bar" }, el("span", { style: `width: ${100 * b.progress.fraction}%` })),
-      el("p", { className: "muted" }, `${b.progress.done} of ${b.progress.total} done; ` +
-        Object.entries(b.counts).filter(([, n]) => n).map(([s, n]) => `${n} ${s}`).join(", ")),
-      el("p", { className: "muted" }, `cost so far ${usd(b.cost.so_far)} of ${usd(b.cost.estimated_total)} estimated`)));
+    const cards = page.data.map(batchCard);
     view.replaceChildren(el("h2", {}, "Batches"),
       cards.length ? el("div", { className: "grid" }, cards) : el("p", { className: "muted" }, "No batches yet."));
+    // A running batch's card follows its progress stream until it ends or the page moves on.
+    const running = page.data.filter((b) => !["completed", "canceled"].includes(b.status)).slice(0, LIVE_BATCHES);
+    for (const batch of running) {
+      const controller = new AbortController();
+      stream(`/v1/batches/${batch.id}/stream`, ({ data }) => {
+        const card = view.querySelector(`article[data-batch='${batch.id}']`);
+        if (!card) { controller.abort(); return; }
+        card.replaceWith(batchCard(data));
+      }, { signal: controller.signal }).catch((error) => showMessage(describe(error)));
+    }
   } catch (error) {
     showMessage(describe(error));
   }

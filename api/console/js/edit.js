@@ -1,7 +1,7 @@
 // An edit: operation, recommendations for it and the image, model, upload, prompt,
 // mask and the model's own options, a live quote; then the job's progress and output.
 import { ago, api, describe, el, imageField, imageSize, models, operationsOf, showMessage, sleep,
-  TERMINAL, usd } from "./api.js";
+  stream, usd } from "./api.js";
 import { optionsForm, quote, quoteText } from "./models.js";
 
 const PICKS = [["cheapest", "Cheapest"], ["best_tier", "Best tier"], ["fastest", "Fastest"],
@@ -29,20 +29,23 @@ export function recommendationList(answer, onPick) {
   return el("ul", { className: "picks", id: "recommendations" }, items);
 }
 
+// The job as it moves, from its event stream (no polling): `onUpdate(job, event)` at each
+// event, the last at its end.
 export async function follow(jobId, onUpdate) {
-  let job = await api(`/v1/jobs/${jobId}`);
-  onUpdate(job);
-  while (!TERMINAL.has(job.status)) {
-    job = await api(`/v1/jobs/${jobId}`, { query: { wait: 20 } });
-    onUpdate(job);
-  }
+  let job = null;
+  await stream(`/v1/jobs/${jobId}/stream`, ({ data }) => {
+    job = data.job;
+    onUpdate(job, data.event || null);
+  });
   return job;
 }
 
 export function jobResult(job) {
   return el("div", { className: "card", id: "job-result", dataset: { status: job.status } },
     el("p", {}, "Job ", el("code", {}, job.id), ": ",
-      el("b", { className: `status-${job.status}` }, job.status), ` on ${job.model}`),
+      el("b", { className: `status-${job.status}` }, job.status), ` on ${job.model}`,
+      job.status === "queued" && job.queue_position !== null && job.queue_position !== undefined
+        ? el("span", { className: "muted", id: "queue-position" }, ` (${job.queue_position} ahead in the queue)`) : null),
     el("p", { className: "muted" }, `estimated ${usd(job.cost.estimated)}, charged ${usd(job.cost.actual)}`),
     job.error ? el("p", { className: "status-failed" }, `${job.error.code}: ${job.error.message}`) : null,
     job.data_deleted_at ? el("p", { className: "muted" }, `Its images were deleted ${ago(job.data_deleted_at)}.`) : null,

@@ -1,7 +1,7 @@
 // Jobs: the list with filters (status, model, dates, batch, metadata), a job's
 // timeline, and cancel. Each row is a button (keyboard and mouse alike); the job's
 // detail opens where the user is looking, and focus moves to it.
-import { ago, api, describe, el, models, showMessage, TERMINAL, usd } from "./api.js";
+import { ago, api, describe, el, models, showMessage, stream, TERMINAL, usd } from "./api.js";
 import { jobResult } from "./edit.js";
 
 function toIso(date, endOfDay) {
@@ -70,13 +70,35 @@ export async function renderJobs(view) {
   const detail = el("section", { id: "job-detail", "aria-live": "polite" });
   let cursor = null;
 
+  let following = null; // the open job's stream, stopped when another opens or the page moves on
+  const follow = (job, lastEventId) => {
+    following = new AbortController();
+    const { signal } = following;
+    stream(`/v1/jobs/${job.id}/stream`, ({ data }) => {
+      if (!detail.isConnected) { following.abort(); return; }
+      const timelineNow = detail.querySelector("#job-timeline");
+      const first = timelineNow?.querySelector("time");
+      const start = first ? Date.parse(first.getAttribute("datetime")) : Date.parse(data.job.created_at);
+      timelineNow?.append(eventLine(data.event, start));
+      detail.querySelector("#job-result")?.replaceWith(jobResult(data.job));
+      const cell = table.querySelector(`tr[data-job='${job.id}'] td[data-label=status] span`);
+      if (cell) { cell.textContent = data.job.status; cell.className = `status-${data.job.status}`; }
+      const cancel = detail.querySelector("#cancel-job");
+      if (cancel && TERMINAL.has(data.job.status)) {
+        const focused = document.activeElement === cancel;
+        cancel.remove();
+        if (focused) detail.querySelector("h3").focus(); // not lost to the page's body
+      }
+    }, { lastEventId, signal }).catch((error) => showMessage(describe(error)));
+  };
   const showJob = async (id) => {
+    following?.abort();
     try {
       const [job, events] = await Promise.all([api(`/v1/jobs/${id}`), api(`/v1/jobs/${id}/events`)]);
       const heading = el("h3", { tabindex: "-1" }, "Job ", el("code", {}, job.id));
       detail.replaceChildren(heading, jobResult(job), el("h4", {}, "Timeline"), timeline(job, events.data),
         ...(TERMINAL.has(job.status) ? [] : [el("button", { type: "button", id: "cancel-job", onclick: async () => {
-          try { await api(`/v1/jobs/${id}/cancel`, { method: "POST" }); await showJob(id); load(false); }
+          try { await api(`/v1/jobs/${id}/cancel`, { method: "POST" }); }
           catch (error) { showMessage(describe(error)); } } }, "Cancel job")]));
       for (const row of table.querySelectorAll("tr[data-job]")) {
         row.classList.toggle("selected", row.dataset.job === id);
@@ -85,6 +107,8 @@ export async function renderJobs(view) {
       // either way it is brought into view, and focus moves to it.
       detail.scrollIntoView({ block: "nearest" });
       heading.focus({ preventScroll: true });
+      // A job still moving: its timeline grows from its event stream, after what is shown.
+      if (!TERMINAL.has(job.status)) follow(job, events.data.length ? String(events.data.at(-1).id) : null);
     } catch (error) {
       showMessage(describe(error));
     }
