@@ -10,13 +10,14 @@ STAMP  := $(VENV)/.installed
 # installed at its version, what it does not is removed, and a lock that no longer matches
 # pyproject.toml stops the install (`--locked`) instead of being re-resolved. It holds editq
 # with its dev tools and the provider simulators (a distribution of their own,
-# simulators/pyproject.toml, that a production install does not have). uv itself is pinned
+# simulators/pyproject.toml, that a production install does not have) and the Python client
+# (clients/python/pyproject.toml, likewise). uv itself is pinned
 # here (and in the Dockerfile) and installed into the venv from PyPI with pip.
 UV_VERSION := 0.13.9
 UV         := $(BIN)/uv
-SYNC       := $(UV) sync --locked --extra dev --group simulators
+SYNC       := $(UV) sync --locked --extra dev --group simulators --group client
 
-$(STAMP): pyproject.toml simulators/pyproject.toml uv.lock
+$(STAMP): pyproject.toml simulators/pyproject.toml clients/python/pyproject.toml uv.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(SYNC) --quiet
@@ -35,7 +36,7 @@ LATEST := .venv-latest
 test-latest: install
 	rm -rf $(LATEST)
 	$(UV) venv --quiet --seed --python $(BIN)/python $(LATEST)
-	$(UV) pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[dev]' -e ./simulators
+	$(UV) pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[dev]' -e ./simulators -e ./clients/python
 	$(UV) pip list --python $(LATEST)/bin/python --format freeze > $(LATEST)/versions.txt
 	@echo "test-latest: $$(wc -l < $(LATEST)/versions.txt) packages, newest allowed (in $(LATEST)/versions.txt)"
 	$(LATEST)/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder

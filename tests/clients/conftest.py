@@ -1,0 +1,45 @@
+"""The client against the session's live stack (tests/conftest.py: API, worker, beat,
+the WaveSpeed simulator), over real HTTP: a key per test, as a user has."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from editq_client import Client
+
+from shared.db import session_scope
+from shared.tenants import create_api_key
+from tests.conftest import Live
+
+
+def key_for(live: Live, name: str) -> str:
+    """A fresh tenant's key: tenants are the isolation between tests, as between users."""
+    with session_scope(live.settings.database_url) as session:
+        return create_api_key(session, f"{name}-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def key(live: Live) -> str:
+    return key_for(live, "client")
+
+
+@pytest.fixture
+def editq(live: Live, key: str) -> Iterator[Client]:
+    with Client(live.api_url, key, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def slow_wavespeed(live: Live) -> Iterator[None]:
+    """WaveSpeed's simulator taking 30 s per task (restored after), so a job is still
+    running when its time is up."""
+    before = httpx.get(f"{live.sim_url}/_sim/latency", timeout=10).json()["latency"]
+    httpx.put(f"{live.sim_url}/_sim/latency", json={"latency": "30"},
+              timeout=10).raise_for_status()
+    try:
+        yield
+    finally:
+        httpx.put(f"{live.sim_url}/_sim/latency", json={"latency": before}, timeout=10)
