@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from urllib.parse import urlparse
 
@@ -56,22 +57,34 @@ def queue_key(queue: str) -> str:
 
 
 class Publisher:
-    """One Redis client per process, for every commit's one PUBLISH."""
+    """One Redis client per process, for every commit's one PUBLISH.
 
-    def __init__(self, redis_url: str) -> None:
+    While Redis is away a commit must not wait on it: after a failed PUBLISH the next ones
+    are skipped for `pause` seconds. What is lost then costs latency only (the listeners
+    wake every stream when they subscribe again), and the API's listener is the one that
+    warns of the outage, so a failure here is said once, at INFO."""
+
+    def __init__(self, redis_url: str, pause: float = 5.0) -> None:
         self.channel = channel(redis_url)
         self._client = redis.Redis.from_url(redis_url, socket_timeout=2,
                                             socket_connect_timeout=2, retry_on_timeout=False)
+        self._pause = pause
+        self._skip_until = 0.0
+        self._failing = False
 
     def publish(self, keys: Iterable[str]) -> None:
         message = " ".join(sorted(keys))
-        if not message:
+        if not message or time.monotonic() < self._skip_until:
             return
         try:
             self._client.publish(self.channel, message)
+            self._failing = False
         except redis.RedisError as exc:
-            # A stream catches up when its listener next (re)subscribes.
-            log.warning("could not publish a change (%s)", type(exc).__name__)
+            self._skip_until = time.monotonic() + self._pause
+            if not self._failing:
+                log.info("changes not published while Redis is unavailable (%s)",
+                         type(exc).__name__)
+            self._failing = True
 
     def close(self) -> None:
         self._client.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -161,14 +162,16 @@ def test_a_long_poll_answers_as_the_job_ends(live: Live, slow_wavespeed: None) -
 
 @pytest.mark.every_database
 def test_queue_position_falls_to_zero_as_the_jobs_ahead_start(database_url: str) -> None:
-    # given five queued jobs on one queue and one on the other
+    # given five queued jobs on one queue and one on another (queues of this test's own:
+    # the database is shared with other tests, whose queued jobs would count too)
+    mine, other = f"q-{uuid.uuid4().hex[:8]}", f"b-{uuid.uuid4().hex[:8]}"
     with session_scope(database_url) as session:
         tenant = get_or_create_tenant(session, f"queue-{time.time_ns()}")
         ids = []
         for n in range(6):
             job = Job(id=states.new_job_id(), tenant_id=tenant.id, status=states.QUEUED,
                       operation="grayscale", model="local-pillow", provider="local",
-                      queue="bulk" if n == 2 else "interactive")
+                      queue=other if n == 2 else mine)
             session.add(job)
             session.flush()
             ids.append(job.id)
