@@ -11,6 +11,7 @@ import os
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 from editq_client import (
     UPLOAD_OVER,
@@ -19,8 +20,10 @@ from editq_client import (
     Client,
     InvalidRequest,
     JobTimeout,
+    as_json,
 )
 from PIL import Image
+from pydantic import BaseModel
 
 from shared.db import session_scope
 from shared.tenants import create_api_key, get_or_create_tenant, set_limits
@@ -185,3 +188,63 @@ def test_the_apis_refusals_are_typed_errors(live: Live) -> None:
         with pytest.raises(InvalidRequest) as invalid:
             editq.submit(image_bytes(), model="qwen-edit")
         assert invalid.value.code == "prompt_required"
+
+
+class Recording(httpx.HTTPTransport):
+    """A real transport that keeps each answer's body, as the API sent it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[bytes] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        self.bodies.append(response.read())
+        return response
+
+
+def test_as_json_prints_the_apis_own_answers_byte_for_byte(live: Live, key: str) -> None:
+    # given a client whose every answer is recorded as it arrived
+    recorded = Recording()
+
+    def same(result: object) -> None:
+        """`result` dumps to exactly the last answer: members, nulls, order, values."""
+        assert isinstance(result, BaseModel)
+        raw = json.loads(recorded.bodies[-1])
+        assert json.dumps(as_json(result), indent=2) == json.dumps(raw, indent=2)
+
+    with Client(live.api_url, key, timeout=30, transport=recorded) as editq:
+        # then what the CLI prints with --json is what the API answered: a job queued and
+        # done (its outputs), the catalog plain and ranked (rank and excluded only then)
+        same(job := editq.submit(image_bytes((40, 30)), operation="flip"))
+        same(editq.wait(job.id, timeout=60))
+        same(editq.models())
+        same(editq.models("grayscale"))
+        # a batch's dry run, the batch as accepted and as it ends
+        items = [{"image": image_bytes((30 + n, 20))} for n in range(2)]
+        same(editq.batches.estimate(items, defaults={"operation": "grayscale"}))
+        same(batch := editq.batches.create(items, defaults={"operation": "grayscale"}))
+        same(editq.batches.wait(batch.id, timeout=60))
+        # and a comparison, accepted and completed
+        same(comparison := editq.comparisons.create(image_bytes(), ["qwen-edit",
+                                                                    "seededit-v3"],
+                                                    prompt=PROMPT))
+        same(editq.comparisons.wait(comparison.id, timeout=60))
+
+
+def test_a_comparisons_outputs_read_and_save_themselves(editq: Client, tmp_path: Path) -> None:
+    comparison = editq.comparisons.create(image_bytes((64, 48)), ["qwen-edit", "seededit-v3"],
+                                          prompt=PROMPT)
+    finished = editq.comparisons.wait(comparison.id, timeout=60)
+    for result in finished.results:
+        [output] = result.outputs
+        data = output.read()
+        assert data == httpx.get(output.url, timeout=10).content
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.size == (output.width, output.height)
+        saved = output.save(tmp_path)
+        assert saved.name == f"{result.job_id}-0{output.extension}"
+        assert saved.read_bytes() == data
+    # and the same through a stream's last update
+    [*_, last] = editq.comparisons.stream(comparison.id, poll_fallback=False)
+    assert last.comparison.results[0].outputs[0].read() == finished.results[0].outputs[0].read()

@@ -27,6 +27,7 @@ from editq_client import (
     NotFound,
     PlanLimitExceeded,
     ServiceUnavailable,
+    as_json,
 )
 from editq_client._core import UPLOAD_OVER, SSEDecoder
 
@@ -207,6 +208,81 @@ def test_the_url_and_key_come_from_the_environment(monkeypatch: pytest.MonkeyPat
         editq.get("job_1")
     assert str(script.requests[0].url) == "http://from-env.test/v1/jobs/job_1"
     assert script.requests[0].headers["authorization"] == "Bearer eq_env"
+
+
+def test_a_batch_reprocesses_stored_jobs_or_reads_a_source_bucket_by_one_json_post() -> None:
+    estimate = {"count": 6, "estimated_cost": "0.12", "currency": "USD", "budget_ok": True,
+                "budget": {}, "invalid": [], "invalid_count": 0}
+    made = {"id": "bat_1", "kind": "reprocess", "status": "expanding", "total": 6,
+            "expanded": 0, "counts": {}, "progress": {"done": 0, "total": 6}, "cost": {},
+            "created_at": "x", "finished_at": None}
+    script = Script(httpx.Response(200, json=estimate), httpx.Response(202, json=made),
+                    httpx.Response(202, json={**made, "kind": "source"}))
+    stored = {"filter": {"model": "qwen-edit"}, "override": {"model": "seededit-v3"}}
+    with client(script) as editq:
+        # a dry run, then the batch, then one from a bucket
+        assert editq.batches.estimate(reprocess=stored, on_error="skip").count == 6
+        assert editq.batches.create(reprocess=stored, idempotency_key="cli-1").id == "bat_1"
+        editq.batches.create(source={"bucket": "photos", "prefix": "2026/", "limit": 10},
+                             defaults={"operation": "grayscale"})
+        # and giving two kinds at once is refused before anything is sent
+        with pytest.raises(ValueError, match="one of"):
+            editq.batches.create([{"image": "upl_1"}], reprocess=stored)
+    bodies = [json.loads(r.content) for r in script.requests]
+    assert bodies[0] == {"reprocess": stored, "on_error": "skip", "dry_run": True}
+    assert bodies[1] == {"reprocess": stored}
+    assert bodies[2] == {"source": {"bucket": "photos", "prefix": "2026/", "limit": 10},
+                         "defaults": {"operation": "grayscale"}}
+    assert script.requests[1].headers["idempotency-key"] == "cli-1"
+    assert "idempotency-key" in script.requests[2].headers  # one of the client's own
+
+
+def test_as_json_is_the_answer_as_the_api_sent_it() -> None:
+    # given answers that leave optional members out, and one with a null
+    sent = job_view(error=None, outputs=[{"url": "http://s3.test/o.png",
+                                          "content_type": "image/png", "width": 1,
+                                          "height": 1, "bytes": 9}], future_member=[1])
+    costs = {"rows": [], "total": "0", "currency": "USD", "group_by": "model",
+             "from": "2026-01-01", "to": "2026-02-01"}
+    script = Script(httpx.Response(200, json=sent), httpx.Response(200, json=costs))
+    with client(script) as editq:
+        job, report = editq.get("job_1"), editq.costs()
+    # then as_json is each answer as it came: none of the models' defaults (a job's
+    # `batch_id`, an output's `content_filtered`), the nulls, the members the models do
+    # not know, `from` named as the API names it, and the answer's own order
+    assert job.batch_id is None and job.outputs[0].content_filtered is False
+    assert json.dumps(as_json(job)) == json.dumps(sent)
+    assert json.dumps(as_json(report)) == json.dumps(costs)
+    # and a copy to change, never the answer itself
+    as_json(job)["status"] = "changed"
+    assert as_json(job)["status"] == "queued"
+    # and a part of a result is what was set in it, by the API's names
+    assert as_json(job.cost) == sent["cost"] and as_json(report)["from"] == "2026-01-01"
+    assert as_json(job.outputs[0]) == sent["outputs"][0]
+
+
+def test_a_comparisons_outputs_read_themselves_and_a_fresh_url_when_theirs_expired(
+        tmp_path: Any) -> None:
+    result = {"model": "qwen-edit", "served_by": "qwen-edit", "job_id": "job_7",
+              "status": "succeeded", "error": None, "queue_seconds": 0.1, "run_seconds": 1.0,
+              "cost": {"estimated": "0.02", "actual": "0.02", "currency": "USD"},
+              "outputs": [{"url": "http://s3.test/expired.png", "width": 1, "height": 1,
+                           "content_type": "image/png"}]}
+    comparison = {"id": "cmp_1", "status": "completed", "operation": "general_edit",
+                  "prompt": "p", "models": ["qwen-edit"], "metadata": {}, "created_at": "x",
+                  "vote": None, "estimated_total": "0.02", "actual_total": "0.02",
+                  "results": [result]}
+    script = Script(httpx.Response(200, json=comparison),
+                    httpx.Response(403, text="<Error>expired</Error>"),
+                    httpx.Response(307, headers={"Location": "http://s3.test/fresh.png"}),
+                    httpx.Response(200, content=b"\x89PNG fresh"))
+    with client(script) as editq:
+        [output] = editq.comparisons.get("cmp_1").results[0].outputs
+        saved = output.save(tmp_path)
+    # then the bytes came by the job's output URL once the presigned one was refused
+    assert saved.name == "job_7-0.png" and saved.read_bytes() == b"\x89PNG fresh"
+    assert [r.url.path for r in script.requests[1:]] == [
+        "/expired.png", "/v1/jobs/job_7/outputs/0", "/fresh.png"]
 
 
 # --- streams, scripted -----------------------------------------------------------------------

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
 from editq_client import Client, WebhookVerificationError, verify_webhook
 from standardwebhooks.webhooks import Webhook
@@ -93,9 +92,8 @@ def test_verify_webhook_accepts_editq_s_deliveries_and_refuses_anything_else(
     # given a tenant's secret and a job that names the receiver
     state, url = receiver
     key = hooks.key(f"client-hooks-{time.monotonic_ns()}")
-    secret = httpx.get(f"{hooks.api_url}/v1/webhook-secret", timeout=10,
-                       headers={"Authorization": f"Bearer {key}"}).json()["secret"]
     with Client(hooks.api_url, key) as editq:
+        secret = editq.webhooks.secret().secret
         job = editq.run(image_bytes(), operation="grayscale", webhook_url=url, timeout=60)
     # when editq's outbox delivers job.succeeded
     headers, body = wait_for(lambda: state.deliveries[0] if state.deliveries else None, 30,
@@ -122,24 +120,23 @@ def test_after_a_rotation_either_secret_verifies_a_redelivery(
         hooks: HookStack, receiver: tuple[Received, str]) -> None:
     state, url = receiver
     key = hooks.key(f"client-rotate-{time.monotonic_ns()}")
-    auth = {"Authorization": f"Bearer {key}"}
     with Client(hooks.api_url, key) as editq:
         job = editq.run(image_bytes(), operation="grayscale", webhook_url=url, timeout=60)
-    wait_for(lambda: state.deliveries, 30, "the first delivery")
-    old = httpx.get(f"{hooks.api_url}/v1/webhook-secret", headers=auth, timeout=10).json()
-    new = httpx.post(f"{hooks.api_url}/v1/webhook-secret/rotate", headers=auth,
-                     timeout=10).json()
-    # when the delivery is sent again, signed by both secrets during the overlap
-    [delivery] = httpx.get(f"{hooks.api_url}/v1/webhook-deliveries", headers=auth,
-                           params={"job_id": job.id}, timeout=10).json()["data"]
-    httpx.post(f"{hooks.api_url}/v1/webhook-deliveries/{delivery['id']}/redeliver",
-               headers=auth, timeout=10).raise_for_status()
+        wait_for(lambda: state.deliveries, 30, "the first delivery")
+        old = editq.webhooks.secret()
+        new = editq.webhooks.rotate_secret()
+        assert new.secret != old.secret and new.previous_valid_until is not None
+        # when the delivery is sent again, signed by both secrets during the overlap
+        [delivery] = wait_for(lambda: editq.webhooks.deliveries(
+            job_id=job.id, status="delivered").data, 30, "the delivery's record")
+        assert delivery.event_type == "job.succeeded" and delivery.attempts
+        assert editq.webhooks.redeliver(delivery.id).id == delivery.id
     headers, body = wait_for(lambda: state.deliveries[1] if len(state.deliveries) > 1
                              else None, 30, "the redelivery")
     # then it carries two signatures, and each secret verifies it
     assert len(headers["webhook-signature"].split()) == 2
-    assert verify_webhook(body, headers, old["secret"])["data"]["id"] == job.id
-    assert verify_webhook(body, headers, new["secret"])["data"]["id"] == job.id
+    assert verify_webhook(body, headers, old.secret)["data"]["id"] == job.id
+    assert verify_webhook(body, headers, new.secret)["data"]["id"] == job.id
 
 
 def test_verify_webhook_matches_editq_s_signing_exactly() -> None:

@@ -24,14 +24,18 @@ from ._types import (
     Comparison,
     ComparisonUpdate,
     CostReport,
+    Delivery,
+    DeliveryList,
     Job,
     JobEvent,
     ModelList,
     Quote,
+    WebhookSecret,
 )
 from .models import BatchList, EventList
 
 OnError = Literal["reject", "skip"]
+DeliveryStatus = Literal["pending", "delivered", "failed", "gone"]
 GroupBy = Literal["model", "provider", "operation", "day", "tenant"]
 When = str | date | datetime | None
 JsonlSource = str | os.PathLike[str] | bytes
@@ -63,6 +67,11 @@ def _batch_fields(defaults: Mapping[str, Any] | None, on_error: OnError | None,
             "metadata": dict(metadata) if metadata is not None else None}
 
 
+def _deliveries_params(status: DeliveryStatus | None, job_id: str | None, limit: int,
+                       cursor: str | None) -> dict[str, Any]:
+    return {"status": status, "job_id": job_id, "limit": limit, "cursor": cursor}
+
+
 def _costs_params(group_by: GroupBy, from_: When, to: When,
                   tenant: str | None) -> dict[str, Any]:
     return {"group_by": group_by, "from": instant(from_), "to": instant(to), "tenant": tenant}
@@ -86,27 +95,36 @@ class Batches:
         self._core, self._runner = core, runner
 
     def create(self, items: Iterable[Mapping[str, Any]] | None = None, *,
-               jsonl: JsonlSource | None = None, defaults: Mapping[str, Any] | None = None,
+               jsonl: JsonlSource | None = None, reprocess: Mapping[str, Any] | None = None,
+               source: Mapping[str, Any] | None = None,
+               defaults: Mapping[str, Any] | None = None,
                on_error: OnError | None = None, webhook_url: str | None = None,
                webhook_events: Sequence[str] | None = None,
                metadata: Mapping[str, Any] | None = None,
                idempotency_key: str | None = None) -> Batch:
-        """A batch of jobs: `items` (job bodies; their images in any form `run` takes), or
-        a JSONL file (`jsonl`: a path, or its bytes), one job body per line."""
+        """A batch of jobs, from one of: `items` (job bodies; their images in any form
+        `run` takes); a JSONL file (`jsonl`: a path, or its bytes), one job body per line;
+        `reprocess` ({"filter": {"model": ..., "created_after": ...}, "override": {"model":
+        ...}}), the tenant's stored jobs run again, their inputs reused; `source`
+        ({"bucket": ..., "prefix": ..., "limit": n}), one job per image of a bucket the
+        operator allows."""
         fields = _batch_fields(defaults, on_error, webhook_url, webhook_events, metadata)
         made = self._runner.run(self._core.create_batch(
-            items=items, jsonl=jsonl, fields=fields, dry_run=False,
-            idempotency_key=idempotency_key))
+            items=items, jsonl=jsonl, reprocess=reprocess, source=source, fields=fields,
+            dry_run=False, idempotency_key=idempotency_key))
         assert isinstance(made, Batch)
         return made
 
     def estimate(self, items: Iterable[Mapping[str, Any]] | None = None, *,
-                 jsonl: JsonlSource | None = None, defaults: Mapping[str, Any] | None = None,
+                 jsonl: JsonlSource | None = None, reprocess: Mapping[str, Any] | None = None,
+                 source: Mapping[str, Any] | None = None,
+                 defaults: Mapping[str, Any] | None = None,
                  on_error: OnError | None = None) -> BatchEstimate:
         """A dry run: the count, the estimated cost and the invalid lines; nothing made."""
         fields = _batch_fields(defaults, on_error, None, None, None)
         made = self._runner.run(self._core.create_batch(
-            items=items, jsonl=jsonl, fields=fields, dry_run=True, idempotency_key=None))
+            items=items, jsonl=jsonl, reprocess=reprocess, source=source, fields=fields,
+            dry_run=True, idempotency_key=None))
         assert isinstance(made, BatchEstimate)
         return made
 
@@ -165,6 +183,37 @@ class Comparisons:
         return self._runner.iterate(self._core.stream_comparison(comparison_id, poll_fallback))
 
 
+class Webhooks:
+    """This tenant's webhooks: the secret that signs them (`verify_webhook`'s third
+    argument), its rotation, and the deliveries with their attempts."""
+
+    def __init__(self, core: Core, runner: SyncRunner) -> None:
+        self._core, self._runner = core, runner
+
+    def secret(self) -> WebhookSecret:
+        """The secret that signs this tenant's webhooks (`whsec_...`)."""
+        return self._runner.run(self._core.get(WebhookSecret, "/v1/webhook-secret"))
+
+    def rotate_secret(self) -> WebhookSecret:
+        """A new secret; the previous one keeps signing too (two signatures) until
+        `previous_valid_until`. Never retried: a second rotation would retire the first."""
+        return self._runner.run(self._core.post(WebhookSecret, "/v1/webhook-secret/rotate"))
+
+    def deliveries(self, *, status: DeliveryStatus | None = None, job_id: str | None = None,
+                   limit: int = 50, cursor: str | None = None) -> DeliveryList:
+        """The deliveries, newest first, each with its attempts (time, status code, error,
+        latency)."""
+        return self._runner.run(self._core.get(
+            DeliveryList, "/v1/webhook-deliveries",
+            _deliveries_params(status, job_id, limit, cursor)))
+
+    def redeliver(self, delivery_id: str) -> Delivery:
+        """Send a delivery again now, with the same `webhook-id` (receivers deduplicate on
+        it)."""
+        return self._runner.run(self._core.post(
+            Delivery, f"/v1/webhook-deliveries/{delivery_id}/redeliver"))
+
+
 class Client:
     """editq's API, synchronously. `base_url` and `api_key` default to EDITQ_API_URL and
     EDITQ_API_KEY. Use it as a context manager, or `close()` it."""
@@ -180,6 +229,7 @@ class Client:
         self.uploads = Uploads(self._core, self._runner)
         self.batches = Batches(self._core, self._runner)
         self.comparisons = Comparisons(self._core, self._runner)
+        self.webhooks = Webhooks(self._core, self._runner)
 
     @property
     def base_url(self) -> str:
@@ -297,6 +347,8 @@ class AsyncBatches:
 
     async def create(self, items: Iterable[Mapping[str, Any]] | None = None, *,
                      jsonl: JsonlSource | None = None,
+                     reprocess: Mapping[str, Any] | None = None,
+                     source: Mapping[str, Any] | None = None,
                      defaults: Mapping[str, Any] | None = None,
                      on_error: OnError | None = None, webhook_url: str | None = None,
                      webhook_events: Sequence[str] | None = None,
@@ -304,18 +356,21 @@ class AsyncBatches:
                      idempotency_key: str | None = None) -> Batch:
         fields = _batch_fields(defaults, on_error, webhook_url, webhook_events, metadata)
         made = await self._runner.run(self._core.create_batch(
-            items=items, jsonl=jsonl, fields=fields, dry_run=False,
-            idempotency_key=idempotency_key))
+            items=items, jsonl=jsonl, reprocess=reprocess, source=source, fields=fields,
+            dry_run=False, idempotency_key=idempotency_key))
         assert isinstance(made, Batch)
         return made
 
     async def estimate(self, items: Iterable[Mapping[str, Any]] | None = None, *,
                        jsonl: JsonlSource | None = None,
+                       reprocess: Mapping[str, Any] | None = None,
+                       source: Mapping[str, Any] | None = None,
                        defaults: Mapping[str, Any] | None = None,
                        on_error: OnError | None = None) -> BatchEstimate:
         fields = _batch_fields(defaults, on_error, None, None, None)
         made = await self._runner.run(self._core.create_batch(
-            items=items, jsonl=jsonl, fields=fields, dry_run=True, idempotency_key=None))
+            items=items, jsonl=jsonl, reprocess=reprocess, source=source, fields=fields,
+            dry_run=True, idempotency_key=None))
         assert isinstance(made, BatchEstimate)
         return made
 
@@ -373,6 +428,29 @@ class AsyncComparisons:
         return self._runner.iterate(self._core.stream_comparison(comparison_id, poll_fallback))
 
 
+class AsyncWebhooks:
+    def __init__(self, core: Core, runner: AsyncRunner) -> None:
+        self._core, self._runner = core, runner
+
+    async def secret(self) -> WebhookSecret:
+        return await self._runner.run(self._core.get(WebhookSecret, "/v1/webhook-secret"))
+
+    async def rotate_secret(self) -> WebhookSecret:
+        return await self._runner.run(self._core.post(WebhookSecret,
+                                                      "/v1/webhook-secret/rotate"))
+
+    async def deliveries(self, *, status: DeliveryStatus | None = None,
+                         job_id: str | None = None, limit: int = 50,
+                         cursor: str | None = None) -> DeliveryList:
+        return await self._runner.run(self._core.get(
+            DeliveryList, "/v1/webhook-deliveries",
+            _deliveries_params(status, job_id, limit, cursor)))
+
+    async def redeliver(self, delivery_id: str) -> Delivery:
+        return await self._runner.run(self._core.post(
+            Delivery, f"/v1/webhook-deliveries/{delivery_id}/redeliver"))
+
+
 class AsyncClient:
     """`Client`'s calls, awaited; `stream()`s are `async for`. Use it as an async context
     manager, or `await aclose()`."""
@@ -388,6 +466,7 @@ class AsyncClient:
         self.uploads = AsyncUploads(self._core, self._runner)
         self.batches = AsyncBatches(self._core, self._runner)
         self.comparisons = AsyncComparisons(self._core, self._runner)
+        self.webhooks = AsyncWebhooks(self._core, self._runner)
 
     @property
     def base_url(self) -> str:

@@ -43,6 +43,7 @@ from ._types import (
     Job,
     JobEvent,
     _Bound,
+    keep_answer,
 )
 from .models import EventOut, QuoteOut
 
@@ -310,7 +311,11 @@ class Core:
                    f"the storage answered {found.status}: {found.detail}", found.problem)
 
     def parse(self, model: type[M], response: httpx.Response) -> M:
-        parsed = model.model_validate(response.json())
+        return self.parse_json(model, response.json())
+
+    def parse_json(self, model: type[M], answer: Any) -> M:
+        """`answer` (JSON) as a `model`, bound to this client, and kept for `as_json`."""
+        parsed = keep_answer(model.model_validate(answer), answer)
         if isinstance(parsed, _Bound):
             parsed._bind(self)
         return parsed
@@ -590,6 +595,7 @@ class Core:
             "type": message.event if message.event != "message" else (event or {}).get(
                 "type", ""),
             "event": event, "job": data["job"]})
+        keep_answer(parsed.job, data["job"])
         parsed.job._bind(self)
         return parsed
 
@@ -598,22 +604,32 @@ class Core:
     def create_batch(self, *, items: Iterable[Mapping[str, Any]] | None,
                      jsonl: str | os.PathLike[str] | bytes | None,
                      fields: Mapping[str, Any], dry_run: bool,
-                     idempotency_key: str | None) -> Flow[Batch | BatchEstimate]:
-        if (items is None) == (jsonl is None):
-            raise ValueError("give items=[...] or jsonl=<path>, one of them")
+                     idempotency_key: str | None,
+                     reprocess: Mapping[str, Any] | None = None,
+                     source: Mapping[str, Any] | None = None) -> Flow[Batch | BatchEstimate]:
+        kinds = {"items": items, "jsonl": jsonl, "reprocess": reprocess, "source": source}
+        if sum(value is not None for value in kinds.values()) != 1:
+            raise ValueError("give one of items=[...], jsonl=<path>, reprocess={...} or "
+                             "source={...}")
         key = idempotency_key or new_idempotency_key()
         headers = {"Idempotency-Key": key}
-        if items is not None:
-            encoded = []
-            for item in items:
-                encoded.append((yield from self.item_body(item)))
-            body = {"items": encoded, **_compact(fields)}
+        if jsonl is None:
+            body: dict[str, Any]
+            if items is not None:
+                encoded = []
+                for item in items:
+                    encoded.append((yield from self.item_body(item)))
+                body = {"items": encoded, **_compact(fields)}
+            elif reprocess is not None:
+                body = {"reprocess": dict(reprocess), **_compact(fields)}
+            else:
+                assert source is not None
+                body = {"source": dict(source), **_compact(fields)}
             if dry_run:
                 body["dry_run"] = True
             response = yield from self.call(lambda: self.request(
                 "POST", "/v1/batches", json_body=body, headers=headers))
         else:
-            assert jsonl is not None
             name, content = ("items.jsonl", jsonl) if isinstance(jsonl, bytes) else (
                 Path(jsonl).name, Path(jsonl).read_bytes())
             form: dict[str, str] = {}
@@ -630,7 +646,7 @@ class Core:
                 "POST", "/v1/batches", data=form, headers=headers,
                 files={"file": (name, content, "application/x-ndjson")}))
         if dry_run:
-            return BatchEstimate.model_validate(response.json())
+            return self.parse(BatchEstimate, response)
         return self.parse(Batch, response)
 
     def batch_results(self, batch_id: str) -> Flow[None]:
@@ -642,9 +658,7 @@ class Core:
             if line is None:
                 break
             if line.strip():
-                result = BatchResult.model_validate(json.loads(line))
-                result._bind(self)
-                yield Emit(result)
+                yield Emit(self.parse_json(BatchResult, json.loads(line)))
         yield Close(response)
 
     def stream_batch(self, batch_id: str, poll_fallback: bool) -> Flow[None]:
@@ -663,7 +677,7 @@ class Core:
                         poll_fallback: bool) -> Flow[None]:
         def parse(message: ServerSentEvent, data: Any) -> Any:
             return wrap(int(message.id) if message.id and message.id.isdigit() else None,
-                        model.model_validate(data))
+                        self.parse_json(model, data))
 
         def final(update: Any) -> bool:
             view = update.batch if isinstance(update, BatchUpdate) else update.comparison

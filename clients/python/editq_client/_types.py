@@ -4,9 +4,11 @@ an output that reads and saves itself, and the events of the streams."""
 from __future__ import annotations
 
 import builtins
+import copy
 import mimetypes
+import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
@@ -36,28 +38,38 @@ class _Bound(BaseModel):
         return self._core
 
 
-class Output(models.OutputOut, _Bound):
-    """One output image. `url` is presigned (it expires, see EDITQ_PRESIGN_EXPIRY_SECONDS);
-    `read()` asks the API for a fresh one when it has."""
+class _Image(_Bound):
+    """An image the API made, that reads itself: from its presigned URL, or from a fresh
+    one when that has expired (the job's id and the image's index name it)."""
 
     _job_id: str | None = PrivateAttr(default=None)
     _index: int = PrivateAttr(default=0)
 
+    def _located(self, job_id: str | None, index: int) -> None:
+        self._job_id = job_id
+        self._index = index
+
+    def _source(self) -> tuple[str | None, str]:
+        """Its URL (None: ask for a fresh one) and its content type."""
+        raise NotImplementedError
+
     @property
     def extension(self) -> str:
-        return _EXT.get(self.content_type) or mimetypes.guess_extension(self.content_type) or ""
+        content_type = self._source()[1]
+        return _EXT.get(content_type) or mimetypes.guess_extension(content_type) or ""
 
     def read(self) -> builtins.bytes:
         """The image's bytes."""
         core = self._bound_core()
-        data: builtins.bytes = core.run_sync(core.download(self.url, self._job_id, self._index))
+        data: builtins.bytes = core.run_sync(
+            core.download(self._source()[0], self._job_id, self._index))
         return data
 
     async def aread(self) -> builtins.bytes:
         """The image's bytes, without blocking the event loop."""
         core = self._bound_core()
         data: builtins.bytes = await core.run_async(
-            core.download(self.url, self._job_id, self._index))
+            core.download(self._source()[0], self._job_id, self._index))
         return data
 
     def save(self, path: str | Path) -> Path:
@@ -77,6 +89,14 @@ class Output(models.OutputOut, _Bound):
         return path
 
 
+class Output(models.OutputOut, _Image):
+    """One output image. `url` is presigned (it expires, see EDITQ_PRESIGN_EXPIRY_SECONDS);
+    `read()` asks the API for a fresh one when it has."""
+
+    def _source(self) -> tuple[str | None, str]:
+        return self.url, self.content_type
+
+
 class Job(models.JobOut, _Bound):
     """A job as `GET /v1/jobs/{id}` answers it; `outputs` read and save themselves."""
 
@@ -86,8 +106,7 @@ class Job(models.JobOut, _Bound):
         super()._bind(core)
         for index, output in enumerate(self.outputs):
             output._bind(core)
-            output._job_id = self.id
-            output._index = index
+            output._located(self.id, index)
 
     @property
     def done(self) -> bool:
@@ -177,8 +196,34 @@ class BatchResult(_Bound):
         return target
 
 
-class Comparison(models.ComparisonOut):
+class ComparisonOutput(models.ComparisonOutput, _Image):
+    """One model's output in a comparison: `read()`, `save(path)` as a job's output."""
+
+    def _source(self) -> tuple[str | None, str]:
+        return self.url, self.content_type
+
+
+class ComparisonResult(models.ComparisonResult, _Bound):
+    """One model of a comparison: its job, status, cost, timing and readable outputs."""
+
+    outputs: list[ComparisonOutput]  # type: ignore[assignment]
+
+    def _bind(self, core: Core) -> None:
+        super()._bind(core)
+        for index, output in enumerate(self.outputs):
+            output._bind(core)
+            output._located(self.job_id, index)
+
+
+class Comparison(models.ComparisonOut, _Bound):
     """A comparison: the models side by side, each one's job, cost and timing; the vote."""
+
+    results: list[ComparisonResult]  # type: ignore[assignment]
+
+    def _bind(self, core: Core) -> None:
+        super()._bind(core)
+        for result in self.results:
+            result._bind(core)
 
     @property
     def done(self) -> bool:
@@ -192,8 +237,39 @@ class ComparisonUpdate(BaseModel):
     comparison: Comparison
 
 
+# The JSON each result was parsed from (by the result's id), for as long as it lives.
+_ANSWERS: dict[int, Any] = {}
+R = TypeVar("R", bound=BaseModel)
+
+
+def keep_answer(result: R, answer: Any) -> R:
+    """Remember the JSON `result` was parsed from, for `as_json`, while `result` lives."""
+    key = id(result)
+    _ANSWERS[key] = answer
+    weakref.finalize(result, _ANSWERS.pop, key, None)
+    return result
+
+
+def as_json(result: BaseModel) -> dict[str, Any]:
+    """A result as the API's JSON answered it, for printing or storing it as it came
+    (`json.dumps(as_json(job))`): the very answer it was parsed from, members, nulls and
+    order; where `model_dump()` would add the optional members the answer left out (as
+    their defaults), say `from_` for `from`, and put the members in the model's order.
+
+    A result made otherwise (a part of one, `job.cost`; a copy) is dumped with what was
+    set in it only, by the API's names."""
+    answer = _ANSWERS.get(id(result))
+    if answer is not None:
+        kept: dict[str, Any] = copy.deepcopy(answer)
+        return kept
+    return result.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
 Upload = models.UploadOut
 ModelList = models.ModelList
 Quote = models.QuoteOut
 CostReport = models.CostReportOut
 Budget = models.BudgetOut
+WebhookSecret = models.SecretOut
+Delivery = models.DeliveryOut
+DeliveryList = models.DeliveryList
