@@ -9,13 +9,14 @@ STAMP  := $(VENV)/.installed
 # Every install is the committed lock, uv.lock, synced exactly: what the lock lists is
 # installed at its version, what it does not is removed, and a lock that no longer matches
 # pyproject.toml stops the install (`--locked`) instead of being re-resolved. It holds editq
-# with its dev tools and the provider simulators (a distribution of their own,
-# simulators/pyproject.toml, that a production install does not have) and the Python client
-# (clients/python/pyproject.toml, likewise). uv itself is pinned
+# with its dev tools, the Python client (clients/python/pyproject.toml, a dependency of
+# editq: the CLI speaks to the API through it; installed editable from the workspace) and
+# the provider simulators (a distribution of their own, simulators/pyproject.toml, that a
+# production install does not have). uv itself is pinned
 # here (and in the Dockerfile) and installed into the venv from PyPI with pip.
 UV_VERSION := 0.13.9
 UV         := $(BIN)/uv
-SYNC       := $(UV) sync --locked --extra dev --group simulators --group client
+SYNC       := $(UV) sync --locked --extra dev --group simulators
 
 $(STAMP): pyproject.toml simulators/pyproject.toml clients/python/pyproject.toml uv.lock
 	$(PYTHON) -m venv $(VENV)

@@ -51,9 +51,9 @@ from wavespeed_inflight import (
     stack_env,
 )
 
-from cli.client import TERMINAL
 from cli.stack import Stack, embedded_stack, temporary_postgres_database
 from shared.config import Settings
+from tests.api_client import TERMINAL
 
 TARGET_EXPANSION_S = 10.0
 TARGET_P99_RATIO = 2.0

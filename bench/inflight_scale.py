@@ -55,8 +55,8 @@ from wavespeed_inflight import (
     wait_all,
 )
 
-from cli.client import ApiClient
 from cli.stack import embedded_stack
+from tests.api_client import ApiClient
 
 
 def counts(path: Path) -> dict[str, Any]:

@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 from wavespeed_inflight import machine, postgres_database, stack_env  # noqa: E402
 
-from cli.client import ApiClient  # noqa: E402
 from cli.stack import Stack, embedded_stack  # noqa: E402
 from shared.db import session_scope  # noqa: E402
 from shared.migrate import upgrade  # noqa: E402
 from shared.tenants import create_api_key  # noqa: E402
+from tests.api_client import ApiClient  # noqa: E402
 
 MB = 1024 * 1024
 SIM_KEY = "bench-sim"

@@ -34,9 +34,13 @@ from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.table import Table
 
-from cli.client import TERMINAL, ApiClient
+# The suite's raw API helper (tests/api_client.py) comes from the checkout, which a script
+# run as `.venv/bin/python bench/NAME.py` does not otherwise have on its path (the benches
+# that import this module get it from here too).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cli.stack import Child, Stack, embedded_stack, free_port, temporary_postgres_database
 from shared.config import Settings
+from tests.api_client import TERMINAL, ApiClient
 
 TARGET_SECONDS = 15.0
 MODEL, PROMPT = "qwen-edit", "make the sky a deep orange sunset"

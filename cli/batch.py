@@ -8,24 +8,28 @@ network problem ends the command in one line and exit status 1 (cli/output.py).
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
+import editq_client
 import httpx
+from editq_client import UPLOAD_OVER, Client, EditqError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.client import BATCH_FINISHED, ApiClient, ApiError
-from cli.output import CliError, explain, make_console, print_json, problem_line, say
+from cli.output import CliError, explain, make_console, print_json, say
 from cli.tables import row, table
 
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+BATCH_FINISHED = ("completed", "canceled")
+OnError = Literal["reject", "skip"]
 POLL_SECONDS = 1.0
 
 
@@ -35,17 +39,15 @@ def api_calls(console: Console, doing: str, as_json: bool = False) -> Iterator[N
     says why; every problem's line says what was being done."""
     try:
         yield
-    except ApiError as exc:
-        problem = exc.problem
+    except (EditqError, httpx.HTTPError) as exc:
+        problem = exc.problem if isinstance(exc, EditqError) else {}
         if (
             isinstance(problem.get("errors"), list)
             and problem.get("code") == "batch_invalid"
             and not as_json
         ):
             print_invalid(console, problem["errors"], problem.get("invalid"))
-        raise CliError(f"{doing}: {problem_line(exc.status, problem)}") from None
-    except httpx.HTTPError as exc:
-        raise CliError(f"{doing}: {explain(exc)}") from None
+        raise CliError(f"{doing}: {explain(exc) or exc}") from None
 
 
 def parse_defaults(raw: str | None) -> dict[str, Any]:
@@ -141,7 +143,7 @@ def progress_detail(batch: dict[str, Any]) -> str:
 
 
 def follow(
-    client: ApiClient,
+    client: Client,
     batch: dict[str, Any],
     console: Console,
     timeout: float | None,
@@ -175,7 +177,7 @@ def follow(
                     f"(GET /v1/batches/{batch['id']})"
                 )
             sleep(poll_seconds)
-            batch = client.get_batch(batch["id"])
+            batch = editq_client.as_json(client.batches.get(batch["id"]))
 
 
 def print_summary(console: Console, batch: dict[str, Any]) -> None:
@@ -196,7 +198,7 @@ def print_summary(console: Console, batch: dict[str, Any]) -> None:
 
 
 def _wait_and_summarize(
-    client: ApiClient, batch: dict[str, Any], console: Console, timeout: float | None, as_json: bool
+    client: Client, batch: dict[str, Any], console: Console, timeout: float | None, as_json: bool
 ) -> None:
     try:
         with api_calls(console, f"following batch {batch['id']}"):
@@ -218,7 +220,7 @@ def submit_batch(
     *,
     path: Path,
     defaults: str | None,
-    on_error: str,
+    on_error: OnError,
     dry_run: bool,
     wait: bool,
     timeout: float | None,
@@ -227,25 +229,31 @@ def submit_batch(
     as_json: bool = False,
 ) -> None:
     """`editq batch submit`: upload a JSONL file of job requests as one batch."""
-    fields = parse_defaults(defaults)
+    fields = parse_defaults(defaults) or None
     console = make_console()
-    client = ApiClient(api_url, api_key, timeout=300)
-    with api_calls(console, f"submitting {path.name}", as_json):
-        answer = client.submit_batch(
-            with_files(client, path),
-            defaults=fields,
-            on_error=on_error,
-            dry_run=dry_run,
-            filename=path.name,
-            idempotency_key=_invocation_key(),
+    with Client(api_url, api_key, timeout=300) as client:
+        with api_calls(console, f"submitting {path.name}", as_json):
+            jsonl = with_files(client, path)
+            made = (
+                client.batches.estimate(jsonl=jsonl, defaults=fields, on_error=on_error)
+                if dry_run
+                else client.batches.create(
+                    jsonl=jsonl,
+                    defaults=fields,
+                    on_error=on_error,
+                    idempotency_key=_invocation_key(),
+                )
+            )
+        answer = editq_client.as_json(made)
+        _follow(
+            client, answer, console, dry_run=dry_run, wait=wait, timeout=timeout, as_json=as_json
         )
-    _follow(client, answer, console, dry_run=dry_run, wait=wait, timeout=timeout, as_json=as_json)
 
 
-def with_files(client: ApiClient, path: Path) -> bytes:
+def with_files(client: Client, path: Path) -> bytes:
     """The JSONL, its image fields that name a local file (`"@photos/1.jpg"`, relative to
     the JSONL's folder) replaced by the file: inline if small, else as a direct upload's
-    id (ApiClient.image_field). Other lines are sent as they are."""
+    id (`image_field`). Other lines are sent as they are."""
     lines = []
     for raw in path.read_bytes().splitlines():
         if b'"@' not in raw:
@@ -255,7 +263,7 @@ def with_files(client: ApiClient, path: Path) -> bytes:
 
         def field(value: Any) -> Any:
             if isinstance(value, str) and value.startswith("@"):
-                return client.image_field((path.parent / value[1:]).read_bytes())
+                return image_field(client, (path.parent / value[1:]).read_bytes())
             return value
 
         for name in ("image", "mask"):
@@ -267,6 +275,14 @@ def with_files(client: ApiClient, path: Path) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
+def image_field(client: Client, data: bytes) -> str:
+    """A file as an image field, as editq_client sends a job's images: base64 up to 4 MiB,
+    else sent to storage first (POST /v1/uploads) and named by its upload id."""
+    if len(data) > UPLOAD_OVER:
+        return client.uploads.create(data)
+    return base64.b64encode(data).decode()
+
+
 def _invocation_key() -> str:
     """One Idempotency-Key per command run: its own retry never makes a second batch,
     and running the command again on purpose does make one."""
@@ -274,7 +290,7 @@ def _invocation_key() -> str:
 
 
 def _follow(
-    client: ApiClient,
+    client: Client,
     answer: dict[str, Any],
     console: Console,
     *,
@@ -302,7 +318,7 @@ def reprocess(
     to_model: str,
     since: str | None,
     prompt: str | None,
-    on_error: str,
+    on_error: OnError,
     dry_run: bool,
     wait: bool,
     timeout: float | None,
@@ -317,13 +333,18 @@ def reprocess(
     override: dict[str, Any] = {"model": to_model}
     if prompt is not None:
         override["prompt"] = prompt
-    body = {
-        "reprocess": {"filter": filters, "override": override},
-        "on_error": on_error,
-        "dry_run": dry_run,
-    }
+    stored = {"filter": filters, "override": override}
     console = make_console()
-    client = ApiClient(api_url, api_key, timeout=300)
-    with api_calls(console, f"reprocessing {model} on {to_model}", as_json):
-        answer = client.create_batch(body, idempotency_key=_invocation_key())
-    _follow(client, answer, console, dry_run=dry_run, wait=wait, timeout=timeout, as_json=as_json)
+    with Client(api_url, api_key, timeout=300) as client:
+        with api_calls(console, f"reprocessing {model} on {to_model}", as_json):
+            made = (
+                client.batches.estimate(reprocess=stored, on_error=on_error)
+                if dry_run
+                else client.batches.create(
+                    reprocess=stored, on_error=on_error, idempotency_key=_invocation_key()
+                )
+            )
+        answer = editq_client.as_json(made)
+        _follow(
+            client, answer, console, dry_run=dry_run, wait=wait, timeout=timeout, as_json=as_json
+        )

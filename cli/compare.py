@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import editq_client
+from editq_client import Client, ComparisonResult
 from PIL import Image, ImageDraw, PngImagePlugin
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.client import ApiClient
 from cli.output import print_json, say
 from cli.tables import row, table
 
@@ -76,7 +76,7 @@ def contact_sheet(results: list[dict[str, Any]], images: dict[str, bytes]) -> by
 
 
 def run_compare(
-    client: ApiClient,
+    client: Client,
     photo: Path,
     models: list[str],
     *,
@@ -91,14 +91,14 @@ def run_compare(
 ) -> int:
     """Exit status 0 when every model succeeded, else 1. With `as_json`, the comparison as
     the API answers it (plus `saved` files and the `contact_sheet`) is all it prints."""
-    comparison = client.compare(
+    comparison = client.comparisons.create(
         photo.read_bytes(), models, prompt=prompt, operation=operation, options=options, mask=mask
     )
     if not as_json:
         say(
             console,
-            f"comparison {comparison['id']}: {len(models)} models, estimated "
-            f"{comparison['estimated_total']} USD",
+            f"comparison {comparison.id}: {len(models)} models, estimated "
+            f"{comparison.estimated_total} USD",
         )
     deadline = time.monotonic() + timeout
     with Progress(
@@ -110,38 +110,38 @@ def run_compare(
         disable=as_json,
     ) as progress:
         bar = progress.add_task(
-            "models done", total=len(models), detail=_progress(comparison["results"])
+            "models done", total=len(models), detail=_progress(comparison.results)
         )
-        while comparison["status"] != "completed" and time.monotonic() < deadline:
+        while comparison.status != "completed" and time.monotonic() < deadline:
             time.sleep(0.5)
-            comparison = client.get_comparison(comparison["id"])
+            comparison = client.comparisons.get(comparison.id)
             progress.update(
                 bar,
                 completed=sum(
-                    r["status"] in ("succeeded", "failed", "canceled")
-                    for r in comparison["results"]
+                    r.status in ("succeeded", "failed", "canceled") for r in comparison.results
                 ),
-                detail=_progress(comparison["results"]),
+                detail=_progress(comparison.results),
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     images: dict[str, bytes] = {}
     saved: dict[str, str] = {}
-    for result in comparison["results"]:
-        if result["outputs"]:
-            output = result["outputs"][0]
-            data = httpx.get(output["url"], timeout=60).raise_for_status().content
-            ext = output["content_type"].split("/")[-1].replace("jpeg", "jpg")
-            path = out_dir / f"{result['model']}.{ext}"
+    for result in comparison.results:
+        if result.outputs:
+            output = result.outputs[0]
+            data = output.read()
+            ext = output.content_type.split("/")[-1].replace("jpeg", "jpg")
+            path = out_dir / f"{result.model}.{ext}"
             path.write_bytes(data)
-            images[result["model"]] = data
-            saved[result["model"]] = path.name
+            images[result.model] = data
+            saved[result.model] = path.name
+    view = editq_client.as_json(comparison)  # as the API answered it
     sheet = out_dir / "contact-sheet.png"
-    sheet.write_bytes(contact_sheet(comparison["results"], images))
-    finished = comparison["status"] == "completed"
+    sheet.write_bytes(contact_sheet(view["results"], images))
+    finished = comparison.status == "completed"
     if as_json:
         print_json(
             {
-                **comparison,
+                **view,
                 "saved": {m: str(out_dir / n) for m, n in saved.items()},
                 "contact_sheet": str(sheet),
             }
@@ -154,19 +154,19 @@ def run_compare(
             "queued s",
             "run s",
             "output",
-            title=f"comparison {comparison['id']}",
+            title=f"comparison {comparison.id}",
             right=("USD", "queued s", "run s"),
             wrap=("output",),
         )
-        for result in comparison["results"]:
+        for result in comparison.results:
             row(
                 made,
-                result["model"],
-                result["status"],
-                result["cost"]["actual"] or f"~{result['cost']['estimated']}",
-                _num(result["queue_seconds"]),
-                _num(result["run_seconds"]),
-                saved.get(result["model"], "-"),
+                result.model,
+                result.status,
+                result.cost.actual or f"~{result.cost.estimated}",
+                _num(result.queue_seconds),
+                _num(result.run_seconds),
+                saved.get(result.model, "-"),
             )
         console.print(made)
         say(console, f"outputs and contact sheet in {out_dir}{os.sep}", whole=True)
@@ -174,13 +174,13 @@ def run_compare(
             say(console, f"not finished after {timeout:.0f} s")
     if not finished:
         return 1
-    return 0 if all(r["status"] == "succeeded" for r in comparison["results"]) else 1
+    return 0 if all(r.status == "succeeded" for r in comparison.results) else 1
 
 
-def _progress(results: list[dict[str, Any]]) -> str:
+def _progress(results: list[ComparisonResult]) -> str:
     """How the models stand, in a few words: "2 succeeded, 1 running"."""
     order = ("succeeded", "failed", "canceled", "running", "queued")
-    counts = {s: sum(r["status"] == s for r in results) for s in order}
+    counts = {s: sum(r.status == s for r in results) for s in order}
     return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import json
@@ -16,11 +15,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import editq_client
+from editq_client import Client, Job
 from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.client import TERMINAL, ApiClient
 from cli.output import make_console, say
 from cli.stack import embedded_stack
 from cli.tables import row, table
@@ -96,14 +96,14 @@ def sample_image(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
     return buf.getvalue()
 
 
-def _follow(client: ApiClient, job_ids: list[str], timeout: float) -> Iterator[dict[str, Any]]:
+def _follow(client: Client, job_ids: list[str], timeout: float) -> Iterator[Job]:
     """Yield each job once it is terminal, polling the ones still going."""
     pending = set(job_ids)
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         for job_id in sorted(pending):
             job = client.get(job_id)
-            if job["status"] in TERMINAL:
+            if job.done:
                 pending.discard(job_id)
                 yield job
         time.sleep(0.1)
@@ -184,7 +184,7 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
         ):
             say(console, f"  {name:<20} {url}", whole=True)
 
-        client = ApiClient(api_url, key)
+        client = exits.enter_context(Client(api_url, key, timeout=90))
         started: dict[str, float] = {}
         labels: dict[str, str] = {}
         for n, sample in enumerate(SAMPLES):
@@ -198,8 +198,8 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
                 # one job tells the demo's receiver when it is done
                 webhook_url=receiver.url if sample.label == "qwen" else None,
             )
-            started[job["id"]] = time.monotonic()
-            labels[job["id"]] = sample.label
+            started[job.id] = time.monotonic()
+            labels[job.id] = sample.label
 
         rows = []
         with Progress(
@@ -211,18 +211,16 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
         ) as progress:
             bar = progress.add_task("running edits", total=len(started))
             for job in _follow(client, list(started), timeout=45):
-                seconds = time.monotonic() - started[job["id"]]
+                seconds = time.monotonic() - started[job.id]
                 files = (
-                    client.save_outputs(job, out_dir, stem=labels[job["id"]])
-                    if job["status"] == "succeeded"
-                    else []
+                    save_outputs(job, out_dir, labels[job.id]) if job.status == "succeeded" else []
                 )
                 rows.append((job, seconds, files))
                 progress.advance(bar)
-        rows.sort(key=lambda r: r[0]["created_at"])
+        rows.sort(key=lambda r: r[0].created_at)
         _print_jobs(console, rows, labels, out_dir)
         _print_costs(console, rows)
-        failed = [job for job, _, _ in rows if job["status"] != "succeeded"]
+        failed = [job for job, _, _ in rows if job.status != "succeeded"]
         extras_ok = all(
             [
                 _comparison(console, client, out_dir),
@@ -256,7 +254,15 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
     return 1 if failed or not extras_ok else 0
 
 
-def _comparison(console: Console, client: ApiClient, out_dir: Path) -> bool:
+def save_outputs(job: Job, out_dir: Path, stem: str) -> list[Path]:
+    """Each output as `<stem>.<ext>`, then `<stem>-1.<ext>`...: named by its sample."""
+    return [
+        output.save(out_dir / f"{stem}{f'-{n}' if n else ''}{output.extension}")
+        for n, output in enumerate(job.outputs)
+    ]
+
+
+def _comparison(console: Console, client: Client, out_dir: Path) -> bool:
     """Three models side by side on one sample, the outputs and a contact sheet saved."""
     from cli.compare import run_compare
 
@@ -279,50 +285,47 @@ def _comparison(console: Console, client: ApiClient, out_dir: Path) -> bool:
     return code == 0
 
 
-def _batch(console: Console, client: ApiClient, image_url: str) -> bool:
+def _batch(console: Console, client: Client, image_url: str) -> bool:
     """A batch of three edits, fed by beat on the bulk queue, followed to its end: one
     image inline, one by URL (the image host), one as a direct upload."""
-    images = [
-        base64.b64encode(sample_image(20)).decode(),
+    images: list[bytes | str] = [
+        sample_image(20),  # bytes: the client sends them inline, as base64
         f"{image_url}/img/demo.png",
-        client.upload(sample_image(22)),
+        client.uploads.create(sample_image(22)),
     ]
-    batch = client.create_batch(
-        {
-            "items": [
-                {"image": image, "operation": op}
-                for image, op in zip(images, ("grayscale", "flip", "blur"), strict=True)
-            ],
-            "metadata": {"demo": "batch"},
-        }
+    batch = client.batches.create(
+        [
+            {"image": image, "operation": op}
+            for image, op in zip(images, ("grayscale", "flip", "blur"), strict=True)
+        ],
+        metadata={"demo": "batch"},
     )
     deadline = time.monotonic() + 60
-    while batch["status"] not in ("completed", "canceled") and time.monotonic() < deadline:
+    while not batch.done and time.monotonic() < deadline:
         time.sleep(0.25)
-        batch = client.get_batch(batch["id"])
-    done = int(batch["counts"]["succeeded"])
+        batch = client.batches.get(batch.id)
+    done = int(batch.counts.get("succeeded", 0))
     say(
         console,
-        f"batch {batch['id']}: {batch['status']}, {done} of {batch['total']} "
-        f"succeeded, {batch['cost']['so_far']} USD",
+        f"batch {batch.id}: {batch.status}, {done} of {batch.total} "
+        f"succeeded, {batch.cost['so_far']} USD",
     )
-    return bool(batch["status"] == "completed" and done == batch["total"])
+    return bool(batch.status == "completed" and done == batch.total)
 
 
-def _webhook(console: Console, client: ApiClient, receiver: WebhookReceiver) -> bool:
+def _webhook(console: Console, client: Client, receiver: WebhookReceiver) -> bool:
     """The qwen sample's job.succeeded, delivered to the receiver and signed."""
     deadline = time.monotonic() + 30
-    delivered: list[dict[str, Any]] = []
+    delivered: list[editq_client.Delivery] = []
     while not delivered and time.monotonic() < deadline:
         time.sleep(0.25)
-        answer = client.http.get("/v1/webhook-deliveries").raise_for_status().json()
-        delivered = [d for d in answer["data"] if d["status"] == "delivered"]
-    secret = client.http.get("/v1/webhook-secret").raise_for_status().json()["secret"]
+        delivered = client.webhooks.deliveries(status="delivered").data
+    secret = client.webhooks.secret().secret
     verified = [m for m in receiver.received if m.verified(secret)]
     if delivered and verified:
         say(
             console,
-            f"webhook: {delivered[0]['event_type']} delivered to the receiver, "
+            f"webhook: {delivered[0].event_type} delivered to the receiver, "
             f"signature verified ({len(verified)} received)",
         )
         return True
@@ -332,7 +335,7 @@ def _webhook(console: Console, client: ApiClient, receiver: WebhookReceiver) -> 
 
 def _print_jobs(
     console: Console,
-    rows: list[tuple[dict[str, Any], float, list[Path]]],
+    rows: list[tuple[Job, float, list[Path]]],
     labels: dict[str, str],
     out_dir: Path,
 ) -> None:
@@ -351,20 +354,20 @@ def _print_jobs(
     for job, seconds, files in rows:
         row(
             made,
-            labels[job["id"]],
-            job["model"],
-            job["status"],
+            labels[job.id],
+            job.model,
+            job.status,
             f"{seconds:.2f}",
             ", ".join(p.name for p in files) or "-",
         )
         summary.append(
             {
-                "edit": labels[job["id"]],
-                "job": job["id"],
-                "model": job["model"],
-                "status": job["status"],
+                "edit": labels[job.id],
+                "job": job.id,
+                "model": job.model,
+                "status": job.status,
                 "seconds": round(seconds, 3),
-                "cost": job["cost"],
+                "cost": editq_client.as_json(job.cost),
                 "files": [p.name for p in files],
             }
         )
@@ -374,12 +377,12 @@ def _print_jobs(
     say(console, f"{out_dir}{os.sep}", whole=True)
 
 
-def _print_costs(console: Console, rows: list[tuple[dict[str, Any], float, list[Path]]]) -> None:
+def _print_costs(console: Console, rows: list[tuple[Job, float, list[Path]]]) -> None:
     per_model: dict[str, tuple[int, Decimal]] = {}
     for job, _, _ in rows:
-        count, amount = per_model.get(job["model"], (0, Decimal("0")))
-        actual = Decimal(job["cost"]["actual"] or "0")
-        per_model[job["model"]] = (count + 1, amount + actual)
+        count, amount = per_model.get(job.model, (0, Decimal("0")))
+        actual = Decimal(job.cost.actual or "0")
+        per_model[job.model] = (count + 1, amount + actual)
     made = table(
         "model",
         "jobs",

@@ -73,13 +73,22 @@ def problem_line(status: int, problem: dict[str, Any]) -> str:
 
 def explain(exc: BaseException) -> str | None:
     """The one line for a failure a user can meet, or None for a bug (which keeps its
-    traceback: that one is for us)."""
+    traceback: that one is for us). The API's problems and the connection errors come as
+    editq_client raises them (cli/remote.py, cli/batch.py, cli/compare.py, cli/demo.py)."""
     import httpx
+    from editq_client import APIConnectionError, APIStatusError, EditqError
 
-    from cli.client import ApiError
-
-    if isinstance(exc, ApiError):
-        return problem_line(exc.status, exc.problem)
+    if isinstance(exc, APIStatusError):
+        return problem_line(exc.status or 0, exc.problem)
+    if isinstance(exc, APIConnectionError):
+        # the client's last try failed: say it as that try's httpx error
+        if isinstance(exc.__cause__, httpx.RequestError):
+            return explain(exc.__cause__)
+        return f"cannot reach the API ({exc.detail}); is it running, and is EDITQ_API_URL right?"
+    if isinstance(exc, EditqError):
+        # on this side (storage refusing an image, a wait past its time, no key...)
+        where = f"{exc.status} {exc.code}" if exc.status else exc.code
+        return f"{exc.detail} ({where})"
     if isinstance(exc, httpx.HTTPStatusError):
         return f"{exc.request.method} {_where(exc.request)} answered {exc.response.status_code}"
     if isinstance(exc, httpx.RequestError):

@@ -9,7 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -95,35 +95,44 @@ def submit(
     save the outputs into --out. A file over 4 MiB is sent as a direct upload.
 
     Exits 0 when the job was accepted (and, with --wait, succeeded), 1 otherwise."""
-    from cli.client import ApiClient
+    import editq_client
+
     from cli.output import CliError, print_json
 
-    client = ApiClient(api_url, api_key)
-    job = client.submit(
-        image_argument(image),
-        prompt=prompt,
-        operation=operation,
-        model=model,
-        mask=image_argument(mask, "--mask") if mask else None,
-        options=_parse_options(options),
-    )
-    if not as_json:
-        click.echo(f"submitted {job['id']} ({job['model']}, {job['status']})")
-    if wait:
-        job = client.wait(job["id"], timeout=600)
-        if job["status"] == "succeeded":
-            out_dir.mkdir(parents=True, exist_ok=True)
-            job["saved"] = [str(p) for p in client.save_outputs(job, out_dir)]
+    with editq_client.Client(api_url, api_key, timeout=90) as client:
+        job = client.submit(
+            image_argument(image),
+            prompt=prompt,
+            operation=operation,
+            model=model,
+            mask=image_argument(mask, "--mask") if mask else None,
+            options=_parse_options(options),
+        )
+        if not as_json:
+            click.echo(f"submitted {job.id} ({job.model}, {job.status})")
+        saved: list[Path] = []
+        if wait:
+            try:
+                job = client.wait(job.id, timeout=600)
+            except editq_client.JobTimeout as exc:  # said below, as a job that did not succeed
+                job = exc.job or client.get(job.id)
+            if job.status == "succeeded":
+                out_dir.mkdir(parents=True, exist_ok=True)
+                # each output as <job id>-<n>.<ext>
+                saved = [output.save(out_dir) for output in job.outputs]
     if as_json:
-        print_json(job)
+        answer = editq_client.as_json(job)  # the job as the API answered it
+        if wait and job.status == "succeeded":
+            answer["saved"] = [str(path) for path in saved]
+        print_json(answer)
     else:
-        for path in job.get("saved", []):
+        for path in saved:
             click.echo(f"saved {path}")
-    if wait and job["status"] != "succeeded":
-        error = job.get("error") or {}
+    if wait and job.status != "succeeded":
+        error = job.error
         raise CliError(
-            f"job {job['id']} {job['status']}: {error.get('message') or 'no reason'}"
-            f" ({error.get('code') or job['status']})"
+            f"job {job.id} {job.status}: {(error and error.message) or 'no reason'}"
+            f" ({(error and error.code) or job.status})"
         )
 
 
@@ -133,11 +142,13 @@ def submit(
 @_api_options
 def models(operation: str | None, as_json: bool, api_url: str, api_key: str) -> None:
     """The models: id, tier, provider, price and operations (GET /v1/models)."""
-    from cli.client import ApiClient
+    import editq_client
+
     from cli.output import make_console, print_json
     from cli.tables import models_table
 
-    answer = ApiClient(api_url, api_key).models(operation)
+    with editq_client.Client(api_url, api_key, timeout=90) as client:
+        answer = editq_client.as_json(client.models(operation))
     if as_json:
         print_json(answer)
         return
@@ -177,13 +188,14 @@ def compare(
     """Run PHOTO on several models side by side; save each output and a contact sheet.
 
     Exits 0 when every model succeeded, 1 otherwise."""
-    from cli.client import ApiClient
+    from editq_client import Client
+
     from cli.compare import run_compare
     from cli.output import make_console
 
-    sys.exit(
-        run_compare(
-            ApiClient(api_url, api_key),
+    with Client(api_url, api_key, timeout=90) as client:
+        code = run_compare(
+            client,
             photo,
             [m.strip() for m in models.split(",") if m.strip()],
             prompt=prompt,
@@ -195,7 +207,7 @@ def compare(
             console=make_console(),
             as_json=as_json,
         )
-    )
+    sys.exit(code)
 
 
 def _batch_options(command: Any) -> Any:
@@ -252,7 +264,7 @@ def batch() -> None:
 def batch_submit(
     file: Path,
     defaults: str | None,
-    on_error: str,
+    on_error: Literal["reject", "skip"],
     dry_run: bool,
     wait: bool,
     timeout: float | None,
@@ -297,7 +309,7 @@ def reprocess(
     to_model: str,
     since: str | None,
     prompt: str | None,
-    on_error: str,
+    on_error: Literal["reject", "skip"],
     dry_run: bool,
     wait: bool,
     timeout: float | None,

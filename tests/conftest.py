@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from cli.client import ApiClient
 from cli.stack import Child, Stack, redis_reachable, temporary_postgres_database
 from shared.config import Settings
 from shared.db import session_scope
@@ -32,6 +31,7 @@ from shared.migrate import upgrade
 from shared.services import Services
 from shared.storage import Storage
 from shared.tenants import create_api_key
+from tests.api_client import ApiClient
 
 # Several stacks share one PostgreSQL (100 connections) during a run: small pools,
 # for this process and for the processes the tests start.

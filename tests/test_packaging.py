@@ -1,5 +1,6 @@
 """What a production install carries: the wheel `pip install .` (and the Docker image)
-installs is built here, offline, and read; the CLI of an install without the
+installs is built here, offline, and read; it requires the Python client (editq-client,
+which the CLI speaks through) and nothing of the demo; the CLI of an install without the
 simulators says how to get them instead of failing on an import; and every install
 of this checkout (make install, the Docker image) takes its versions from one lock."""
 
@@ -57,6 +58,9 @@ def test_the_wheel_requires_nothing_of_the_demo_stack(wheel: Path) -> None:
     # and aiohttp is there on purpose: the in-flight engine's looks use its client
     # (shared/providers/looks.py says why), not only the simulators' server
     assert "aiohttp" in always
+    # and so is the Python client: the CLI's API commands speak through it (the CLI is
+    # its first user), so every install of editq has it
+    assert "editq-client" in always
 
 
 def _without_simulators(*args: str) -> subprocess.CompletedProcess[str]:
@@ -118,6 +122,31 @@ def test_the_production_image_installs_the_locked_runtime_and_nothing_of_the_dem
     assert done.stdout.count("--hash=sha256:") >= len(pinned)
     # and nothing of the demo, the tests or the simulators
     assert not set(pinned) & DEMO_ONLY
+    # and not the client, a path in the workspace with no hash to check (the Dockerfile
+    # installs it from its folder, below), but what it needs, at the lock's versions
+    assert "editq-client" not in pinned
+    assert {"httpx", "pydantic"} <= set(pinned)
+
+
+@needs_uv
+def test_the_image_installs_each_workspace_package_editq_needs_from_its_folder() -> None:
+    # given the workspace packages a production install of editq needs: the export
+    # without --no-emit-workspace names them by path (editq itself, the client)
+    done = _uv("export", "--frozen", "--no-dev", "--no-header", "--format",
+               "requirements.txt")
+    assert done.returncode == 0, done.stderr
+    needed = set(re.findall(r"^-e (\S+)$", done.stdout, re.MULTILINE))
+    assert needed == {".", "./clients/python"}  # the simulators are not among them
+    # then the Dockerfile copies each one's project file and installs exactly those paths,
+    # without dependencies (the hashed export has installed them), and checks the result
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = " ".join(re.findall(r"^COPY (.+)$", dockerfile, re.MULTILINE))
+    for needs in ("clients/python/pyproject.toml", "clients/python/README.md",
+                  "clients/python/editq_client"):
+        assert needs in copied, needs
+    installed = re.search(r"pip install --no-cache-dir --no-deps ([^\\&]+)", dockerfile)
+    assert installed and set(installed.group(1).split()) == needed
+    assert "&& pip check" in dockerfile
 
 
 def test_the_makefile_the_dockerfile_and_the_readme_pin_the_same_uv() -> None:

@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from cli.client import ApiClient
 from shared.db import session_scope
 from shared.models import Job
 from shared.tenants import create_api_key, get_or_create_tenant, set_limits
+from tests.api_client import ApiClient
 from tests.conftest import Live
 from tests.helpers import b64, image_bytes
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from cli.client import ApiClient
 from tests.api.test_console import OUT, WAIT, Steps, browser, key_for
+from tests.api_client import ApiClient
 from tests.conftest import Live
 from tests.helpers import image_bytes
 

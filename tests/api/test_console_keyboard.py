@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.client import ApiClient
 from shared.db import session_scope, utcnow
 from shared.models import ApiKey
 from tests.api.test_console import WAIT, Steps, browser, in_viewport, key_for
+from tests.api_client import ApiClient
 from tests.conftest import Live
 from tests.helpers import image_bytes, wait_for
 

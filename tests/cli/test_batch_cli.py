@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.client import ApiClient
 from cli.stack import free_port
+from tests.api_client import ApiClient
 from tests.cli.test_cli import run
 from tests.conftest import Live
 from tests.helpers import b64, image_bytes

@@ -40,7 +40,6 @@ import httpx
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from cli.client import ApiClient
 from cli.stack import Child, Stack, temporary_postgres_database
 from shared.batches.expansion import feed
 from shared.db import session_scope, utcnow
@@ -49,6 +48,7 @@ from shared.migrate import upgrade
 from shared.models import Batch, Job, JobEvent, Tenant
 from shared.storage import Storage, input_key
 from shared.tenants import create_api_key
+from tests.api_client import ApiClient
 from tests.conftest import (
     SIM_KEY,
     db_kind,

@@ -34,7 +34,6 @@ import httpx
 import pytest
 from sqlalchemy import event, func, select
 
-from cli.client import ApiClient
 from cli.stack import Child, Stack
 from shared.config import Settings
 from shared.db import get_engine, session_scope
@@ -47,6 +46,7 @@ from shared.money.ledger import charge
 from shared.providers.catalog import load_catalog
 from shared.storage import Storage, output_key
 from shared.tenants import create_api_key, get_or_create_tenant, set_limits
+from tests.api_client import ApiClient
 from tests.conftest import SIM_KEY, db_kind, live_env, make_settings, redis_db, settings_of
 from tests.helpers import b64, image_bytes, tenant_of, wait_for
 

@@ -20,7 +20,6 @@ import redis
 from PIL import Image
 from sqlalchemy import func, select
 
-from cli.client import ApiClient, ApiError
 from shared.db import session_scope
 from shared.models import Job, JobEvent
 from shared.money.ledger import charge, charges_for
@@ -28,6 +27,7 @@ from shared.providers.pricing import Price
 from shared.queue import enqueue_run, make_celery
 from shared.storage import Storage, input_key
 from simulators.image_host import image
+from tests.api_client import ApiClient, ApiError
 from tests.conftest import Live
 from tests.helpers import image_bytes, tenant_of, text_bomb_png, wait_for
 

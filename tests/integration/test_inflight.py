@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from cli.client import ApiClient
 from cli.stack import Child, Stack
 from shared.db import session_scope
 from shared.jobs.recovery import recover
 from shared.models import Job, JobEvent
 from shared.queue import CeleryScheduler, make_celery
 from shared.tenants import create_api_key
+from tests.api_client import ApiClient
 from tests.conftest import SIM_KEY, live_env, make_settings, own_database, redis_db
 from tests.helpers import image_bytes, sim_call, wait_for
 

@@ -21,12 +21,12 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.client import ApiClient, ApiError
 from shared.db import session_scope
 from shared.models import Job
 from shared.money.ledger import charges_for
 from shared.storage import Storage, input_key
 from simulators.image_host import image
+from tests.api_client import ApiClient, ApiError
 from tests.conftest import Live
 from tests.helpers import image_bytes, tenant_of, wait_for
 

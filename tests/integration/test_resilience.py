@@ -15,10 +15,10 @@ import httpx
 import pytest
 import redis
 
-from cli.client import ApiClient
 from cli.stack import Child, Stack
 from shared.db import session_scope
 from shared.tenants import create_api_key
+from tests.api_client import ApiClient
 from tests.conftest import SIM_KEY, live_env, own_database, redis_db
 from tests.helpers import image_bytes, sim_call, wait_for
 

@@ -18,11 +18,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from cli.client import ApiClient, ApiError
 from shared.db import session_scope
 from shared.models import Job, JobEvent
 from shared.storage import Storage, input_key
 from shared.tenants import create_api_key
+from tests.api_client import ApiClient, ApiError
 from tests.conftest import Live
 from tests.helpers import image_bytes, tenant_of, wait_for
 

@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from cli.client import ApiClient
 from cli.stack import Stack
 from shared.db import session_scope
 from shared.tenants import create_api_key
+from tests.api_client import ApiClient
 from tests.conftest import SIM_KEY, live_env, redis_db
 from tests.helpers import image_bytes
 

@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from cli.client import ApiClient
 from cli.stack import Child, Stack
 from shared.db import session_scope
 from shared.models import Job, JobEvent
+from tests.api_client import ApiClient
 from tests.conftest import SIM_KEY, live_env, own_database, redis_db
 from tests.helpers import image_bytes, sim_call, wait_for
 

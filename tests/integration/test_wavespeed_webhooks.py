@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from cli.client import ApiClient
 from cli.stack import Stack, free_port
 from shared.db import session_scope
 from shared.tenants import create_api_key
+from tests.api_client import ApiClient
 from tests.conftest import SIM_KEY, live_env, redis_db
 from tests.helpers import image_bytes
 

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from cli.client import ApiClient
 from cli.stack import Stack
 from shared.db import session_scope
 from shared.tenants import create_api_key
+from tests.api_client import ApiClient
 from tests.conftest import SIM_KEY, live_env, redis_db
 from tests.helpers import b64, image_bytes, wait_for
 
