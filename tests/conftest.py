@@ -21,17 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import redis
+from sqlalchemy import func, select
 
 from cli.stack import Child, Stack, redis_reachable, temporary_postgres_database
 from shared.config import Settings
 from shared.db import session_scope
+from shared.jobs.states import SETTLING
 from shared.migrate import upgrade
+from shared.models import Job
 from shared.services import Services
 from shared.storage import Storage
 from shared.tenants import create_api_key
 from tests.api_client import ApiClient
+from tests.helpers import wait_for
 
 # Several stacks share one PostgreSQL (100 connections) during a run: small pools,
 # for this process and for the processes the tests start.
@@ -243,6 +248,29 @@ class Live:
     def source_bucket(self) -> str:
         """A second bucket of the S3 server, allowed as a batch source."""
         return source_bucket(self.settings.s3_bucket)
+
+    @contextmanager
+    def wavespeed_latency(self, latency: str) -> Iterator[None]:
+        """WaveSpeed's simulator taking `latency` (its spec: "2", "0.2-0.8") per task meanwhile.
+
+        On the way out its own latency is back, and every call a job left out (a job
+        canceled or timed out while its call ran) has settled: the simulator bills such a
+        call when it completes, and editq charges it when it hears so, so a test that
+        compares the two later must not find one billed and not yet charged."""
+        before = httpx.get(f"{self.sim_url}/_sim/latency", timeout=10).json()["latency"]
+        httpx.put(f"{self.sim_url}/_sim/latency", json={"latency": latency},
+                  timeout=10).raise_for_status()
+        try:
+            yield
+        finally:
+            httpx.put(f"{self.sim_url}/_sim/latency", json={"latency": before}, timeout=10)
+
+            def settling() -> int:
+                with session_scope(self.settings.database_url) as session:
+                    return int(session.scalar(select(func.count()).select_from(Job)
+                                              .where(SETTLING)) or 0)
+
+            wait_for(lambda: settling() == 0, 90, "calls left out to settle")
 
     def log_sizes(self) -> dict[Path, int]:
         """Where each of its service logs ends now (the simulators' are not editq's)."""

@@ -13,6 +13,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -96,16 +97,25 @@ def input_refs(live: Live, job_id: str) -> dict[str, Any]:
     return refs
 
 
-@pytest.fixture(params=[1280, 390], ids=["1280px", "390px"])
-def steps(request: pytest.FixtureRequest, browser: Any, live: Live) -> Iterator[Steps]:
-    width: int = request.param
+@contextmanager
+def opened(browser: Any, live: Live, width: int = 1280) -> Iterator[Steps]:
+    """A browser page of its own at `width`, closed on the way out; a script error on the
+    page fails the test."""
     context = browser.new_context(viewport={"width": width, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield Steps(page, live, width)
-    context.close()
+    try:
+        yield Steps(page, live, width)
+    finally:
+        context.close()
     assert errors == [], f"the page raised: {errors}"
+
+
+@pytest.fixture(params=[1280, 390], ids=["1280px", "390px"])
+def steps(request: pytest.FixtureRequest, browser: Any, live: Live) -> Iterator[Steps]:
+    with opened(browser, live, request.param) as made:
+        yield made
 
 
 def test_the_console_end_to_end(steps: Steps, live: Live) -> None:
@@ -267,10 +277,8 @@ def test_the_console_end_to_end(steps: Steps, live: Live) -> None:
 
 
 def test_a_mask_is_quoted_and_compared(browser: Any, live: Live) -> None:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    steps = Steps(context.new_page(), live, 1280)
-    page = steps.page
-    try:
+    with opened(browser, live) as steps:
+        page = steps.page
         # ("st-": the Stability billing check counts this tenant's calls, see
         # tests/integration/test_stability_operations.py)
         steps.sign_in(key_for(live, f"st-console-mask-{uuid.uuid4().hex[:6]}"))
@@ -305,20 +313,14 @@ def test_a_mask_is_quoted_and_compared(browser: Any, live: Live) -> None:
         # and going back to edit finds its own operation as it was left
         steps.open("edit")
         assert page.input_value("#operation") == "inpaint"
-    finally:
-        context.close()
 
 
 def test_the_edit_view_follows_a_job_by_its_stream(browser: Any, live: Live) -> None:
     # given a provider that takes a while, and a log of every request the page makes
-    before = httpx.get(f"{live.sim_url}/_sim/latency", timeout=10).json()["latency"]
-    httpx.put(f"{live.sim_url}/_sim/latency", json={"latency": "2"}, timeout=10)
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    steps = Steps(context.new_page(), live, 1280)
-    page = steps.page
     requests: list[str] = []
-    page.on("request", lambda request: requests.append(request.url))
-    try:
+    with live.wavespeed_latency("2"), opened(browser, live) as steps:
+        page = steps.page
+        page.on("request", lambda request: requests.append(request.url))
         steps.sign_in(key_for(live, f"console-stream-{uuid.uuid4().hex[:6]}"))
         steps.open("edit")
         page.select_option("#operation", "general_edit")
@@ -331,9 +333,6 @@ def test_the_edit_view_follows_a_job_by_its_stream(browser: Any, live: Live) -> 
         page.wait_for_selector("#job-result[data-status=running]", timeout=WAIT)
         page.wait_for_selector("#job-result[data-status=succeeded] img.output", timeout=WAIT)
         job_id = page.inner_text("#job-result code")
-    finally:
-        context.close()
-        httpx.put(f"{live.sim_url}/_sim/latency", json={"latency": before}, timeout=10)
     # and all of that came from the job's stream: the job was never asked for again
     paths = [urlsplit(url).path for url in requests]
     assert paths.count(f"/v1/jobs/{job_id}/stream") == 1

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_console import OUT, WAIT, Steps, browser, key_for
+from tests.api.test_console import OUT, WAIT, Steps, browser, key_for, opened
 from tests.api_client import ApiClient
 from tests.conftest import Live
 from tests.helpers import image_bytes
@@ -92,45 +92,37 @@ def test_every_view_passes_axe(width: int, browser: Any, live: Live) -> None:
     job = api.wait(api.submit(image_bytes((160, 120)), operation="grayscale")["id"], 60)
     assert job["status"] == "succeeded", job
 
-    context = browser.new_context(viewport={"width": width, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    steps = Steps(page, live, width)
-    audit = Audit(steps)
-    try:
-        # when each view is audited: the sign-in page first
-        page.goto(f"{live.api_url}/console/")
-        page.wait_for_selector("#api-key", timeout=WAIT)
-        audit.check("sign-in")
-        steps.sign_in(key)
-        audit.check("models")
-        page.locator(".model-card").first.click()
-        page.wait_for_selector(".model-card.selected", timeout=WAIT)
-        page.wait_for_function(QUOTED, timeout=WAIT)
-        audit.check("model-chosen")
-        steps.open("edit")
-        page.wait_for_selector("#recs-for", timeout=WAIT)
-        audit.check("edit")
-        steps.open("compare")
-        audit.check("compare")
-        steps.open("jobs")
-        page.wait_for_selector("#jobs-table tbody tr", timeout=WAIT)
-        audit.check("jobs")
-        # (a row opens its job by its button where it has one, else by a click anywhere)
-        row = page.locator("#jobs-table tbody tr").first
-        opener = row.locator("button.open-job")
-        (opener if opener.count() else row).click()
-        page.wait_for_selector("#job-detail .timeline li", timeout=WAIT)
-        audit.check("job-detail")
-        steps.open("costs")
-        audit.check("costs")
-        steps.open("batches")
-        audit.check("batches")
-    finally:
-        audit.save()
-        context.close()
+    with opened(browser, live, width) as steps:
+        page = steps.page
+        audit = Audit(steps)
+        try:
+            # when each view is audited: the sign-in page first
+            page.goto(f"{live.api_url}/console/")
+            page.wait_for_selector("#api-key", timeout=WAIT)
+            audit.check("sign-in")
+            steps.sign_in(key)
+            audit.check("models")
+            page.locator(".model-card").first.click()
+            page.wait_for_selector(".model-card.selected", timeout=WAIT)
+            page.wait_for_function(QUOTED, timeout=WAIT)
+            audit.check("model-chosen")
+            steps.open("edit")
+            page.wait_for_selector("#recs-for", timeout=WAIT)
+            audit.check("edit")
+            steps.open("compare")
+            audit.check("compare")
+            steps.open("jobs")
+            page.wait_for_selector("#jobs-table tbody tr", timeout=WAIT)
+            audit.check("jobs")
+            page.locator("#jobs-table tbody tr button.open-job").first.click()
+            page.wait_for_selector("#job-detail .timeline li", timeout=WAIT)
+            audit.check("job-detail")
+            steps.open("costs")
+            audit.check("costs")
+            steps.open("batches")
+            audit.check("batches")
+        finally:
+            audit.save()
 
     # then none has a serious or critical violation, and the page raised nothing
     assert audit.blocking() == {}, audit.report()
-    assert errors == [], f"the page raised: {errors}"

@@ -61,10 +61,8 @@ def stream(live: Live, key: str, path: str, **headers: str) -> Any:
 
 @pytest.fixture
 def slow_wavespeed(live: Live) -> Iterator[None]:
-    before = httpx.get(f"{live.sim_url}/_sim/latency", timeout=10).json()["latency"]
-    httpx.put(f"{live.sim_url}/_sim/latency", json={"latency": "1.5"}, timeout=10)
-    yield
-    httpx.put(f"{live.sim_url}/_sim/latency", json={"latency": before}, timeout=10)
+    with live.wavespeed_latency("1.5"):
+        yield
 
 
 def key_of(client: Any) -> str:

@@ -158,7 +158,7 @@ def test_submit_json_prints_the_job_and_nothing_else(live: Live, files: dict[str
 def test_a_single_operation_model_needs_no_operation_from_the_cli(
     live: Live, files: dict[str, Path]
 ) -> None:
-    key = key_of(live, "cli-single")
+    key = key_of(live, "st-cli-single")  # ("st-": the Stability billing check counts it)
     result = run(
         [
             "submit",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from editq_client import Client
 
@@ -36,10 +35,5 @@ def editq(live: Live, key: str) -> Iterator[Client]:
 def slow_wavespeed(live: Live) -> Iterator[None]:
     """WaveSpeed's simulator taking 30 s per task (restored after), so a job is still
     running when its time is up."""
-    before = httpx.get(f"{live.sim_url}/_sim/latency", timeout=10).json()["latency"]
-    httpx.put(f"{live.sim_url}/_sim/latency", json={"latency": "30"},
-              timeout=10).raise_for_status()
-    try:
+    with live.wavespeed_latency("30"):
         yield
-    finally:
-        httpx.put(f"{live.sim_url}/_sim/latency", json={"latency": before}, timeout=10)
