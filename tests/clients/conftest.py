@@ -33,7 +33,7 @@ def editq(live: Live, key: str) -> Iterator[Client]:
 
 @pytest.fixture
 def slow_wavespeed(live: Live) -> Iterator[None]:
-    """WaveSpeed's simulator taking 30 s per task (restored after), so a job is still
+    """WaveSpeed's simulator taking 6 s per task (restored after), so a job is still
     running when its time is up."""
-    with live.wavespeed_latency("30"):
+    with live.wavespeed_latency("6"):
         yield

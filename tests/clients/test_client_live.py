@@ -60,10 +60,10 @@ def test_run_returns_the_succeeded_job_with_its_outputs_and_cost(
 
 def test_run_past_its_timeout_cancels_the_job_and_raises_job_timeout(
         editq: Client, slow_wavespeed: None) -> None:
-    # given a provider that takes 30 s per task
-    # when a job is run with 3 s to finish
+    # given a provider that takes 6 s per task
+    # when a job is run with 1.5 s to finish
     with pytest.raises(JobTimeout) as raised:
-        editq.run(image_bytes(), model="qwen-edit", prompt=PROMPT, timeout=3)
+        editq.run(image_bytes(), model="qwen-edit", prompt=PROMPT, timeout=1.5)
     # then the error carries the job, canceled by the client before it raised
     error = raised.value
     assert error.job_id.startswith("job_") and error.canceled
@@ -78,7 +78,7 @@ def test_wait_past_its_timeout_leaves_the_job_running(editq: Client,
                                                       slow_wavespeed: None) -> None:
     job = editq.submit(image_bytes(), model="qwen-edit", prompt=PROMPT)
     with pytest.raises(JobTimeout) as raised:
-        editq.wait(job.id, timeout=2)
+        editq.wait(job.id, timeout=1)
     assert not raised.value.canceled
     assert editq.get(job.id).status in ("queued", "running")
     assert editq.cancel(job.id).status == "canceled"
