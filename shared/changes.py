@@ -129,16 +129,23 @@ class Listener:
         self.channel = channel(redis_url)
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.subscribed = asyncio.Event()
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._listen())
 
     async def stop(self) -> None:
+        """Cancel the subscription, waiting a little for it: a cancel that lands inside
+        the Redis client can come back as a connection error (it then sees `_stopping`)
+        or not at all, and a process stopping must not hang on it."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=2)
+            if not done:
+                log.info("the change listener did not stop within 2 s; leaving it")
 
     @contextlib.asynccontextmanager
     async def watch(self, *keys: str) -> AsyncIterator[asyncio.Event]:
@@ -176,7 +183,7 @@ class Listener:
 
     async def _listen(self) -> None:
         pause = 0.1
-        while True:
+        while not self._stopping:
             client = aioredis.Redis.from_url(self.redis_url, socket_connect_timeout=2)
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
@@ -184,16 +191,23 @@ class Listener:
                     self.subscribed.set()
                     self._wake_all()  # whatever changed while no one listened
                     pause = 0.1
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
+                    # get_message with a timeout, not listen(): a cancel that lands
+                    # inside listen() can be swallowed by the client and hang a stop
+                    while not self._stopping:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                           timeout=1.0)
+                        if message and message.get("type") == "message":
                             data = message["data"]
                             text = data.decode() if isinstance(data, bytes) else str(data)
                             self._wake(text.split())
             except (redis.RedisError, OSError) as exc:
                 self.subscribed.clear()
+                if self._stopping:
+                    return
                 log.warning("change stream unavailable (%s); retrying in %.1f s",
                             type(exc).__name__, pause)
                 await asyncio.sleep(pause)
                 pause = min(5.0, pause * 2)
             finally:
-                await client.aclose()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.aclose(), 1)
