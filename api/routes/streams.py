@@ -19,14 +19,15 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from api.deps import ChangesDep, PrincipalDep, StorageDep, WorkDep
 from shared import changes
 from shared.batches import records
+from shared.changes import Listener
 from shared.errors import InvalidInput
 from shared.jobs import lookup, progress
-from shared.jobs.states import QUEUED, TERMINAL
+from shared.jobs.states import CANCELED, QUEUED, TERMINAL
 from shared.selection import comparisons
 
 router = APIRouter(tags=["streams"])
 
-BATCH_ENDED = ("completed", "canceled")
+BATCH_ENDED = (records.COMPLETED, CANCELED)  # a batch ends as its jobs do
 DESCRIPTION = (
     "Server-Sent Events (text/event-stream). A `: ping` comment every 15 s while nothing "
     "happens; the stream ends after the event at which the {what} has ended.")
@@ -98,7 +99,7 @@ async def stream_job(job: Annotated[tuple[str, str], Depends(_job)], work: WorkD
                                   data={"event": events[-1], "job": view})
 
 
-async def _snapshots(listener: Any, key: str, read: Callable[[], Awaitable[dict[str, Any]]],
+async def _snapshots(listener: Listener, key: str, read: Callable[[], Awaitable[dict[str, Any]]],
                      ended: Callable[[dict[str, Any]], bool]) -> AsyncIterator[ServerSentEvent]:
     """A batch's or a comparison's view at each change, numbered from 1, to its end."""
     number = 0
