@@ -152,18 +152,16 @@ def beat(loglevel: str) -> None:
 )
 def reaper(once: bool) -> None:
     """Resend lost messages of queued jobs; resume jobs whose worker has gone."""
-    from shared.jobs.recovery import recover
-    from shared.queue import CeleryScheduler, enqueue_expansion, make_celery
+    from shared.jobs.recovery import recover, send
+    from shared.queue import make_celery
     from shared.storage import Storage
 
     settings = load_settings()
     require_database(settings)
-    app = make_celery(settings)
-    found = recover(settings, CeleryScheduler(app), Storage(settings))
-    for batch_id in found.expansions:
-        enqueue_expansion(app, batch_id)
+    found = recover(settings, Storage(settings))
+    send(make_celery(settings), found)
     click.echo(
-        f"messages resent: {len(found.resent)}, polling resumed: {len(found.polling)}, "
+        f"messages resent: {len(found.resent)}, following resumed: {len(found.following)}, "
         f"requeued: {len(found.requeued)}, failed as outcome unknown: "
         f"{len(found.failed)}, settled: {len(found.settled)}, expansions resumed: "
         f"{len(found.expansions)}"

@@ -12,11 +12,12 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from shared.config import Settings
-from shared.models import Job
 
 RUN_TASK = "editq.run_job"
-# (Its name predates the in-flight engine: messages already queued still mean "follow".)
-FOLLOW_TASK = "editq.poll_job"
+# A job for a worker's engine to follow. (Until 0.28 it was "editq.poll_job": a message
+# of that name left in a queue by an older worker is refused, and the job's lease lapses
+# and the reaper resumes it within a minute, as after any lost message.)
+FOLLOW_TASK = "editq.follow_job"
 REAP_TASK = "editq.reap"
 DISPATCH_WEBHOOKS_TASK = "editq.dispatch_webhooks"
 EXPAND_BATCH_TASK = "editq.expand_batch"
@@ -94,18 +95,3 @@ def enqueue_delivery(app: Celery, delivery_id: str) -> None:
 def enqueue_expansion(app: Celery, batch_id: str) -> None:
     """Expand a batch into jobs, on the bulk queue, away from interactive work."""
     app.send_task(EXPAND_BATCH_TASK, args=[batch_id], queue=BULK, routing_key=BULK)
-
-
-class CeleryScheduler:
-    """The pipeline's next steps from outside a worker (`editq reaper --once`): attempts
-    and follows as Celery tasks on the job's queue. In a worker, the engine follows."""
-
-    def __init__(self, app: Celery, queue: str = INTERACTIVE) -> None:
-        self.app = app
-        self.queue = queue
-
-    def run(self, job_id: str, delay: float) -> None:
-        enqueue_run(self.app, job_id, queue=self.queue, countdown=delay)
-
-    def follow(self, job: Job, delay: float) -> None:
-        enqueue_follow(self.app, job.id, queue=job.queue or self.queue)

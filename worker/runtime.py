@@ -17,6 +17,7 @@ from celery import Celery
 from shared.config import Settings
 from shared.inflight.engine import Engine
 from shared.inflight.wakeups import WakeListener
+from shared.jobs.outcomes import RunOutcome
 from shared.models import Job
 from shared.queue import INTERACTIVE, enqueue_follow, enqueue_run
 from shared.services import Services
@@ -87,17 +88,13 @@ def stop(app: Celery) -> None:
         log.warning("worker stopping: %d followed job(s) handed back", len(handed))
 
 
-class WorkerScheduler:
-    """Next steps from a task: attempts are Celery tasks on the job's queue; a submitted
-    request goes to this process's engine (no message)."""
-
-    def __init__(self, app: Celery, engine: Engine, queue: str = INTERACTIVE) -> None:
-        self.app = app
-        self.engine = engine
-        self.queue = queue
-
-    def run(self, job_id: str, delay: float) -> None:
-        enqueue_run(self.app, job_id, queue=self.queue, countdown=delay)
-
-    def follow(self, job: Job, delay: float) -> None:
-        self.engine.follow(job, delay)
+def next_step(runtime: Runtime, app: Celery, outcome: RunOutcome, queue: str) -> None:
+    """Do what a step's outcome asks for next: the worker's one scheduler. A request at
+    the provider goes to this process's engine (no message); another attempt is a Celery
+    task on the job's queue, after its delay. (The engine does the same with the
+    outcomes of the finishes it runs.)"""
+    if outcome.follow:
+        assert outcome.job is not None
+        runtime.engine.follow(outcome.job, outcome.delay)
+    elif outcome.run_again:
+        enqueue_run(app, outcome.job_id, queue=queue, countdown=outcome.delay)

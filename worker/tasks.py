@@ -6,8 +6,8 @@ import logging
 
 from shared.batches.expansion import expand, feed, finish_batches
 from shared.inputs.uploads import delete_expired as delete_expired_uploads
-from shared.jobs.pipeline import adopt
-from shared.jobs.pipeline import run_job as run_step
+from shared.jobs.attempt import run_job as run_attempt
+from shared.jobs.finish import adopt
 from shared.jobs.recovery import recover
 from shared.queue import (
     BULK,
@@ -32,17 +32,17 @@ from worker.celery_app import app
 log = logging.getLogger(__name__)
 
 
-def _scheduler(task: object) -> runtime.WorkerScheduler:
-    """Next attempts go to the queue this message came from (interactive or bulk)."""
+def _queue(task: object) -> str:
+    """The queue this message came from (interactive or bulk): next attempts go there."""
     info = getattr(getattr(task, "request", None), "delivery_info", None) or {}
-    return runtime.WorkerScheduler(app, runtime.current().engine,
-                                   queue=info.get("routing_key") or INTERACTIVE)
+    return str(info.get("routing_key") or INTERACTIVE)
 
 
 @app.task(name=RUN_TASK, ignore_result=True)
 def run_job(job_id: str) -> str:
     ctx = runtime.current()
-    outcome = run_step(job_id, ctx.services, _scheduler(run_job))
+    outcome = run_attempt(job_id, ctx.services)
+    runtime.next_step(ctx, app, outcome, _queue(run_job))
     log.info("job %s: %s %s", outcome.job_id, outcome.action, outcome.detail)
     return outcome.action
 
@@ -61,7 +61,12 @@ def follow_job(job_id: str) -> str:
 @app.task(name=REAP_TASK, ignore_result=True)
 def reap() -> dict[str, int]:
     ctx = runtime.current()
-    found = recover(ctx.settings, _scheduler(reap), ctx.storage)
+    found = recover(ctx.settings, ctx.storage)
+    for job_id in found.resent + found.requeued:
+        enqueue_run(app, job_id, queue=found.queues[job_id])
+    for job_id in found.following:  # this worker's engine takes them
+        if (job := adopt(job_id, ctx.settings)) is not None:
+            ctx.engine.follow(job, 0.0)
     for batch_id in found.expansions:
         enqueue_expansion(app, batch_id)
     counts = found.counts()

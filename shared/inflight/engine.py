@@ -39,8 +39,10 @@ from typing import Any
 
 from shared.db import session_scope
 from shared.errors import EditqError, ProviderError
-from shared.jobs import pipeline
-from shared.jobs.pipeline import Action, RunOutcome
+from shared.jobs.failure import fail_attempt, past_deadline, provider_failed
+from shared.jobs.finish import collect_and_finish, look_failed, mark_deadline
+from shared.jobs.outcomes import RunOutcome
+from shared.jobs.schedule import followed_lease_seconds, next_look_seconds, timed_out
 from shared.jobs.states import RUNNING, release_leases, renew_leases
 from shared.models import Job
 from shared.providers.looks import Looker
@@ -54,32 +56,9 @@ HAND_BACK_GRACE_SECONDS = 5.0
 RunLater = Callable[[Job, float], None]
 # Receives the jobs a stopping engine hands back (the worker sends each a follow message).
 HandBack = Callable[[list[Job]], None]
-# A state change, run in the finishing pool: what to do with the job, and through what.
-Step = Callable[[Job, "pipeline.Scheduler"], "RunOutcome | None"]
-
-
-class _Relay:
-    """The scheduler a finish gets: another look is kept for the engine to schedule once
-    the finish is done; another attempt is a Celery task."""
-
-    def __init__(self, run_later: RunLater, job: Job) -> None:
-        self.run_later = run_later
-        self.job = job
-        self.again: tuple[Job, float] | None = None
-
-    def run(self, job_id: str, delay: float) -> None:
-        self.run_later(self.job, delay)
-
-    def follow(self, job: Job, delay: float) -> None:
-        self.again = (job, delay)
-
-
-def _failed(exc: EditqError, services: Services) -> Step:
-    return lambda job, scheduler: pipeline.look_failed(job, exc, services, scheduler)
-
-
-def _gave_up(exc: EditqError, services: Services) -> Step:
-    return lambda job, scheduler: pipeline.fail_call(job, exc, services, scheduler)
+# A state change, run in the finishing pool: what it did, and what comes next (another
+# look, another attempt, or nothing: see shared.jobs.outcomes).
+Step = Callable[[Job], RunOutcome]
 
 
 @dataclass
@@ -103,10 +82,14 @@ class Engine:
     """Follows submitted requests until they change state; `follow`, `wake` and `stop`
     may be called from any thread."""
 
-    def __init__(self, services: Services, run_later: RunLater) -> None:
+    def __init__(self, services: Services, run_later: RunLater,
+                 ended: Callable[[RunOutcome], None] | None = None) -> None:
         self.services = services
         self.settings = settings = services.settings
         self.run_later = run_later
+        # Told of every finish after which the engine no longer follows the job (one
+        # caller waits on it: shared.inflight.generate).
+        self.ended = ended
         self.renew_seconds = max(0.2, min(10.0, settings.poll_lease_margin_seconds / 3))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="editq-inflight",
@@ -239,16 +222,15 @@ class Engine:
                 answer = await self._looker(job.provider).look(job.provider_request_id)
         except ProviderError as exc:
             if exc.task_failed or not exc.retryable:
-                self._finish_off(entry, _failed(exc, self.services))
+                self._finish_off(entry, self._failed(exc))
                 return
             # Only the look failed: look again later, and let its breaker hear of it
             # (meanwhile: the next look need not wait for Redis).
             self._look_later(entry, exc.retry_after)
-            self._io.submit(_quietly, pipeline.look_failed, job, exc, self.services,
-                            _Relay(self.run_later, job))
+            self._io.submit(_quietly, provider_failed, job.provider, self.services, exc)
             return
         except EditqError as exc:
-            self._finish_off(entry, _failed(exc, self.services))
+            self._finish_off(entry, self._failed(exc))
             return
         except Exception:
             log.exception("job %s: a look failed unexpectedly; looking again later", job.id)
@@ -259,55 +241,65 @@ class Engine:
             self._look_later(entry, None)
             return
         services = self.services
-        self._finish_off(entry, lambda j, s: pipeline.collect_and_finish(
-            j, answer, services, s))
+        self._finish_off(entry, lambda j: collect_and_finish(j, answer, services))
+
+    def _failed(self, exc: EditqError) -> Step:
+        services = self.services
+        return lambda job: look_failed(job, exc, services)
 
     def _look_later(self, entry: _Followed, retry_after: float | None) -> None:
-        job = entry.job
-        if (timeout := pipeline.timed_out(job, self.settings)) is not None:
-            self._finish_off(entry, _gave_up(timeout, self.services))
-        elif job.status == RUNNING and pipeline.past_deadline(job):
-            self._finish_off(entry, self._deadline_passed)
+        job, services = entry.job, self.services
+        if (timeout := timed_out(job, self.settings)) is not None:
+            self._finish_off(entry, lambda j: fail_attempt(j, services, timeout))
+        elif job.status == RUNNING and past_deadline(job):
+            # Over for its owner now; its call is followed on, as the job now is.
+            self._finish_off(entry, lambda j: mark_deadline(j, services))
         else:
-            provider = self.services.provider(job.provider)
-            self._again(entry, pipeline.next_look_seconds(self.settings, provider, job,
-                                                          retry_after))
+            provider = services.provider(job.provider)
+            self._again(entry, next_look_seconds(self.settings, provider, job, retry_after))
 
     def _again(self, entry: _Followed, delay: float) -> None:
         entry.busy = False
         self._schedule(entry, 0.0 if entry.woken else delay)
         entry.woken = False
 
-    def _deadline_passed(self, job: Job, scheduler: pipeline.Scheduler) -> RunOutcome:
-        """Over for its owner now; its call is followed on, as the job now is."""
-        scheduler.follow(pipeline.mark_deadline(job, self.settings), 0.0)
-        return RunOutcome(job.id, Action.FAILED, "deadline_exceeded; its call is still followed")
-
     def _finish_off(self, entry: _Followed, step: Step) -> None:
-        """A state change: `step(job, relay)` runs off the loop, in the finishing pool.
-        Through the relay it may ask to follow the job again (a storage outage, a failed
-        download, a deadline passed with the call still out) or to run another attempt."""
+        """A state change: `step(job)` runs off the loop, in the finishing pool, and its
+        outcome says what comes next: another look (a storage outage, a failed download,
+        a deadline passed with the call still out), another attempt, or nothing."""
         job = entry.job
-        relay = _Relay(self.run_later, job)
         self._finishing.add(job.id)
 
-        def done(future: asyncio.Future[RunOutcome | None]) -> None:
+        def done(future: asyncio.Future[RunOutcome]) -> None:
             self._finishing.discard(job.id)
             self.counts["finishes"] += 1
+            outcome: RunOutcome | None = None
             if not future.cancelled() and (exc := future.exception()) is not None:
                 log.error("job %s: finishing failed (%r); its lease lapses and the reaper "
                           "resumes it", job.id, exc)
-                relay.again = None
-            elif not future.cancelled() and (outcome := future.result()) is not None:
+            elif not future.cancelled():
+                outcome = future.result()
                 log.info("job %s: %s %s", job.id, outcome.action, outcome.detail)
-            if relay.again is None:
+            if outcome is None or not outcome.follow:
                 self._followed.pop(job.id, None)
-            elif not self._closing:  # (else it is handed back with the rest)
-                entry.job, entry.busy = relay.again[0], False
-                self._schedule(entry, 0.0 if entry.woken else relay.again[1])
+                return
+            entry.job, entry.busy = outcome.job or job, False
+            if not self._closing:  # (else it is handed back with the rest)
+                self._schedule(entry, 0.0 if entry.woken else outcome.delay)
                 entry.woken = False
 
-        self._loop.run_in_executor(self._finishers, step, job, relay).add_done_callback(done)
+        self._loop.run_in_executor(self._finishers, self._step, step, job).add_done_callback(
+            done)
+
+    def _step(self, step: Step, job: Job) -> RunOutcome:
+        """In the finishing pool: the step, then (off the loop: it is a broker send) the
+        next attempt it asks for."""
+        outcome = step(job)
+        if outcome.run_again:
+            _quietly(self.run_later, job, outcome.delay)
+        if self.ended is not None and not outcome.follow:
+            _quietly(self.ended, outcome)
+        return outcome
 
     async def _answered(self, provider: str) -> None:
         """The provider answered: tell its breaker, at most once a second per provider."""
@@ -344,7 +336,7 @@ class Engine:
     def _renew(self, jobs: list[Job]) -> None:
         with session_scope(self.settings.database_url) as session:
             renew_leases(session, [job.id for job in jobs],
-                         pipeline.followed_lease_seconds(self.settings))
+                         followed_lease_seconds(self.settings))
         self.counts["lease_renewals"] += 1
         by_provider: dict[str, list[str]] = {}
         for job in jobs:

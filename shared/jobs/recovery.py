@@ -9,7 +9,7 @@ Every job that is waiting for something holds a lease in `lease_expires_at`:
   when its worker is presumed alive; every step renews it.
 
 Past a lease, the job is resumed from what the database says, never by guessing:
-- a saved provider request id: polling resumes on that request (no new submit);
+- a saved provider request id: the request is followed again (no new submit);
 - "submitting" with no id: the POST may have reached the provider, so a running
   job fails with `provider_outcome_unknown` (and a settling one settles with its
   cost unknown) rather than risk a second paid call;
@@ -22,15 +22,17 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from celery import Celery
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
 from shared.db import session_scope, utcnow, written
 from shared.errors import EditqError
-from shared.jobs.pipeline import Scheduler, followed_lease_seconds
+from shared.jobs.schedule import followed_lease_seconds
 from shared.jobs.states import QUEUED, RUNNING, SETTLING, add_event, fail, requeue, settle
 from shared.models import Batch, Job
+from shared.queue import enqueue_expansion, enqueue_follow, enqueue_run
 from shared.storage import Storage, outputs_prefix
 
 log = logging.getLogger(__name__)
@@ -38,15 +40,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Recovered:
-    polling: list[str] = field(default_factory=list)
+    """What one pass found; the caller sends what comes next (runs for `resent` and
+    `requeued`, follows for `following`, expansions), each on the job's own queue."""
+
+    following: list[str] = field(default_factory=list)  # a request to follow again
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)  # queued jobs whose message was lost
     settled: list[str] = field(default_factory=list)
     expansions: list[str] = field(default_factory=list)  # batches whose expander died
+    queues: dict[str, str] = field(default_factory=dict)  # job id: its queue
 
     def counts(self) -> dict[str, int]:
-        return {name: len(ids) for name, ids in vars(self).items()}
+        return {name: len(ids) for name, ids in vars(self).items() if name != "queues"}
 
 
 def _take(session: Session, job_id: str, waiting: ColumnElement[bool], expired_before: datetime,
@@ -61,7 +67,7 @@ def _take(session: Session, job_id: str, waiting: ColumnElement[bool], expired_b
                           .execution_options(populate_existing=True))
 
 
-def recover(settings: Settings, scheduler: Scheduler, storage: Storage | None = None,
+def recover(settings: Settings, storage: Storage | None = None,
             limit: int = 500) -> Recovered:
     """One pass: lost messages first (cheap to resend), then abandoned leases; and the
     batches whose expansion has no live worker, for the caller to enqueue again (a
@@ -71,8 +77,8 @@ def recover(settings: Settings, scheduler: Scheduler, storage: Storage | None = 
     worker had written before it could record it: nothing unrecorded is left behind.
     """
     done = Recovered()
-    _resend_lost_messages(settings, scheduler, limit, done)
-    _resume_expired_leases(settings, scheduler, limit, done)
+    _resend_lost_messages(settings, limit, done)
+    _resume_expired_leases(settings, limit, done)
     with session_scope(settings.database_url) as session:
         done.expansions = list(session.scalars(select(Batch.id).where(
             Batch.status == "expanding", or_(Batch.lease_expires_at.is_(None),
@@ -91,7 +97,7 @@ def recover(settings: Settings, scheduler: Scheduler, storage: Storage | None = 
     return done
 
 
-def _resend_lost_messages(settings: Settings, scheduler: Scheduler, limit: int,
+def _resend_lost_messages(settings: Settings, limit: int,
                           done: Recovered) -> None:
     now = utcnow()
     overdue = now - timedelta(seconds=settings.queued_stale_seconds)
@@ -107,11 +113,11 @@ def _resend_lost_messages(settings: Settings, scheduler: Scheduler, limit: int,
                 continue
             add_event(session, job_id, "message_resent",
                       reason="queued past its due time with no worker taking it")
-        scheduler.run(job_id, 0)
         done.resent.append(job_id)
+        done.queues[job_id] = job.queue
 
 
-def _resume_expired_leases(settings: Settings, scheduler: Scheduler, limit: int,
+def _resume_expired_leases(settings: Settings, limit: int,
                            done: Recovered) -> None:
     now = utcnow()
     waiting = or_(Job.status == RUNNING, SETTLING)
@@ -127,9 +133,8 @@ def _resume_expired_leases(settings: Settings, scheduler: Scheduler, limit: int,
                 continue
             if job.provider_request_id:
                 add_event(session, job_id, "poll_resumed", request_id=job.provider_request_id)
-                session.commit()
-                scheduler.follow(job, 0)
-                done.polling.append(job_id)
+                done.following.append(job_id)
+                done.queues[job_id] = job.queue
             elif job.status != RUNNING:
                 settle(session, job_id, "its worker stopped while submitting; whether the "
                        "provider billed the call cannot be known", charged=None)
@@ -140,6 +145,16 @@ def _resume_expired_leases(settings: Settings, scheduler: Scheduler, limit: int,
                      "have been accepted (and billed), so it is not sent again")
                 done.failed.append(job_id)
             elif requeue(session, job_id, "worker_lost: lease expired before submitting", 0):
-                session.commit()
-                scheduler.run(job_id, 0)
                 done.requeued.append(job_id)
+                done.queues[job_id] = job.queue
+
+
+def send(app: Celery, found: Recovered) -> None:
+    """Send what a pass found, from outside a worker (`editq reaper --once`): runs and
+    follows as tasks on each job's queue. (A worker's own pass follows in its engine.)"""
+    for job_id in found.resent + found.requeued:
+        enqueue_run(app, job_id, queue=found.queues[job_id])
+    for job_id in found.following:
+        enqueue_follow(app, job_id, queue=found.queues[job_id])
+    for batch_id in found.expansions:
+        enqueue_expansion(app, batch_id)

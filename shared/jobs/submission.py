@@ -35,7 +35,7 @@ from shared.money import budgets
 from shared.providers.base import ImageEditOptions
 from shared.providers.catalog import ModelSpec
 from shared.providers.pricing import Price
-from shared.providers.router import build_options, validate_edit
+from shared.providers.router import TYPED_FIELDS, build_options
 from shared.retention import policy, uses
 from shared.services import Services
 from shared.storage import Storage, input_key
@@ -152,6 +152,22 @@ def settle_operation(req: EditRequest, services: Services) -> None:
             req.operation = operations[0]
             return
     req.operation = "general_edit"
+
+
+def validate_edit(options: ImageEditOptions, services: Services) -> ModelSpec:
+    """Pre-flight: everything that can be refused before a job exists is refused here."""
+    spec = services.catalog.resolve(options.model, options.operation)
+    options.model = spec.id
+    options.extra = spec.check_request(
+        operation=options.operation, prompt=options.prompt, image_count=len(options.images),
+        has_mask=options.mask is not None, has_negative_prompt=bool(options.negative_prompt),
+        options=options.extra,
+    )
+    for name in TYPED_FIELDS:
+        if name in options.extra:
+            setattr(options, name, options.extra[name])
+    services.provider(spec.provider).validate(spec, options)
+    return spec
 
 
 def check_request(req: EditRequest, services: Services) -> Checked:

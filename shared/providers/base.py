@@ -64,20 +64,13 @@ class Submitted:
     result: ImageEditResult | None = None
 
 
-@dataclass
-class Polled:
-    """One look at a submitted request: not done yet, or done with its result."""
-
-    done: bool
-    result: ImageEditResult | None = None
-
-
 class ImageEditProvider(Protocol):
-    """An editing backend, split into submit and poll so waiting never holds a worker.
+    """An editing backend, split into submit, look and collect so waiting never holds a
+    worker.
 
     The Image Studio plan had one blocking `edit()`; a service cannot afford a
-    thread per in-flight edit, so the blocking form lives in
-    `generate_image_edit()` on top of these two calls.
+    thread per in-flight edit, so the blocking form is `generate_image_edit()`
+    (shared.inflight.generate), which runs the edit as a job through the same steps.
     """
 
     name: str
@@ -101,13 +94,10 @@ class ImageEditProvider(Protocol):
         """
         ...
 
-    def poll(self, spec: ModelSpec, request_id: str) -> Polled:
-        """Look at a submitted request once; raise `ProviderError` if it failed."""
-        ...
-
     def looker(self, concurrency: int) -> Looker:
-        """The asynchronous twin of `poll()` for the in-flight engine: a look answers None
-        while the request runs and the provider's answer once it is done."""
+        """How the in-flight engine looks at a submitted request (the only way editq
+        waits on a provider): a look answers None while the request runs and the
+        provider's answer once it is done, and raises `ProviderError` if it failed."""
         ...
 
     def collect(self, spec: ModelSpec, request_id: str, answer: Any) -> ImageEditResult:

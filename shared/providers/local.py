@@ -18,7 +18,6 @@ from shared.providers.base import (
     ImageEditOptions,
     ImageEditResult,
     OutputImage,
-    Polled,
     Submitted,
 )
 from shared.providers.catalog import ModelSpec
@@ -132,17 +131,14 @@ class LocalProvider:
 
     def submit(self, spec: ModelSpec, options: ImageEditOptions,
                webhook_url: str | None = None) -> Submitted:
-        """Pillow is quick: the edit is done within the submit, with nothing to poll."""
+        """Pillow is quick: the edit is done within the submit, with nothing to follow."""
         return Submitted(result=self.edit(spec, options))
 
-    def poll(self, spec: ModelSpec, request_id: str) -> Polled:
-        raise InvalidInput("the local provider has nothing to poll")
-
     def looker(self, concurrency: int) -> Looker:
-        raise InvalidInput("the local provider has nothing to poll")
+        raise InvalidInput("the local provider has nothing to follow")
 
     def collect(self, spec: ModelSpec, request_id: str, answer: Any) -> ImageEditResult:
-        raise InvalidInput("the local provider has nothing to poll")
+        raise InvalidInput("the local provider has nothing to follow")
 
     def edit(self, spec: ModelSpec, options: ImageEditOptions) -> ImageEditResult:
         self.validate(spec, options)

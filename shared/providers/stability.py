@@ -15,7 +15,6 @@ from shared.providers.base import (
     ImageEditOptions,
     ImageEditResult,
     OutputImage,
-    Polled,
     Submitted,
 )
 from shared.providers.catalog import ModelSpec
@@ -73,12 +72,6 @@ class StabilityEditProvider:
         if isinstance(answer, str):
             return Submitted(request_id=answer)
         return Submitted(result=self._result(spec, answer, None))
-
-    def poll(self, spec: ModelSpec, request_id: str) -> Polled:
-        artifact = self.client.result(request_id)
-        if artifact is None:
-            return Polled(done=False)
-        return Polled(done=True, result=self._result(spec, artifact, request_id))
 
     def looker(self, concurrency: int) -> Looker:
         client = self.client

@@ -18,7 +18,6 @@ from shared.errors import ProviderError, ProviderOutcomeUnknown
 from shared.providers.classify import (
     AMBIGUOUS,
     ERROR_NAMES,
-    POLL_TRANSPORT,
     http_error,
     parse_retry_after,
 )
@@ -106,16 +105,6 @@ class StabilityClient:
     @staticmethod
     def result_path(result_id: str) -> str:
         return f"/v2beta/results/{result_id}"
-
-    def result(self, result_id: str) -> Artifact | None:
-        """The finished artifact, or None while Stability says 202 in-progress."""
-        try:
-            response = self.http.get(self.result_path(result_id),
-                                     headers={"accept": self.accept})
-        except httpx.TransportError as exc:
-            raise ProviderError(f"could not read Stability result: {type(exc).__name__}",
-                                code=POLL_TRANSPORT.code, retryable=True) from exc
-        return self.read_result(response)
 
     def read_result(self, response: httpx.Response | Answer) -> Artifact | None:
         if response.status_code == 202:

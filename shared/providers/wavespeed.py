@@ -16,7 +16,6 @@ from shared.providers.base import (
     ImageEditOptions,
     ImageEditResult,
     OutputImage,
-    Polled,
     Submitted,
 )
 from shared.providers.catalog import ModelSpec
@@ -74,12 +73,6 @@ class WaveSpeedEditProvider:
             raise ProviderError("WaveSpeed accepted the task but gave no id",
                                 code="provider_bad_response")
         return Submitted(request_id=str(request_id))
-
-    def poll(self, spec: ModelSpec, request_id: str) -> Polled:
-        data = self.finished(self.client.get_result(request_id))
-        if data is None:
-            return Polled(done=False)
-        return Polled(done=True, result=self.collect(spec, request_id, data))
 
     def looker(self, concurrency: int) -> Looker:
         client = self.client

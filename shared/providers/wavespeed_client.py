@@ -9,7 +9,6 @@ are retried on 429, 5xx and connection errors.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,8 +27,6 @@ from shared.providers.http import post_once
 from shared.providers.looks import Answer
 
 _RETRY_GET = {429, 500, 502, 503, 504}
-# Longest pause spent inside one poll task; longer waits go back to the scheduler.
-_MAX_INLINE_WAIT = 2.0
 
 
 def _message(response: httpx.Response | Answer) -> str:
@@ -45,7 +42,7 @@ def _message(response: httpx.Response | Answer) -> str:
 class WaveSpeedClient:
     def __init__(self, base_url: str, api_key: str, *, submit_timeout: float = 30.0,
                  poll_timeout: float = 10.0, download_timeout: float = 60.0,
-                 get_retries: int = 2, max_connections: int = 200,
+                 max_connections: int = 200,
                  trusted_hosts: Iterable[str] = ()) -> None:
         limits = httpx.Limits(max_connections=max_connections,
                               max_keepalive_connections=max_connections)
@@ -66,7 +63,6 @@ class WaveSpeedClient:
         self.trusted_hosts = frozenset({*(h.lower() for h in trusted_hosts),
                                         (urlsplit(base_url).hostname or "").lower()})
         self.submit_timeout = submit_timeout
-        self.get_retries = get_retries
         self._webhook_secret: str | None = None
 
     def close(self) -> None:
@@ -117,27 +113,6 @@ class WaveSpeedClient:
             raise http_error(response.status_code, _message(response),
                              parse_retry_after(response.headers.get("retry-after")))
         return self._data(response)
-
-    def get_result(self, request_id: str) -> dict[str, Any]:
-        """GET the task, retrying briefly; a longer outage is the caller's to reschedule."""
-        attempt = 0
-        while True:
-            try:
-                response = self.http.get(self.result_path(request_id))
-            except httpx.TransportError as exc:
-                error = ProviderError(f"could not read WaveSpeed task {request_id}: "
-                                      f"{type(exc).__name__}", code=POLL_TRANSPORT.code,
-                                      retryable=POLL_TRANSPORT.retryable)
-            else:
-                if response.status_code not in _RETRY_GET:
-                    return self._data(response)
-                error = http_error(response.status_code, _message(response),
-                                   parse_retry_after(response.headers.get("retry-after")))
-            wait = error.retry_after if error.retry_after is not None else 0.25 * 2 ** attempt
-            if attempt >= self.get_retries or wait > _MAX_INLINE_WAIT:
-                raise error
-            attempt += 1
-            time.sleep(wait)
 
     def download(self, url: str, max_bytes: int) -> bytes:
         """Stream an output, refusing it past `max_bytes` rather than filling memory.

@@ -2,7 +2,7 @@
 
 No worker runs here: where a test needs a batch's jobs, it expands the batch itself
 (shared.batches.expansion.expand, what the worker's editq.expand_batch does), runs a job
-through the pipeline itself (local-pillow works in-process), and finishes batches
+through an attempt itself (local-pillow works in-process), and finishes batches
 itself (shared.batches.expansion.finish_batches, what beat's editq.feed_bulk does).
 """
 
@@ -26,7 +26,7 @@ from api.app import create_app
 from shared.batches import checks, expansion, records
 from shared.config import Settings
 from shared.db import session_scope, utcnow
-from shared.jobs.pipeline import run_job
+from shared.jobs.attempt import run_job
 from shared.models import Batch, Job, WebhookDelivery
 from shared.services import Services
 from shared.storage import Storage, input_key
@@ -139,16 +139,6 @@ def tenant_batches(settings: Settings, key: str) -> list[Batch]:
     with session_scope(settings.database_url) as session:
         tenant_id = authenticate(session, key).tenant_id
         return list(session.scalars(select(Batch).where(Batch.tenant_id == tenant_id)))
-
-
-class NoScheduler:
-    """local-pillow answers at once: nothing is ever scheduled."""
-
-    def run(self, job_id: str, delay: float) -> None:
-        raise AssertionError(f"unexpected retry of {job_id}")
-
-    def follow(self, job: Any, delay: float) -> None:
-        raise AssertionError(f"unexpected follow of {job.id}")
 
 
 def make_parents(client: TestClient, key: str, count: int, **body: Any) -> list[dict[str, Any]]:
@@ -667,7 +657,7 @@ class TestResultsAndCompletion:
             {**GRAY, "metadata": {"n": n}} for n in range(5)]))
         expansion.expand(services, batch["id"])
         jobs = jobs_of(settings, batch["id"])
-        assert run_job(jobs[2].id, services, NoScheduler()).action == "succeeded"
+        assert run_job(jobs[2].id, services).action == "succeeded"
         # when its results are read
         response = client.get(f"/v1/batches/{batch['id']}/results", headers=auth(key))
         # then they are JSONL, one line per job, in batch order, with what each became
@@ -691,11 +681,11 @@ class TestResultsAndCompletion:
         jobs = jobs_of(settings, batch["id"])
         # when two of its jobs have run, then it is not finished
         for job in jobs[:2]:
-            assert run_job(job.id, services, NoScheduler()).action == "succeeded"
+            assert run_job(job.id, services).action == "succeeded"
         assert batch["id"] not in expansion.finish_batches(settings, storage)
         assert get_batch(client, key, batch["id"])["status"] == "running"
         # when the last one has run too
-        assert run_job(jobs[2].id, services, NoScheduler()).action == "succeeded"
+        assert run_job(jobs[2].id, services).action == "succeeded"
         # then it is finished, once
         assert batch["id"] in expansion.finish_batches(settings, storage)
         assert batch["id"] not in expansion.finish_batches(settings, storage)
@@ -730,7 +720,7 @@ class TestResultsAndCompletion:
         done = accepted(post_batch(client, key, items=[GRAY]))
         expansion.expand(services, done["id"])
         [job] = jobs_of(settings, done["id"])
-        assert run_job(job.id, services, NoScheduler()).action == "succeeded"
+        assert run_job(job.id, services).action == "succeeded"
         # when batches are finished a few at a time (here one), until none is left to finish
         while expansion.finish_batches(settings, storage, limit=1):
             pass

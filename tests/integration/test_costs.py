@@ -1,7 +1,7 @@
 """The cost ledger and budgets, end to end: API, worker, simulators over HTTP, S3.
 
 The money rules under test (shared/money/ledger.py, shared/money/budgets.py,
-shared/jobs/pipeline.py):
+shared/jobs/finish.py, shared/jobs/failure.py):
 - parallel submissions of one tenant are admitted one after another, so
   together they never take it over its monthly budget;
 - a provider call is charged once, in the transaction that records its

@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 
 from cli.stack import Child, Stack
 from shared.db import session_scope
-from shared.jobs.recovery import recover
+from shared.jobs.recovery import recover, send
 from shared.models import Job, JobEvent
-from shared.queue import CeleryScheduler, make_celery
+from shared.queue import make_celery
 from shared.tenants import create_api_key
 from tests.api_client import ApiClient
 from tests.conftest import SIM_KEY, live_env, make_settings, own_database, redis_db
@@ -106,10 +106,16 @@ def test_a_worker_killed_while_following_100_jobs_loses_none_and_submits_none_tw
     # and the reaper resumes what A's leases no longer cover
     settings = make_settings(database_url=inflight.database_url,
                              broker_url=inflight.broker_url)
-    scheduler = CeleryScheduler(make_celery(settings))
+    app = make_celery(settings)
     resumed: list[str] = []
-    wait_for(lambda: resumed.extend(recover(settings, scheduler).polling) or (
-        len(resumed) >= JOBS), 30, "the reaper to resume every job", interval=0.3)
+
+    def reap() -> bool:  # what `editq reaper --once` does
+        found = recover(settings)
+        send(app, found)
+        resumed.extend(found.following)
+        return len(resumed) >= JOBS
+
+    wait_for(reap, 30, "the reaper to resume every job", interval=0.3)
     # then worker B finishes all 100, each from the request A had saved
     wait_for(lambda: inflight.count(job_ids, Job.status == "succeeded") == JOBS, 60,
              "every job to succeed", interval=0.3)

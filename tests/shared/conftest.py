@@ -1,11 +1,12 @@
-"""Fixtures of the pipeline tests: a tenant, a way to submit jobs, a scripted provider.
+"""Fixtures of the job tests: a tenant, a way to submit jobs, a scripted provider, and
+a harness that runs jobs as the worker does.
 
 Each module brings its own `settings` (which providers are configured, which Redis).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from shared.services import Services
 from shared.storage import Storage
 from shared.tenants import Principal, authenticate
 from tests.helpers import image_bytes
-from tests.shared.scripted import Scripted, everywhere
+from tests.shared.scripted import Harness, Scripted, everywhere
 
 
 @pytest.fixture
@@ -46,3 +47,11 @@ def use(services: Services) -> Callable[[Scripted], Scripted]:
         services.providers.update(everywhere(provider))
         return provider
     return install
+
+
+@pytest.fixture
+def harness(services: Services) -> Iterator[Harness]:
+    """Jobs run as the worker runs them (tests/shared/scripted.py), over `services`."""
+    runner = Harness(services)
+    yield runner
+    runner.stop()

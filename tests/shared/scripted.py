@@ -1,31 +1,40 @@
-"""A scripted provider and a recording scheduler, for pipeline tests that drive each step."""
+"""A scripted provider, and `Harness`: a job run as the worker runs it (an attempt, then
+the in-flight engine following what it submitted), for tests that drive each step."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from shared.inflight.engine import Engine
+from shared.jobs.attempt import run_job
+from shared.jobs.outcomes import RunOutcome
 from shared.models import Job
 from shared.providers.base import (
     ImageEditOptions,
     ImageEditResult,
     OutputImage,
-    Polled,
     Submitted,
 )
 from shared.providers.catalog import ModelSpec
+from shared.services import Services
+from tests.helpers import wait_for
 
-Outcome = Exception | bytes | None  # None: not finished yet (async polls only)
+# None: not finished yet (asynchronous looks only). A callable, at a look, is called
+# first (a cancel at a known moment, say) and its answer is the look's outcome.
+Outcome = Exception | bytes | None | Callable[[], "Exception | bytes | None"]
 
 
 @dataclass
 class Scripted:
     """A provider answering each call with the next scripted outcome.
 
-    `asynchronous`: submit answers a request id and the outcomes come from polls.
+    `asynchronous`: submit answers a request id and the outcomes come from the engine's
+    looks (`ScriptedLooker`).
     """
 
     script: list[Outcome]
@@ -67,11 +76,6 @@ class Scripted:
             return Submitted(request_id=f"req-{self.submits}")
         return Submitted(result=self._next(spec))
 
-    def poll(self, spec: ModelSpec, request_id: str) -> Polled:
-        self.seen.append(request_id)
-        result = self._next(spec)
-        return Polled(done=result is not None, result=result)
-
     def looker(self, concurrency: int) -> ScriptedLooker:
         return ScriptedLooker(self)
 
@@ -96,6 +100,8 @@ class ScriptedLooker:
         self.provider.seen.append(request_id)
         self.looked_at.append(time.monotonic())
         outcome = self.provider.script.pop(0) if self.provider.script else None
+        if callable(outcome):
+            outcome = outcome()
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -104,17 +110,61 @@ class ScriptedLooker:
         return None
 
 
-class Steps:
-    """A scheduler that records next steps; the test runs them."""
+class Harness:
+    """The worker's scheduler, as a test double: an attempt runs when the test says
+    (`run`), what it submits goes to a real in-flight engine over the same services,
+    which looks (the scripted provider's looker), finishes, settles and charges exactly
+    as in a worker. Next attempts are recorded in `runs`, for the test to run."""
 
-    def __init__(self) -> None:
-        self.runs: list[str] = []
-        self.polls: list[str] = []
+    def __init__(self, services: Services, first_look: float | None = 0.0) -> None:
+        self.services = services
+        # When the engine first looks at what an attempt submitted: at once (tests wait
+        # less), or (None) when the schedule says, as in a worker.
+        self.first_look = first_look
+        self.runs: list[str] = []     # next attempts asked for, by an attempt or a finish
+        self.follows: list[str] = []  # requests handed to the engine
+        self._ended: dict[str, list[RunOutcome]] = {}
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
 
-    def run(self, job_id: str, delay: float) -> None:
-        self.runs.append(job_id)
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(self.services, self._run_later, ended=self._end)
+            self._engine.start()
+        return self._engine
 
-    def follow(self, job: Job, delay: float) -> None:
-        self.polls.append(job.id)
+    def run(self, job_id: str) -> RunOutcome:
+        """One attempt, and what the worker's run task does with its outcome."""
+        outcome = run_job(job_id, self.services)
+        if outcome.follow:
+            assert outcome.job is not None
+            self.follows.append(job_id)
+            self.engine.follow(outcome.job, outcome.delay if self.first_look is None
+                               else self.first_look)
+        elif outcome.run_again:
+            self.runs.append(job_id)
+        return outcome
 
+    def ended(self, job_id: str, timeout: float = 20.0) -> RunOutcome:
+        """The outcome with which the engine stopped following the job (its finish)."""
+        def last() -> RunOutcome | None:
+            outcomes = self._outcomes(job_id)
+            return outcomes[-1] if outcomes else None
 
+        return wait_for(last, timeout, f"the engine to end job {job_id}")
+
+    def stop(self) -> None:
+        if self._engine is not None:
+            self._engine.stop(hand_back=lambda jobs: None, timeout=2)
+
+    def _outcomes(self, job_id: str) -> list[RunOutcome]:
+        with self._lock:
+            return list(self._ended.get(job_id, []))
+
+    def _run_later(self, job: Job, delay: float) -> None:
+        self.runs.append(job.id)
+
+    def _end(self, outcome: RunOutcome) -> None:
+        with self._lock:
+            self._ended.setdefault(outcome.job_id, []).append(outcome)

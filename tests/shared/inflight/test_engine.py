@@ -17,14 +17,13 @@ from shared.config import Settings
 from shared.db import get_engine, utcnow
 from shared.errors import ProviderError
 from shared.inflight.engine import HAND_BACK_GRACE_SECONDS, Engine
-from shared.jobs.pipeline import run_job
 from shared.models import Job
 from shared.services import Services
 from shared.storage import Storage
 from tests.conftest import make_settings
 from tests.helpers import image_bytes, wait_for
 from tests.shared.money.test_ledger import events, job_row
-from tests.shared.scripted import Scripted, ScriptedLooker, everywhere
+from tests.shared.scripted import Harness, Scripted, ScriptedLooker, everywhere
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.prefer_postgresql]
 
@@ -40,37 +39,22 @@ def settings(database_url: str, s3_url: str, bucket: str) -> Settings:
     return settings_with(database_url, s3_url, bucket)
 
 
-class Steps:
-    """The scheduler a run task gets in the worker: attempts recorded, follows to the
-    engine."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.runs: list[str] = []
-
-    def run(self, job_id: str, delay: float) -> None:
-        self.runs.append(job_id)
-
-    def follow(self, job: Job, delay: float) -> None:
-        self.engine.follow(job, delay)
-
-
 @pytest.fixture
 def running(storage: Storage) -> Iterator[Any]:
-    """Start an engine over `settings` with `provider` installed in its services (steps
-    run with `engine.services`); stopped afterwards."""
-    engines: list[Engine] = []
+    """Jobs run as a worker runs them, over `settings` with `provider` installed in their
+    services: the harness's engine follows what each attempt submits, first looking when
+    the schedule says; stopped afterwards."""
+    harnesses: list[Harness] = []
 
-    def start(settings: Settings, provider: Scripted) -> Engine:
+    def start(settings: Settings, provider: Scripted) -> Harness:
         services = Services(settings, storage=storage, providers=everywhere(provider))
-        engine = Engine(services, run_later=lambda job, delay: None)
-        engine.start()
-        engines.append(engine)
-        return engine
+        harness = Harness(services, first_look=None)
+        harnesses.append(harness)
+        return harness
 
     yield start
-    for engine in engines:
-        engine.stop(hand_back=lambda jobs: None, timeout=2)
+    for harness in harnesses:
+        harness.stop()
 
 
 def looker_of(engine: Engine) -> ScriptedLooker:
@@ -87,7 +71,8 @@ def test_looks_that_find_the_request_running_write_nothing_and_the_finish_record
                              poll_max_seconds=0.1, poll_growth=0.0)
     job_id = submit()
     provider = Scripted([None, None, None, None, image_bytes()], asynchronous=True)
-    engine = running(settings, provider)
+    harness = running(settings, provider)
+    engine = harness.engine
     statements: list[float] = []
     database = get_engine(settings.database_url)
 
@@ -98,7 +83,7 @@ def test_looks_that_find_the_request_running_write_nothing_and_the_finish_record
     event.listen(database, "before_cursor_execute", count)
     try:
         # when it is run and then followed by the engine
-        assert run_job(job_id, engine.services, Steps(engine)).action == "submitted"
+        assert harness.run(job_id).action == "submitted"
         wait_for(lambda: job_row(settings, job_id).status == "succeeded", 10, "the job to end")
     finally:
         event.remove(database, "before_cursor_execute", count)
@@ -121,8 +106,8 @@ def test_a_look_that_fails_only_the_look_is_made_again_without_a_new_attempt(
     job_id = submit()
     flaky = ProviderError("503 on the result GET", code="provider_unavailable", retryable=True)
     provider = Scripted([flaky, image_bytes()], asynchronous=True)
-    engine = running(settings, provider)
-    run_job(job_id, engine.services, Steps(engine))
+    harness = running(settings, provider)
+    harness.run(job_id)
     wait_for(lambda: job_row(settings, job_id).status == "succeeded", 10, "the job to end")
     assert (job_row(settings, job_id).attempts, provider.submits) == (1, 1)
 
@@ -134,8 +119,9 @@ def test_a_wake_looks_at_once_instead_of_at_the_next_scheduled_look(
     settings = settings_with(database_url, s3_url, bucket, poll_initial_seconds=30,
                              poll_max_seconds=60)
     job_id = submit()
-    engine = running(settings, Scripted([image_bytes()], asynchronous=True))
-    run_job(job_id, engine.services, Steps(engine))
+    harness = running(settings, Scripted([image_bytes()], asynchronous=True))
+    engine = harness.engine
+    harness.run(job_id)
     wait_for(lambda: job_id in engine.held(), 5, "the engine to hold the job")
     # when the provider's webhook wakes it
     woken = time.monotonic()
@@ -152,8 +138,9 @@ def test_leases_of_followed_jobs_are_renewed_while_the_request_runs(
     settings = settings_with(database_url, s3_url, bucket, poll_initial_seconds=0.05,
                              poll_max_seconds=0.1, poll_lease_margin_seconds=0.6)
     job_id = submit()
-    engine = running(settings, Scripted([None] * 10_000, asynchronous=True))
-    run_job(job_id, engine.services, Steps(engine))
+    harness = running(settings, Scripted([None] * 10_000, asynchronous=True))
+    engine = harness.engine
+    harness.run(job_id)
     first = job_row(settings, job_id).lease_expires_at
     assert first is not None
     # then the lease keeps moving ahead of the clock
@@ -172,9 +159,10 @@ def test_stop_hands_back_every_job_it_follows_with_its_lease_cut(
     settings = settings_with(database_url, s3_url, bucket, poll_initial_seconds=0.05,
                              poll_max_seconds=0.1)
     first, second = submit(), submit()
-    engine = running(settings, Scripted([None] * 10_000, asynchronous=True))
+    harness = running(settings, Scripted([None] * 10_000, asynchronous=True))
+    engine = harness.engine
     for job_id in (first, second):
-        run_job(job_id, engine.services, Steps(engine))
+        harness.run(job_id)
     wait_for(lambda: len(engine.held()) == 2, 5, "the engine to hold both")
     # when the engine stops
     handed: list[Job] = []

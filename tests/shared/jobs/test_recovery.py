@@ -20,7 +20,6 @@ from shared.storage import Storage
 from shared.tenants import authenticate
 from tests.conftest import own_database
 from tests.helpers import image_bytes, output_key_of
-from tests.shared.jobs.test_pipeline import Retries
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.every_database]
 
@@ -54,27 +53,26 @@ def status_and_events(settings: Settings, job_id: str) -> tuple[str, str | None,
     return job.status, job.error_code, events
 
 
-def test_a_submitted_job_resumes_polling_its_saved_request(
+def test_a_submitted_job_is_followed_again_on_its_saved_request(
         settings: Settings, storage: Storage, tenant_key: str) -> None:
     job_id = running_job(settings, storage, tenant_key, provider_request_id="req-1",
                          provider_state="submitted")
-    scheduler = Retries()
-    found = recover(settings, scheduler)
-    assert found.polling == [job_id]
-    assert scheduler.polls == [(job_id, 0)] and scheduler.scheduled == []
+    found = recover(settings)
+    # then the caller is told to follow it again, on its queue, and to run nothing
+    assert found.following == [job_id] and found.queues[job_id] == "interactive"
+    assert found.resent == [] and found.requeued == []
     status, _, events = status_and_events(settings, job_id)
     assert status == "running" and events[-1] == "poll_resumed"
     # and a second pass finds nothing: the lease was renewed
-    assert recover(settings, Retries()).polling == []
+    assert recover(settings).following == []
 
 
 def test_a_job_lost_while_submitting_fails_as_outcome_unknown(
         settings: Settings, storage: Storage, tenant_key: str) -> None:
     job_id = running_job(settings, storage, tenant_key, provider_state="submitting")
-    scheduler = Retries()
-    found = recover(settings, scheduler)
+    found = recover(settings)
     assert found.failed == [job_id]
-    assert scheduler.polls == [] and scheduler.scheduled == []
+    assert found.following == [] and found.requeued == [] and found.resent == []
     status, code, _ = status_and_events(settings, job_id)
     assert (status, code) == ("failed", "provider_outcome_unknown")
 
@@ -82,9 +80,8 @@ def test_a_job_lost_while_submitting_fails_as_outcome_unknown(
 def test_a_job_lost_before_submitting_is_queued_again(
         settings: Settings, storage: Storage, tenant_key: str) -> None:
     job_id = running_job(settings, storage, tenant_key)
-    scheduler = Retries()
-    found = recover(settings, scheduler)
-    assert found.requeued == [job_id] and scheduler.scheduled == [(job_id, 0)]
+    found = recover(settings)
+    assert found.requeued == [job_id] and found.queues[job_id] == "interactive"
     status, _, events = status_and_events(settings, job_id)
     assert status == "queued" and events[-1] == "retry_scheduled"
 
@@ -95,10 +92,8 @@ def test_a_live_lease_is_left_alone(settings: Settings, storage: Storage,
     with session_scope(settings.database_url) as session:
         session.execute(update(Job).where(Job.id == job_id).values(
             lease_expires_at=utcnow() + timedelta(seconds=60)))
-    scheduler = Retries()
-    found = recover(settings, scheduler)
-    assert job_id not in found.polling + found.requeued + found.failed
-    assert scheduler.polls == []
+    found = recover(settings)
+    assert job_id not in found.following + found.requeued + found.failed
 
 
 def queued_job(settings: Settings, storage: Storage, key: str, due_ago: timedelta) -> str:
@@ -118,39 +113,37 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again_once(
     reaper = settings.model_copy(update={"queued_stale_seconds": 3600})
     job_id = queued_job(settings, storage, tenant_key, timedelta(days=2))
     # when the reaper runs
-    scheduler = Retries()
-    found = recover(reaper, scheduler)
+    found = recover(reaper)
     # then its run message is sent again, and the timeline says why
-    assert job_id in found.resent and (job_id, 0) in scheduler.scheduled
+    assert job_id in found.resent and found.queues[job_id] == "interactive"
     status, _, events = status_and_events(settings, job_id)
     assert status == "queued" and events[-1] == "message_resent"
     # and the next pass leaves it alone: the message is due again only after the grace
-    assert job_id not in recover(reaper, Retries()).resent
+    assert job_id not in recover(reaper).resent
 
 
 def test_a_queued_job_merely_waiting_its_turn_is_left_alone(
         settings: Settings, storage: Storage, tenant_key: str) -> None:
     reaper = settings.model_copy(update={"queued_stale_seconds": 3600})
     job_id = queued_job(settings, storage, tenant_key, timedelta(seconds=30))
-    assert job_id not in recover(reaper, Retries()).resent
+    assert job_id not in recover(reaper).resent
 
 
-def test_a_canceled_job_whose_settling_chain_died_resumes_polling(
+def test_a_canceled_job_whose_follower_died_is_followed_again(
         settings: Settings, storage: Storage, tenant_key: str) -> None:
-    # given a canceled job whose call is out, and whose poll chain's worker died
+    # given a canceled job whose call is out, and whose follower's worker died
     job_id = running_job(settings, storage, tenant_key, provider_request_id="req-s",
                          provider_state="submitted", status="canceled")
-    scheduler = Retries()
-    found = recover(settings, scheduler)
-    # then the call is looked at again, so that its cost can settle
-    assert job_id in found.polling and (job_id, 0) in scheduler.polls
+    found = recover(settings)
+    # then the call is followed again, so that its cost can settle
+    assert job_id in found.following
 
 
 def test_a_canceled_job_lost_while_submitting_settles_with_its_cost_unknown(
         settings: Settings, storage: Storage, tenant_key: str) -> None:
     job_id = running_job(settings, storage, tenant_key, provider_state="submitting",
                          status="canceled")
-    found = recover(settings, Retries())
+    found = recover(settings)
     assert job_id in found.settled
     with session_scope(settings.database_url) as session:
         job = session.scalars(select(Job).where(Job.id == job_id)).one()
@@ -163,19 +156,19 @@ def test_two_reapers_never_act_on_the_same_job(settings: Settings, storage: Stor
 
     job_id = running_job(settings, storage, tenant_key, provider_request_id="req-r",
                          provider_state="submitted")
-    schedulers = [Retries(), Retries()]
+    found: list[list[str]] = []
     start = threading.Barrier(2)
 
-    def reap(scheduler: Retries) -> None:
+    def reap() -> None:
         start.wait()
-        recover(settings, scheduler)
+        found.append(recover(settings).following)
 
-    threads = [threading.Thread(target=reap, args=(s,)) for s in schedulers]
+    threads = [threading.Thread(target=reap) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert sum(polls.count((job_id, 0)) for polls in (s.polls for s in schedulers)) == 1
+    assert sum(following.count(job_id) for following in found) == 1
 
 
 def test_an_output_written_by_a_worker_that_died_mid_call_is_not_left_behind(
@@ -184,7 +177,7 @@ def test_an_output_written_by_a_worker_that_died_mid_call_is_not_left_behind(
     job_id = running_job(settings, storage, tenant_key, provider_state="submitting")
     storage.put(output_key_of(settings.database_url, job_id), image_bytes(), "image/png")
     # when the reaper fails it (the call's outcome is unknown)
-    found = recover(settings, Retries(), storage)
+    found = recover(settings, storage)
     # then the unrecorded output is gone with it
     assert job_id in found.failed
     assert not storage.exists(output_key_of(settings.database_url, job_id))

@@ -1,4 +1,4 @@
-"""Deadlines, the circuit breaker and fallback as the pipeline applies them: a real
+"""Deadlines, the circuit breaker and fallback as an attempt and the engine apply them: a real
 database, S3 and Redis; scripted providers (tests/shared/money/test_ledger.py)."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from sqlalchemy import update
 from shared.config import Settings
 from shared.db import session_scope, utcnow
 from shared.errors import ProviderError
-from shared.jobs.pipeline import poll_job, run_job
+from shared.jobs.attempt import run_job
 from shared.models import Job
 from shared.services import Services
 from shared.storage import Storage
 from tests.conftest import make_settings, redis_db
 from tests.helpers import image_bytes
 from tests.shared.money.test_ledger import events, job_row, ledger
-from tests.shared.scripted import Scripted, Steps
+from tests.shared.scripted import Harness, Scripted
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -69,7 +69,7 @@ class TestDeadlines:
         job_id = submit(deadline_seconds=60)
         move_deadline(settings, job_id, -1)
         provider = use(Scripted([image_bytes()]))
-        assert run_job(job_id, services, Steps()).action == "failed"
+        assert run_job(job_id, services).action == "failed"
         job = job_row(settings, job_id)
         assert (job.status, job.error_code, job.cost_actual) == ("failed",
                                                                  "deadline_exceeded", D(0))
@@ -83,31 +83,35 @@ class TestDeadlines:
         move_deadline(settings, job_id, 1)
         use(Scripted([ProviderError("busy", code="provider_rate_limited", retryable=True,
                                     retry_after=30)]))
-        steps = Steps()
         # when the attempt fails
-        assert run_job(job_id, services, steps).action == "failed"
+        outcome = run_job(job_id, services)
         # then the job fails with deadline_exceeded rather than waiting past it
+        assert (outcome.action, outcome.run_again) == ("failed", False)
         job = job_row(settings, job_id)
-        assert (job.error_code, steps.runs) == ("deadline_exceeded", [])
+        assert job.error_code == "deadline_exceeded"
         assert "provider_rate_limited" in (job.error_message or "")
 
     def test_a_deadline_passing_while_the_call_is_out_fails_the_job_and_settles_the_call(
             self, settings: Settings, storage: Storage, submit: Any, use: Any,
-                    services: Services) -> None:
-        # given a call out at the provider
+            services: Services, harness: Harness) -> None:
+        # given a call out at the provider, whose deadline passes within 0.5 s, while the
+        # provider works on it (the engine looks at once, then after a second)
         job_id = submit("flux-kontext-pro", deadline_seconds=60)
-        use(Scripted([None, image_bytes()], asynchronous=True))
-        steps = Steps()
-        run_job(job_id, services, steps)
-        # when its deadline passes and the worker looks again
-        move_deadline(settings, job_id, -1)
-        assert poll_job(job_id, services, steps).action == "waiting"
-        # then the job has failed for its owner at once, its cost not yet known
-        job = job_row(settings, job_id)
-        assert (job.status, job.error_code, job.cost_actual) == ("failed",
-                                                                 "deadline_exceeded", None)
-        # and when the call completes it is charged (the provider bills it), nothing kept
-        assert poll_job(job_id, services, steps).action == "discarded"
+        move_deadline(settings, job_id, 0.5)
+        seen: list[Any] = []
+
+        def look_at_the_job() -> bytes:
+            seen.append(job_row(settings, job_id))
+            return image_bytes()
+
+        use(Scripted([None, None, look_at_the_job], asynchronous=True))
+        harness.run(job_id)
+        # when the engine looks past the deadline, and the call then completes
+        assert harness.ended(job_id).action == "discarded"
+        # then the job had failed for its owner at once, its cost not yet known
+        assert (seen[0].status, seen[0].error_code, seen[0].cost_actual) == (
+            "failed", "deadline_exceeded", None)
+        # and the completed call is charged (the provider bills it), nothing kept
         [row] = ledger(settings, job_id)
         assert (row.reason, row.amount) == ("deadline_exceeded", D("0.04"))
         job = job_row(settings, job_id)
@@ -129,13 +133,13 @@ class TestBreaker:
         first, second, third = submit(), submit(), submit()
         provider = use(Scripted([ProviderError("503", code="provider_unavailable",
                                                retryable=True)] * 2))
-        run_job(first, services, Steps())
-        run_job(second, services, Steps())
+        run_job(first, services)
+        run_job(second, services)
         # when a third job comes, after two failures in a row
-        steps = Steps()
-        assert run_job(third, services, steps).action == "throttled"
+        outcome = run_job(third, services)
+        assert outcome.action == "throttled" and outcome.run_again
         # then it was not sent: it waits in the queue, with no attempt spent, and says why
-        assert provider.submits == 2 and steps.runs == [third]
+        assert provider.submits == 2 and outcome.delay > 20
         job = job_row(settings, third)
         assert (job.status, job.attempts) == ("queued", 0)
         assert events(settings, third)[-1] == "throttled"
@@ -146,8 +150,8 @@ class TestBreaker:
             self, services: Services, submit: Any, use: Any) -> None:
         use(Scripted([ProviderError("429", code="provider_rate_limited", retryable=True),
                       ProviderError("400", code="provider_invalid_request")]))
-        run_job(submit(), services, Steps())
-        run_job(submit(), services, Steps())
+        run_job(submit(), services)
+        run_job(submit(), services)
         assert services.breaker("wavespeed").state()["state"] == "closed"  # type: ignore[union-attr]
 
 
@@ -158,7 +162,7 @@ class TestFallback:
         job_id = submit("stability-inpaint", operation="inpaint", mask=image_bytes((96, 96)))
         open_breaker(services, "stability")
         use(Scripted([image_bytes()]))
-        assert run_job(job_id, services, Steps()).action == "throttled"
+        assert run_job(job_id, services).action == "throttled"
 
     def test_on_it_moves_to_the_cheapest_model_that_takes_the_job_as_it_is(
             self, settings: Settings, storage: Storage, submit: Any, use: Any,
@@ -169,7 +173,7 @@ class TestFallback:
         provider = use(Scripted([image_bytes()]))
         services = fallback_on(services)
         # when it runs
-        assert run_job(job_id, services, Steps()).action == "succeeded"
+        assert run_job(job_id, services).action == "succeeded"
         # then it ran on WaveSpeed's cheaper inpainting model, and says so
         job = job_row(settings, job_id)
         assert (job.model, job.provider, job.fallback_from) == (
@@ -189,7 +193,7 @@ class TestFallback:
         open_breaker(services, "stability")
         use(Scripted([image_bytes()]))
         services = fallback_on(services)
-        assert run_job(job_id, services, Steps()).action == "throttled"
+        assert run_job(job_id, services).action == "throttled"
         assert job_row(settings, job_id).model == "stability-inpaint"
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from shared.config import Settings
 from shared.db import session_scope
 from shared.jobs import states
-from shared.jobs.pipeline import Action
+from shared.jobs.outcomes import Action
 from shared.jobs.states import QUEUED, STATUSES, TERMINAL, TRANSITIONS
 from shared.models import Job
 

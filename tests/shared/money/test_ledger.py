@@ -19,8 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import ProviderError, ProviderOutcomeUnknown, StorageUnavailable
-from shared.jobs import lookup, pipeline
-from shared.jobs.pipeline import poll_job, run_job
+from shared.jobs import attempt, lookup
+from shared.jobs.finish import adopt
 from shared.models import Charge, Job, JobEvent
 from shared.money.ledger import charge, charges_for
 from shared.providers.base import (
@@ -33,7 +33,7 @@ from shared.storage import Storage
 from shared.tenants import Principal
 from tests.conftest import make_settings
 from tests.helpers import image_bytes, output_key_of
-from tests.shared.scripted import Scripted, Steps
+from tests.shared.scripted import Harness, Scripted
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.every_database]
 
@@ -41,8 +41,11 @@ D = Decimal
 @pytest.fixture
 def settings(database_url: str, s3_url: str, bucket: str) -> Settings:
     # Remote models validate that their provider is configured; nothing is sent to it.
+    # The engine looks again within 50 ms (tests wait less), and retries come at once.
     return make_settings(database_url=database_url, s3_endpoint_url=s3_url, s3_bucket=bucket,
-                         wavespeed_api_key="unused", stability_api_key="unused")
+                         wavespeed_api_key="unused", stability_api_key="unused",
+                         poll_initial_seconds=0.05, poll_max_seconds=0.2,
+                         retry_backoff_base_seconds=0.01, retry_backoff_max_seconds=0.1)
 
 
 def ledger(settings: Settings, job_id: str) -> list[Charge]:
@@ -67,12 +70,13 @@ def cancel(settings: Settings, principal: Principal, job_id: str) -> Job:
 
 
 def test_success_is_charged_once_at_the_catalog_price_it_used(
-        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services) -> None:
+        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services,
+        harness: Harness) -> None:
     # given a qwen-edit job (0.02 USD per image) and a provider that succeeds
     job_id = submit("qwen-edit")
     use(Scripted([image_bytes()]))
     # when it runs
-    assert run_job(job_id, services, Steps()).action == "succeeded"
+    assert harness.run(job_id).action == "succeeded"
     # then one ledger row itemizes the call, with the price and the date it was taken
     [row] = ledger(settings, job_id)
     assert (row.units, row.unit, row.unit_price, row.amount) == (D(1), "image", D("0.02"),
@@ -87,37 +91,39 @@ def test_success_is_charged_once_at_the_catalog_price_it_used(
 
 
 def test_a_price_by_option_is_charged_as_the_options_say(
-        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services) -> None:
+        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services,
+        harness: Harness) -> None:
     job_id = submit("gpt-image-1-edit", options={"quality": "high", "size": "1024*1536"})
     use(Scripted([image_bytes()]))
-    run_job(job_id, services, Steps())
+    harness.run(job_id)
     [row] = ledger(settings, job_id)
     assert (row.price_rule, row.unit_price, row.amount) == ("quality_size", D("0.25"), D("0.25"))
     assert job_row(settings, job_id).cost_estimated == D("0.25")
 
 
 def test_stability_calls_are_itemized_in_credits(
-        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services) -> None:
+        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services,
+        harness: Harness) -> None:
     # given a conservative upscale (40 credits at 0.01 USD)
     job_id = submit("stability-upscale-conservative", operation="upscale_conservative")
     use(Scripted([image_bytes()]))
-    run_job(job_id, services, Steps())
+    harness.run(job_id)
     [row] = ledger(settings, job_id)
     assert (row.units, row.unit, row.unit_price, row.amount) == (D(40), "credit", D("0.01"),
                                                                  D("0.40"))
 
 
 def test_two_failed_attempts_then_success_is_charged_once(
-        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services) -> None:
+        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services,
+        harness: Harness) -> None:
     # given a provider that is unavailable twice (nothing billed), then succeeds
     job_id = submit("flux-kontext-pro")
     use(Scripted([ProviderError("503", code="provider_unavailable", retryable=True),
                   ProviderError("task 5003", code="provider_unavailable", retryable=True,
                                 task_failed=True),
                   image_bytes()]))
-    steps = Steps()
     # when the job runs, and runs again each time it is requeued
-    outcomes = [run_job(job_id, services, steps).action for _ in range(3)]
+    outcomes = [harness.run(job_id).action for _ in range(3)]
     # then it took three attempts and one charge, for the third call
     assert outcomes == ["retry", "retry", "succeeded"]
     [row] = ledger(settings, job_id)
@@ -157,13 +163,14 @@ def test_a_charge_says_whether_it_wrote_and_only_a_second_one_logs_an_error(
 
 
 def test_a_redelivered_run_or_a_second_charge_writes_nothing(
-        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services) -> None:
+        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services,
+        harness: Harness) -> None:
     # given a job that has succeeded and been charged
     job_id = submit("qwen-edit")
     use(Scripted([image_bytes()]))
-    run_job(job_id, services, Steps())
+    harness.run(job_id)
     # when its run message is delivered again, and someone tries to charge the call again
-    assert run_job(job_id, services, Steps()).action == "skipped"
+    assert harness.run(job_id).action == "skipped"
     spec_price = services.catalog.get("qwen-edit").price()
     with session_scope(settings.database_url) as session:
         job = session.scalars(select(Job).where(Job.id == job_id)).one()
@@ -180,7 +187,8 @@ def test_a_redelivered_run_or_a_second_charge_writes_nothing(
 
 
 def test_a_billed_failure_is_charged_and_an_unbilled_one_is_not(
-        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services) -> None:
+        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services,
+        harness: Harness) -> None:
     # given one call that Stability filtered (billed) and one that was moderated (not billed)
     filtered = submit("stability-erase", operation="erase", prompt=None,
                       mask=image_bytes((96, 96)))
@@ -190,8 +198,8 @@ def test_a_billed_failure_is_charged_and_an_unbilled_one_is_not(
                                 billed=True),
                   ProviderError("moderated", code="content_moderated")]))
     # when both run
-    run_job(filtered, services, Steps())
-    run_job(moderated, services, Steps())
+    harness.run(filtered)
+    harness.run(moderated)
     # then both failed; only the billed call is charged, and both costs are known
     [row] = ledger(settings, filtered)
     assert (row.reason, row.amount) == ("content_filtered", D("0.05"))
@@ -201,20 +209,22 @@ def test_a_billed_failure_is_charged_and_an_unbilled_one_is_not(
 
 
 def test_an_unusable_output_was_billed_and_is_charged(
-        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services) -> None:
+        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services,
+        harness: Harness) -> None:
     job_id = submit("qwen-edit")
     use(Scripted([b"<html>not an image</html>"]))
-    assert run_job(job_id, services, Steps()).action == "failed"
+    assert harness.run(job_id).action == "failed"
     [row] = ledger(settings, job_id)
     assert (row.reason, row.amount) == ("provider_bad_output", D("0.02"))
 
 
 def test_an_unknown_outcome_leaves_the_cost_unknown(
-        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services) -> None:
+        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services,
+        harness: Harness) -> None:
     # given a submit that timed out after it was sent
     job_id = submit("qwen-edit")
     use(Scripted([ProviderOutcomeUnknown("timed out", code="provider_outcome_unknown")]))
-    run_job(job_id, services, Steps())
+    harness.run(job_id)
     # then nothing is charged, and the cost is not claimed to be zero: it is unknown
     job = job_row(settings, job_id)
     assert (job.status, job.error_code, job.cost_actual) == ("failed",
@@ -230,19 +240,20 @@ def test_a_job_canceled_while_queued_costs_nothing(
 
 def test_a_job_canceled_before_its_submit_never_reaches_the_provider(
         settings: Settings, storage: Storage, principal: Principal, submit: Any, use: Any,
-        monkeypatch: pytest.MonkeyPatch, services: Services) -> None:
+        monkeypatch: pytest.MonkeyPatch, services: Services,
+        harness: Harness) -> None:
     # given a job canceled after the worker claimed it, before it submitted
     job_id = submit("qwen-edit")
     provider = use(Scripted([image_bytes()]))
-    load = pipeline._load_inputs
+    load = attempt._load_inputs
 
     def load_then_cancel(storage: Storage, job: Job) -> Any:
         cancel(settings, principal, job_id)
         return load(storage, job)
 
-    monkeypatch.setattr(pipeline, "_load_inputs", load_then_cancel)
+    monkeypatch.setattr(attempt, "_load_inputs", load_then_cancel)
     # when the worker goes on
-    assert run_job(job_id, services, Steps()).action == "discarded"
+    assert harness.run(job_id).action == "discarded"
     # then nothing was sent and nothing is owed
     assert provider.submits == 0
     assert job_row(settings, job_id).cost_actual == D(0)
@@ -250,17 +261,19 @@ def test_a_job_canceled_before_its_submit_never_reaches_the_provider(
 
 def test_a_call_out_when_canceled_is_followed_and_charged_once_it_completes(
         settings: Settings, storage: Storage, principal: Principal, submit: Any,
-        use: Any, services: Services) -> None:
+        use: Any, services: Services,
+        harness: Harness) -> None:
     # given an asynchronous call in flight, then the job canceled
     job_id = submit("ideogram-character", operation="character",
                     options={"rendering_speed": "Quality"})
-    use(Scripted([None, image_bytes()], asynchronous=True))
-    steps = Steps()
-    assert run_job(job_id, services, steps).action == "submitted"
-    assert cancel(settings, principal, job_id).cost_actual is None  # not known yet
-    # when the worker keeps looking until the call ends
-    assert poll_job(job_id, services, steps).action == "waiting"
-    assert poll_job(job_id, services, steps).action == "discarded"
+    canceled: list[Job] = []
+    provider = use(Scripted([lambda: canceled.append(cancel(settings, principal, job_id)),
+                             image_bytes()], asynchronous=True))
+    assert harness.run(job_id).action == "submitted"
+    # when the engine keeps looking until the call ends (the cancel lands at its first look)
+    assert harness.ended(job_id).action == "discarded"
+    assert canceled[0].cost_actual is None  # not known when canceled
+    assert provider.seen == ["req-1", "req-1"]
     # then the completed call is charged, its outputs are not kept, and it is settled
     [row] = ledger(settings, job_id)
     assert (row.reason, row.amount, row.provider_request_id) == ("canceled", D("0.20"),
@@ -270,20 +283,19 @@ def test_a_call_out_when_canceled_is_followed_and_charged_once_it_completes(
         "canceled", [], D("0.20"), "settled")
     assert not storage.exists(output_key_of(settings.database_url, job_id))
     assert events(settings, job_id)[-1] == "call_settled"
-    # and a late poll finds nothing more to do
-    assert poll_job(job_id, services, steps).action == "skipped"
+    # and a worker that would take the job up again finds nothing to follow
+    assert adopt(job_id, settings) is None
 
 
 def test_a_call_out_when_canceled_that_fails_settles_at_zero(
         settings: Settings, storage: Storage, principal: Principal, submit: Any,
-        use: Any, services: Services) -> None:
+        use: Any, services: Services,
+        harness: Harness) -> None:
     job_id = submit("qwen-edit")
-    use(Scripted([ProviderError("task 1403", code="provider_task_failed",
-                                task_failed=True)], asynchronous=True))
-    steps = Steps()
-    run_job(job_id, services, steps)
-    cancel(settings, principal, job_id)
-    poll_job(job_id, services, steps)
+    use(Scripted([lambda: cancel(settings, principal, job_id) and ProviderError(
+        "task 1403", code="provider_task_failed", task_failed=True)], asynchronous=True))
+    harness.run(job_id)
+    assert harness.ended(job_id).action == "discarded"
     job = job_row(settings, job_id)
     assert (job.status, job.cost_actual, job.provider_state) == ("canceled", D(0), "settled")
     assert ledger(settings, job_id) == []
@@ -291,17 +303,17 @@ def test_a_call_out_when_canceled_that_fails_settles_at_zero(
 
 def test_a_submit_answered_after_cancel_is_kept_to_settle(
         settings: Settings, storage: Storage, principal: Principal, submit: Any,
-        use: Any, services: Services) -> None:
+        use: Any, services: Services,
+        harness: Harness) -> None:
     # given a job canceled while its POST is out
     job_id = submit("qwen-edit")
     provider = use(Scripted([image_bytes()], asynchronous=True))
     provider.on_submit = lambda: cancel(settings, principal, job_id)
-    steps = Steps()
     # when the POST answers with a request id
-    run_job(job_id, services, steps)
+    harness.run(job_id)
     # then the request is followed to its end and charged: the provider will bill it
-    assert steps.polls == [job_id]
-    poll_job(job_id, services, steps)
+    assert harness.follows == [job_id]
+    assert harness.ended(job_id).action == "discarded"
     [row] = ledger(settings, job_id)
     assert (row.reason, row.amount) == ("canceled", D("0.02"))
     assert "submitted_after_cancel" in events(settings, job_id)
@@ -324,14 +336,15 @@ def s3_fails_once(monkeypatch: pytest.MonkeyPatch) -> Callable[[Storage], None]:
 
 def test_a_sync_result_that_cannot_be_stored_was_billed_and_the_retry_is_a_new_call(
         settings: Settings, storage: Storage, submit: Any, use: Any,
-        s3_fails_once: Any, services: Services) -> None:
+        s3_fails_once: Any, services: Services,
+        harness: Harness) -> None:
     # given a synchronous provider whose first result meets an S3 outage
     job_id = submit("stability-upscale-fast", operation="upscale_fast", prompt=None)
     use(Scripted([image_bytes(), image_bytes()]))
     s3_fails_once(storage)
     # when it runs, is requeued, and runs again
-    assert run_job(job_id, services, Steps()).action == "retry"
-    assert run_job(job_id, services, Steps()).action == "succeeded"
+    assert harness.run(job_id).action == "retry"
+    assert harness.run(job_id).action == "succeeded"
     # then both calls were billed by the provider, and both are in the ledger, once each
     rows = ledger(settings, job_id)
     assert [(r.attempt, r.reason, r.amount) for r in rows] == [
@@ -341,14 +354,14 @@ def test_a_sync_result_that_cannot_be_stored_was_billed_and_the_retry_is_a_new_c
 
 def test_an_async_result_that_cannot_be_stored_is_fetched_again_not_bought_again(
         settings: Settings, storage: Storage, submit: Any, use: Any,
-        s3_fails_once: Any, services: Services) -> None:
+        s3_fails_once: Any, services: Services,
+        harness: Harness) -> None:
     job_id = submit("qwen-edit")
     provider = use(Scripted([image_bytes(), image_bytes()], asynchronous=True))
     s3_fails_once(storage)
-    steps = Steps()
-    run_job(job_id, services, steps)
-    assert poll_job(job_id, services, steps).action == "waiting"
-    assert poll_job(job_id, services, steps).action == "succeeded"
+    harness.run(job_id)
+    assert harness.ended(job_id).action == "succeeded"
+    assert "store_retry" in events(settings, job_id)
     assert provider.submits == 1 and provider.seen == ["req-1", "req-1"]
     [row] = ledger(settings, job_id)
     assert (row.attempt, row.amount) == (1, D("0.02"))
@@ -356,7 +369,8 @@ def test_an_async_result_that_cannot_be_stored_is_fetched_again_not_bought_again
 
 def test_a_canceled_call_whose_outcome_is_unknown_stays_unknown(
         settings: Settings, storage: Storage, principal: Principal, submit: Any,
-        use: Any, services: Services) -> None:
+        use: Any, services: Services,
+        harness: Harness) -> None:
     # given a job canceled while its POST is out, and the POST then times out
     job_id = submit("qwen-edit")
     provider = use(Scripted([], asynchronous=False))
@@ -367,7 +381,7 @@ def test_a_canceled_call_whose_outcome_is_unknown_stays_unknown(
         raise ProviderOutcomeUnknown("timed out", code="provider_outcome_unknown")
 
     provider.submit = timeout  # type: ignore[method-assign]
-    run_job(job_id, services, Steps())
+    harness.run(job_id)
     # then the call is settled (no more looking), uncharged, and its cost is not claimed
     job = job_row(settings, job_id)
     assert (job.status, job.provider_state, job.cost_actual) == ("canceled", "settled", None)
@@ -375,13 +389,13 @@ def test_a_canceled_call_whose_outcome_is_unknown_stays_unknown(
 
 
 def test_a_result_gone_before_it_was_read_leaves_the_cost_unknown(
-        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services) -> None:
+        settings: Settings, storage: Storage, submit: Any, use: Any, services: Services,
+        harness: Harness) -> None:
     job_id = submit("stability-upscale-creative", operation="upscale_creative")
     use(Scripted([ProviderError("gone", code="provider_result_expired", task_failed=True,
                                 billing_unknown=True)], asynchronous=True))
-    steps = Steps()
-    run_job(job_id, services, steps)
-    poll_job(job_id, services, steps)
+    harness.run(job_id)
+    assert harness.ended(job_id).action == "failed"
     job = job_row(settings, job_id)
     assert (job.status, job.error_code, job.cost_actual) == ("failed",
                                                              "provider_result_expired", None)
@@ -389,7 +403,8 @@ def test_a_result_gone_before_it_was_read_leaves_the_cost_unknown(
 
 def test_outputs_stored_just_before_a_cancel_are_not_kept(
         settings: Settings, storage: Storage, principal: Principal, submit: Any, use: Any,
-        monkeypatch: pytest.MonkeyPatch, services: Services) -> None:
+        monkeypatch: pytest.MonkeyPatch, services: Services,
+        harness: Harness) -> None:
     # given a cancel that lands after the output was written, before success is recorded
     job_id = submit("qwen-edit")
     use(Scripted([image_bytes()]))
@@ -401,7 +416,7 @@ def test_outputs_stored_just_before_a_cancel_are_not_kept(
 
     monkeypatch.setattr(storage, "put", put_then_cancel)
     # when the worker tries to finish
-    assert run_job(job_id, services, Steps()).action == "discarded"
+    assert harness.run(job_id).action == "discarded"
     # then the call is charged (it completed), and the output it wrote is gone
     assert job_row(settings, job_id).cost_actual == D("0.02")
     assert not storage.exists(output_key_of(settings.database_url, job_id))

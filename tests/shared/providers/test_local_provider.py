@@ -1,4 +1,6 @@
-"""The offline Pillow provider, reached through the router as the pipeline reaches it.
+"""The offline Pillow provider: checked as an attempt checks a request (validate_edit),
+then its edit (a synchronous submit). The whole trip through a job is in
+tests/shared/inflight/test_generate.py.
 
 Every edit is checked on the pixels it produces, not on the call it made.
 """
@@ -6,15 +8,15 @@ Every edit is checked on the pixels it produces, not on the call it made.
 from __future__ import annotations
 
 import io
-from decimal import Decimal
 from typing import Any
 
 import pytest
 from PIL import Image, ImageChops
 
 from shared.errors import InvalidInput, UnsupportedOption
+from shared.jobs.submission import validate_edit
 from shared.providers.base import ImageEditResult
-from shared.providers.router import build_options, generate_image_edit, validate_edit
+from shared.providers.router import build_options
 from shared.services import Services
 from tests.conftest import make_settings
 from tests.helpers import image_bytes
@@ -29,10 +31,13 @@ SERVICES = Services(make_settings(database_url="sqlite://"))
 
 def edit(operation: str, prompt: str | None = None, data: bytes | None = None,
          **options: Any) -> ImageEditResult:
-    return generate_image_edit(build_options(
+    request = build_options(
         images=[data if data is not None else image_bytes(SIZE)], operation=operation,
-        model="local-pillow", prompt=prompt, options=options,
-    ), SERVICES)
+        model="local-pillow", prompt=prompt, options=options)
+    spec = validate_edit(request, SERVICES)
+    result = SERVICES.provider(spec.provider).submit(spec, request).result
+    assert result is not None
+    return result
 
 
 def output(result: ImageEditResult) -> Image.Image:
@@ -209,13 +214,11 @@ class TestValidation:
 
 
 class TestResult:
-    def test_result_is_free_and_names_provider_and_model(self) -> None:
+    def test_result_names_provider_and_model(self) -> None:
         # given any local edit
         # when it runs
         result = edit("grayscale")
-        # then it costs exactly zero and says who made it
-        assert isinstance(result.cost, Decimal)
-        assert result.cost == Decimal("0")
+        # then it says who made it (its price, zero, is the catalog's: test_generate.py)
         assert result.provider == "local"
         assert result.model == "local-pillow"
 

@@ -1,5 +1,5 @@
-"""The engine's looks (aiohttp) read what the blocking polls read (httpx): the same
-simulators over real HTTP, the providers' own readers."""
+"""The engine's looks (aiohttp), the only way editq waits on a provider: the simulators
+over real HTTP, read by the providers' own readers."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from simulators.stability import StabilitySimConfig
 from simulators.stability import create_app as stability_app
 from simulators.wavespeed import WaveSpeedSimConfig
 from simulators.wavespeed import create_app as wavespeed_app
-from tests.helpers import image_bytes, wait_for
+from tests.helpers import image_bytes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -93,28 +93,20 @@ def test_a_wavespeed_look_answers_none_while_running_then_what_collect_turns_int
     result = provider.collect(spec, request_id, answer)
     assert len(result.images) == 1
     assert sniff_content_type(result.images[0].data) in ("image/jpeg", "image/png")
-    # and the blocking poll reads the same task the same way
-    polled = provider.poll(spec, request_id)
-    assert polled.done and polled.result is not None
-    assert polled.result.images[0].data == result.images[0].data
 
 
-def test_a_failed_wavespeed_task_raises_the_same_error_from_a_look_as_from_a_poll(
+def test_a_failed_wavespeed_task_raises_its_classified_error_from_a_look(
         failing_sim: RunningServer) -> None:
+    # given a task the simulator fails with WaveSpeed's code 5003
     provider = wavespeed(failing_sim.url)
-    spec, request_id = submit_edit(provider, "fail")
-
-    def failed() -> ProviderError | None:
-        try:
-            provider.poll(spec, request_id)
-        except ProviderError as exc:
-            return exc
-        return None
-
-    from_poll = wait_for(failed, 10, "the task to fail")
+    _, request_id = submit_edit(provider, "fail")
+    # when the engine's looker looks until it ends
     with pytest.raises(ProviderError) as from_look:
         looks_until_done(provider, request_id)
-    assert (from_look.value.code, from_look.value.task_failed) == (from_poll.code, True)
+    # then the task failed (a new attempt, not another look) as the classification says
+    assert (from_look.value.code, from_look.value.task_failed) == ("provider_unavailable",
+                                                                   True)
+    assert from_look.value.retryable
 
 
 def test_a_look_at_a_provider_that_is_not_there_is_a_retryable_transport_error() -> None:

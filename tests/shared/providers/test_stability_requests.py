@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from shared.errors import ProviderError, ProviderOutcomeUnknown
-from shared.providers.router import build_options, validate_edit
+from shared.jobs.submission import validate_edit
+from shared.providers.router import build_options
 from shared.providers.stability import StabilityEditProvider, build_form
 from shared.providers.stability_client import StabilityClient
 from shared.services import Services

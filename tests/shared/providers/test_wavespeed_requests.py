@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from shared.errors import InvalidInput, UnsupportedOption
-from shared.providers.router import build_options, validate_edit
+from shared.jobs.submission import validate_edit
+from shared.providers.router import build_options
 from shared.providers.wavespeed import build_request
 from shared.services import Services
 from tests.conftest import make_settings
