@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from shared.db import MONEY_PLACES, utcnow
 from shared.errors import InvalidInput, Unauthorized
 from shared.models import ApiKey, ModelBudget, Tenant
-from shared.webhooks.signing import new_secret
+from shared.webhook_secrets import new_secret
 
 KEY_PREFIX = "eq_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)

@@ -18,17 +18,22 @@ from sqlalchemy.orm import Session
 from shared import changes
 from shared.db import utcnow, written
 from shared.models import Job, JobEvent, Tenant
+from shared.statuses import CANCELED as CANCELED
+from shared.statuses import FAILED as FAILED
+from shared.statuses import QUEUED as QUEUED
+from shared.statuses import RUNNING as RUNNING
+from shared.statuses import STATUSES as STATUSES
+from shared.statuses import SUCCEEDED as SUCCEEDED
+from shared.statuses import TERMINAL as TERMINAL
 from shared.webhooks.outbox import record_job_event, wants_event
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = (
-    "queued", "running", "succeeded", "failed", "canceled")
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
+# The statuses are shared.statuses' (money, below jobs, names them too), re-exported above
+# (`X as X`) so that `from shared.jobs.states import RUNNING` still works.
 DEADLINE_EXCEEDED = "deadline_exceeded"
 # The transitions users can subscribe to (a job that runs again after a retry is not
 # started again: the outbox keeps one row per job and event).
 WEBHOOK_EVENTS = {RUNNING: "job.started", SUCCEEDED: "job.succeeded", FAILED: "job.failed",
                   CANCELED: "job.canceled"}
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
 # The job state machine, as data: each event, the statuses it may move a job from, and
 # the status it moves it to. `transition()` reads it, so a move that is not here cannot
 # be made; tests/shared/jobs/test_states.py checks the table and each move on a database.

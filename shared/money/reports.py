@@ -28,8 +28,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from shared.db import utcnow
 from shared.errors import InvalidInput, NotFound
 from shared.formats import as_utc, iso, money, parse_instant
-from shared.jobs.states import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED
 from shared.models import Charge, Job, Tenant
+from shared.statuses import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED
 
 GROUP_BY = ("model", "provider", "operation", "day", "tenant")
 CURRENCY = "USD"

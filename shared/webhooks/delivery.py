@@ -28,7 +28,7 @@ from shared.address_guard import UnsafeWebhookUrl, check_webhook_url, pinned_req
 from shared.config import Settings
 from shared.db import session_scope, utcnow, written
 from shared.errors import EditqError
-from shared.jobs.views import presign_outputs
+from shared.job_shape import presign_outputs
 from shared.models import WebhookAttempt, WebhookDelivery
 from shared.providers.classify import parse_retry_after
 from shared.storage import Storage

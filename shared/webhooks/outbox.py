@@ -22,7 +22,7 @@ from shared.config import Settings
 from shared.db import utcnow
 from shared.errors import InvalidInput, NotFound
 from shared.formats import iso
-from shared.jobs.views import job_snapshot
+from shared.job_shape import job_snapshot
 from shared.models import Job, Tenant, WebhookAttempt, WebhookDelivery
 from shared.webhooks.signing import SecretRing, new_secret
 

@@ -13,9 +13,10 @@ Each delivery carries three headers:
   the overlap window the receiver may still hold the previous secret, or already the
   new one, and either verifies.
 
-Secrets are `whsec_` + base64 of random bytes; the HMAC key is the decoded bytes, not
-the text. The body is signed as the exact raw bytes sent: re-serialising JSON on either
-side would change the bytes and break the signature.
+Secrets are `whsec_` + base64 of random bytes (made by shared.webhook_secrets, whose
+`new_secret` is re-exported here: tenants, a basic module, makes one too); the HMAC key is
+the decoded bytes, not the text. The body is signed as the exact raw bytes sent:
+re-serialising JSON on either side would change the bytes and break the signature.
 
 `verify` is the receiving side, for our own tests and as a reference for users; it
 agrees with the reference implementation (the `standardwebhooks` package).
@@ -27,29 +28,20 @@ import base64
 import binascii
 import hashlib
 import hmac
-import secrets as _secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-SECRET_PREFIX = "whsec_"
-SECRET_BYTES = 24
+from shared.webhook_secrets import SECRET_PREFIX
+from shared.webhook_secrets import new_secret as new_secret
+
 SIGNATURE_VERSION = "v1"
 DEFAULT_TOLERANCE_SECONDS = 300
 
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
-
-
-def new_secret() -> str:
-    """A fresh signing secret: `whsec_` + base64 of 24 random bytes.
-
-    The prefix is the Standard Webhooks convention, which receivers' libraries strip
-    before decoding; 24 bytes (192 bits) from the OS CSPRNG is well beyond guessing.
-    """
-    return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(SECRET_BYTES)).decode("ascii")
 
 
 def _key(secret: str) -> bytes:
