@@ -14,9 +14,9 @@ from kombu.entity import Exchange, Queue
 from shared.config import Settings
 
 RUN_TASK = "editq.run_job"
-# A job for a worker's engine to follow. (Until 0.28 it was "editq.poll_job": a message
-# of that name left in a queue by an older worker is refused, and the job's lease lapses
-# and the reaper resumes it within a minute, as after any lost message.)
+# A job for a worker's engine to follow. (Before issue 28 the task had another name: a
+# message of that name left in a queue by an older worker is refused, and the job's
+# lease lapses and the reaper resumes it within a minute, as after any lost message.)
 FOLLOW_TASK = "editq.follow_job"
 REAP_TASK = "editq.reap"
 DISPATCH_WEBHOOKS_TASK = "editq.dispatch_webhooks"

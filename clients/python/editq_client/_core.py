@@ -495,10 +495,10 @@ class Core:
                 deadline=deadline, ended=_job_ended)
         except errors.NotFound:
             yield from self.get_job(job_id)  # the job exists: the API has no stream
-            return (yield from self._poll_job(job_id, deadline, sink))
+            return (yield from self._wait_polling(job_id, deadline, sink))
         return last.job
 
-    def _poll_job(self, job_id: str, deadline: float | None,
+    def _wait_polling(self, job_id: str, deadline: float | None,
                   sink: Callable[[JobEvent], Flow[None]]) -> Flow[Job]:
         seen = 0
         while True:
