@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from shared import redis_keys
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class CircuitBreaker:
     def __init__(self, client: redis.Redis, provider: str, policy: BreakerPolicy) -> None:
         self.provider = provider
         self.policy = policy
-        self.key = f"editq:breaker:{provider}"
+        self.key = redis_keys.breaker(provider)
         self._client = client
         self._allow = client.register_script(_ALLOW)
         self._failure = client.register_script(_FAILURE)

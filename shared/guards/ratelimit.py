@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from shared import redis_keys
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,9 @@ class ProviderLimiter:
         self._concurrency = client.register_script(_CONCURRENCY)
         self._renew = client.register_script(_RENEW)
         self._client = client
-        self.rate_key = f"editq:ratelimit:{provider}:rate"
-        self.concurrency_key = f"editq:ratelimit:{provider}:inflight"
-        self.pause_key = f"editq:ratelimit:{provider}:pause"
+        self.rate_key = redis_keys.ratelimit_rate(provider)
+        self.concurrency_key = redis_keys.ratelimit_inflight(provider)
+        self.pause_key = redis_keys.ratelimit_pause(provider)
 
     def _run(self, script: Any, key: str, *args: Any) -> float:
         keys = [key, self.pause_key] if key == self.rate_key else [key]
