@@ -143,9 +143,10 @@ class CircuitBreaker:
 
 
 def build_breaker(provider: str, settings: Settings) -> CircuitBreaker | None:
-    """The provider's breaker, or None when breakers are off (EDITQ_BREAKER_FAILURES=0)
-    or the provider runs in-process. Built once per process (shared.services)."""
-    if not settings.breaker_failures or provider == "local":
+    """The provider's breaker, or None when breakers are off (EDITQ_BREAKER_FAILURES=0).
+    Built once per process by shared.services, and only for providers whose registry
+    entry wants one (not one that runs in-process): guards know no provider by name."""
+    if not settings.breaker_failures:
         return None
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
                                   socket_connect_timeout=2)

@@ -75,12 +75,13 @@ return renewed
 
 @dataclass(frozen=True)
 class Limits:
-    """A provider's limits; 0 switches one off."""
+    """A provider's limits; 0 switches one off. Each provider's entry in
+    shared.providers.registry says what they are, from the settings."""
 
     rate: int
     window_seconds: float
     concurrency: int
-    count_polls: bool  # Stability counts every request; WaveSpeed only submits
+    count_polls: bool  # whether a look at a request takes from the rate, not only a submit
 
 
 class ProviderLimiter:
@@ -164,20 +165,11 @@ class ProviderLimiter:
             log.warning("could not release %s slot of %s: %s", self.provider, job_id, exc)
 
 
-def limits_of(provider: str, settings: Settings) -> Limits | None:
-    if provider == "stability":
-        return Limits(settings.stability_rate_limit, settings.stability_rate_window_seconds,
-                      0, count_polls=True)
-    if provider == "wavespeed":
-        return Limits(settings.wavespeed_rate_per_minute, 60.0,
-                      settings.wavespeed_max_concurrency, count_polls=False)
-    return None
-
-
-def build_limiter(provider: str, settings: Settings) -> ProviderLimiter | None:
+def build_limiter(provider: str, limits: Limits | None,
+                  settings: Settings) -> ProviderLimiter | None:
     """The provider's limiter, or None when it has no limits. Built once per process
-    (shared.services)."""
-    limits = limits_of(provider, settings)
+    (shared.services, with the limits the provider's registry entry reads from the
+    settings: guards know no provider by name)."""
     if limits is None or not (limits.rate or limits.concurrency):
         return None
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
