@@ -145,6 +145,20 @@ def test_no_code_outside_the_registry_compares_provider_names() -> None:
     assert not found, "compare with the registry entry instead:\n" + "\n".join(found)
 
 
+def test_the_api_and_the_worker_name_no_provider() -> None:
+    # given the registered names, and the API's and the worker's code
+    quoted = re.compile("|".join(rf"""['"]{re.escape(name)}['"]"""
+                                 for name in Registry().names()))
+    files = [path for folder in ("api", "worker") for path in sorted((ROOT / folder).rglob("*.py"))]
+    # when it is searched for one of those names as a string
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for path in files
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if quoted.search(line)]
+    # then there is none: they take a provider's name from a job, a model or a URL
+    assert not found, "\n".join(found)
+
+
 def test_the_comparison_search_finds_the_forms_it_forbids() -> None:
     # given the forms a provider name comparison takes
     lines = ['if name == "local":', "if 'wavespeed' != provider:",
