@@ -21,22 +21,18 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
-from urllib.parse import urlparse
 
 import redis
 import redis.asyncio as aioredis
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from shared.redis_keys import changes_channel
+
 log = logging.getLogger(__name__)
 
 _CHANGED = "editq.changed"
 _HOOKED = "editq.changes_hooked"
-
-
-def channel(redis_url: str) -> str:
-    """Pub/sub ignores Redis' database numbers: the channel carries it (as wake-ups do)."""
-    return f"editq:changes:{(urlparse(redis_url).path or '/0').lstrip('/') or '0'}"
 
 
 def job_key(job_id: str) -> str:
@@ -65,7 +61,7 @@ class Publisher:
     warns of the outage, so a failure here is said once, at INFO."""
 
     def __init__(self, redis_url: str, pause: float = 5.0) -> None:
-        self.channel = channel(redis_url)
+        self.channel = changes_channel(redis_url)
         self._client = redis.Redis.from_url(redis_url, socket_timeout=2,
                                             socket_connect_timeout=2, retry_on_timeout=False)
         self._pause = pause
@@ -126,7 +122,7 @@ class Listener:
 
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
-        self.channel = channel(redis_url)
+        self.channel = changes_channel(redis_url)
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

@@ -4,7 +4,9 @@ The API builds one in `create_app` (kept on `app.state`), a worker in Celery's
 `worker_init` (worker.runtime), a CLI command when it runs. Everything that
 holds a connection pool or a per-process view of shared state hangs off it:
 the settings it was built from, the catalog with their prices, the storage
-client, and per provider its client, breaker and limiter.
+client, and per provider its client, breaker and limiter, each as the provider's
+entry in the registry (`shared.providers.registry`) says: a test gives its own
+registry to add a fake provider.
 
 A provider, breaker or limiter is built the first time a job needs it, not at
 start: a deployment without a WaveSpeed key must start and refuse only WaveSpeed
@@ -27,6 +29,7 @@ from shared.guards.breaker import CircuitBreaker, build_breaker
 from shared.guards.ratelimit import ProviderLimiter, build_limiter
 from shared.providers.base import ImageEditProvider
 from shared.providers.catalog import Catalog, load_catalog
+from shared.providers.registry import Registry
 from shared.providers.router import build_provider
 from shared.storage import Storage
 
@@ -36,8 +39,10 @@ T = TypeVar("T")
 class Services:
     def __init__(self, settings: Settings, *, catalog: Catalog | None = None,
                  storage: Storage | None = None,
-                 providers: dict[str, ImageEditProvider] | None = None) -> None:
+                 providers: dict[str, ImageEditProvider] | None = None,
+                 registry: Registry | None = None) -> None:
         self.settings = settings
+        self.registry = registry if registry is not None else Registry()
         # Read now: a broken catalog or price override stops start-up, not a request.
         self.catalog = catalog if catalog is not None else load_catalog(
             price_overrides=settings.pricing_overrides())
@@ -79,13 +84,19 @@ class Services:
 
     def provider(self, name: str) -> ImageEditProvider:
         """The provider called `name` (ProviderNotConfigured when its key is unset)."""
-        return self._once(self.providers, name, build_provider)
+        return self._once(self.providers, name,
+                          lambda name, settings: build_provider(name, settings, self.registry))
 
     def breaker(self, provider: str) -> CircuitBreaker | None:
-        return self._once(self._breakers, provider, build_breaker)
+        """Its circuit breaker; None for one that runs in-process, or breakers off."""
+        return self._once(self._breakers, provider, lambda name, settings: build_breaker(
+            name, settings) if self.registry.entry(name).breaker else None)
 
     def limiter(self, provider: str) -> ProviderLimiter | None:
-        return self._once(self._limiters, provider, build_limiter)
+        """Its rate/concurrency limiter, with the limits its entry reads from the settings
+        (guards know no provider by name); None without limits."""
+        return self._once(self._limiters, provider, lambda name, settings: build_limiter(
+            name, self.registry.entry(name).limits(settings), settings))
 
     def _once(self, built: dict[str, T], name: str,
               build: Callable[[str, Settings], T]) -> T:

@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from shared import redis_keys
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class CircuitBreaker:
     def __init__(self, client: redis.Redis, provider: str, policy: BreakerPolicy) -> None:
         self.provider = provider
         self.policy = policy
-        self.key = f"editq:breaker:{provider}"
+        self.key = redis_keys.breaker(provider)
         self._client = client
         self._allow = client.register_script(_ALLOW)
         self._failure = client.register_script(_FAILURE)
@@ -142,9 +143,10 @@ class CircuitBreaker:
 
 
 def build_breaker(provider: str, settings: Settings) -> CircuitBreaker | None:
-    """The provider's breaker, or None when breakers are off (EDITQ_BREAKER_FAILURES=0)
-    or the provider runs in-process. Built once per process (shared.services)."""
-    if not settings.breaker_failures or provider == "local":
+    """The provider's breaker, or None when breakers are off (EDITQ_BREAKER_FAILURES=0).
+    Built once per process by shared.services, and only for providers whose registry
+    entry wants one (not one that runs in-process): guards know no provider by name."""
+    if not settings.breaker_failures:
         return None
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
                                   socket_connect_timeout=2)

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from shared import redis_keys
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,13 @@ return renewed
 
 @dataclass(frozen=True)
 class Limits:
-    """A provider's limits; 0 switches one off."""
+    """A provider's limits; 0 switches one off. Each provider's entry in
+    shared.providers.registry says what they are, from the settings."""
 
     rate: int
     window_seconds: float
     concurrency: int
-    count_polls: bool  # Stability counts every request; WaveSpeed only submits
+    count_polls: bool  # whether a look at a request takes from the rate, not only a submit
 
 
 class ProviderLimiter:
@@ -92,9 +94,9 @@ class ProviderLimiter:
         self._concurrency = client.register_script(_CONCURRENCY)
         self._renew = client.register_script(_RENEW)
         self._client = client
-        self.rate_key = f"editq:ratelimit:{provider}:rate"
-        self.concurrency_key = f"editq:ratelimit:{provider}:inflight"
-        self.pause_key = f"editq:ratelimit:{provider}:pause"
+        self.rate_key = redis_keys.ratelimit_rate(provider)
+        self.concurrency_key = redis_keys.ratelimit_inflight(provider)
+        self.pause_key = redis_keys.ratelimit_pause(provider)
 
     def _run(self, script: Any, key: str, *args: Any) -> float:
         keys = [key, self.pause_key] if key == self.rate_key else [key]
@@ -163,20 +165,11 @@ class ProviderLimiter:
             log.warning("could not release %s slot of %s: %s", self.provider, job_id, exc)
 
 
-def limits_of(provider: str, settings: Settings) -> Limits | None:
-    if provider == "stability":
-        return Limits(settings.stability_rate_limit, settings.stability_rate_window_seconds,
-                      0, count_polls=True)
-    if provider == "wavespeed":
-        return Limits(settings.wavespeed_rate_per_minute, 60.0,
-                      settings.wavespeed_max_concurrency, count_polls=False)
-    return None
-
-
-def build_limiter(provider: str, settings: Settings) -> ProviderLimiter | None:
+def build_limiter(provider: str, limits: Limits | None,
+                  settings: Settings) -> ProviderLimiter | None:
     """The provider's limiter, or None when it has no limits. Built once per process
-    (shared.services)."""
-    limits = limits_of(provider, settings)
+    (shared.services, with the limits the provider's registry entry reads from the
+    settings: guards know no provider by name)."""
     if limits is None or not (limits.rate or limits.concurrency):
         return None
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,

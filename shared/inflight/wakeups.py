@@ -11,24 +11,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from urllib.parse import urlparse
 
 import redis
 
+from shared.redis_keys import wake_channel
+
 log = logging.getLogger(__name__)
-
-
-def channel(redis_url: str) -> str:
-    """Pub/sub ignores Redis' database numbers: the channel carries it, so two
-    deployments sharing one Redis on different databases do not wake each other."""
-    return f"editq:wake:{(urlparse(redis_url).path or '/0').lstrip('/') or '0'}"
 
 
 class WakePublisher:
     """The API's half: one client per process, made at start."""
 
     def __init__(self, redis_url: str) -> None:
-        self.channel = channel(redis_url)
+        self.channel = wake_channel(redis_url)
         self._client = redis.Redis.from_url(redis_url, socket_timeout=2,
                                             socket_connect_timeout=2,
                                             retry_on_timeout=False)
@@ -52,7 +47,7 @@ class WakeListener:
 
     def __init__(self, redis_url: str, wake: Callable[[str], None]) -> None:
         self.redis_url = redis_url
-        self.channel = channel(redis_url)
+        self.channel = wake_channel(redis_url)
         self._wake = wake
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="editq-wakeups",

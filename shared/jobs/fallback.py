@@ -33,7 +33,8 @@ def find_fallback(job: Job, spec: ModelSpec, images: list[bytes], mask: bytes | 
     except EditqError:
         return None
     for alt in services.catalog.for_operation(job.operation):
-        if alt.provider in (spec.provider, "local"):
+        entry = services.registry.find(alt.provider)
+        if alt.provider == spec.provider or entry is None or entry.in_process:
             continue
         try:
             options = alt.check_request(

@@ -4,16 +4,22 @@ The HMAC-SHA256 is over "{id}.{timestamp}.{raw body}", keyed with the account
 secret minus its `whsec_` prefix, used as text (not base64-decoded, unlike
 Standard Webhooks). Old timestamps are refused so a captured call cannot be
 replayed later.
+
+`check` and `request_id` are what the provider registry's WaveSpeed entry hands to the
+API's generic `/v1/providers/{provider}/webhook` route.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import Mapping
 
-from shared.errors import EditqError
+from shared.errors import EditqError, InvalidInput
+from shared.providers.base import ImageEditProvider
+from shared.providers.wavespeed import WaveSpeedEditProvider
 
 MAX_AGE_SECONDS = 300
 
@@ -47,3 +53,19 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes,
     # Several signatures may be sent, space-separated, during a secret rotation.
     if not any(hmac.compare_digest(expected, given) for given in signature.split()):
         raise WebhookRejected("no signature matches")
+
+
+def check(provider: ImageEditProvider, headers: Mapping[str, str], body: bytes) -> None:
+    """Verify a callback with the account's secret. Blocking: the first call of a process
+    asks WaveSpeed for the secret."""
+    if not isinstance(provider, WaveSpeedEditProvider):
+        raise TypeError(f"WaveSpeed webhooks need the WaveSpeed provider, not {provider!r}")
+    verify(provider.client.webhook_secret(), headers, body)
+
+
+def request_id(body: bytes) -> str:
+    """The task the callback is about (its `id`, the request id saved at submit)."""
+    try:
+        return str(json.loads(body)["id"])
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise InvalidInput("webhook body has no task id") from exc

@@ -12,6 +12,7 @@ import pytest
 
 from shared.errors import ProviderError
 from shared.fetching import MAX_REDIRECTS
+from shared.providers.registry import Registry
 from shared.providers.router import build_provider
 from shared.providers.wavespeed import WaveSpeedEditProvider
 from shared.providers.wavespeed_client import WaveSpeedClient
@@ -116,7 +117,7 @@ def test_a_hung_download_is_given_up_after_the_configured_timeout(origin: Origin
     settings = make_settings(database_url="sqlite://", wavespeed_api_key="key",
                              wavespeed_base_url=f"http://localhost:{origin.port}",
                              provider_download_timeout_seconds=0.5)
-    provider = build_provider("wavespeed", settings)
+    provider = build_provider("wavespeed", settings, Registry())
     assert isinstance(provider, WaveSpeedEditProvider)
     # when an output URL never answers
     started = time.monotonic()
