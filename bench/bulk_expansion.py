@@ -468,7 +468,8 @@ def main() -> int:
                     else Settings.model_fields[name].default)
              for name in ("batch_chunk_size", "bulk_max_in_flight", "bulk_feed_interval_seconds",
                           "wavespeed_rate_per_minute", "wavespeed_max_concurrency",
-                          "poll_initial_seconds", "poll_max_seconds", "reaper_interval_seconds")}
+                          "follow_initial_seconds", "follow_max_seconds",
+                          "reaper_interval_seconds")}
     database = "sqlite"
     if args.database_url != "sqlite":
         from sqlalchemy.engine import make_url

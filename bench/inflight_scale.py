@@ -268,7 +268,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    for name in ("poll_initial", "poll_max", "poll_growth", "keep_logs"):
+    for name in ("poll_initial", "poll_max", "follow_growth", "keep_logs"):
         setattr(args, name, None)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     database = "postgresql" if args.database_url else "sqlite"

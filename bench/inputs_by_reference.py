@@ -93,7 +93,7 @@ def start(stack: Stack, database_url: str, provider_fetches: bool) -> dict[str, 
     stack.env.update({"EDITQ_INPUT_ALLOWED_HOSTS": image_url.removeprefix("http://"),
                       "EDITQ_PROVIDER_FETCHES_INPUTS": str(provider_fetches).lower(),
                       "EDITQ_BULK_FEED_INTERVAL_SECONDS": "0.25",
-                      "EDITQ_POLL_INITIAL_SECONDS": "0.1", "EDITQ_POLL_MAX_SECONDS": "0.5"})
+                      "EDITQ_FOLLOW_INITIAL_SECONDS": "0.1", "EDITQ_FOLLOW_MAX_SECONDS": "0.5"})
     upgrade(database_url)
     with session_scope(database_url) as session:
         key = create_api_key(session, f"bench-{time.monotonic_ns()}")

@@ -46,8 +46,8 @@ from tests.api_client import TERMINAL, ApiClient
 TARGET_SECONDS = 15.0
 MODEL, PROMPT = "qwen-edit", "make the sky a deep orange sunset"
 SIM_KEY = "bench-key"
-POLL_ENV = {"poll_initial": "EDITQ_POLL_INITIAL_SECONDS", "poll_max": "EDITQ_POLL_MAX_SECONDS",
-            "poll_growth": "EDITQ_POLL_GROWTH"}
+POLL_ENV = {"poll_initial": "EDITQ_FOLLOW_INITIAL_SECONDS", "poll_max": "EDITQ_FOLLOW_MAX_SECONDS",
+            "follow_growth": "EDITQ_FOLLOW_GROWTH"}
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 

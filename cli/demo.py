@@ -156,8 +156,8 @@ def run_demo(out_dir: Path, keep: bool = False, workdir: Path | None = None) -> 
                     "EDITQ_WAVESPEED_API_KEY": "demo",
                     "EDITQ_STABILITY_BASE_URL": stability_url,
                     "EDITQ_STABILITY_API_KEY": "demo",
-                    "EDITQ_STABILITY_POLL_INTERVAL": "0.5",
-                    "EDITQ_POLL_INITIAL_SECONDS": "0.5",
+                    "EDITQ_STABILITY_LOOK_INTERVAL": "0.5",
+                    "EDITQ_FOLLOW_INITIAL_SECONDS": "0.5",
                     # The demo's own webhook receiver listens on loopback, which the address
                     # guard refuses unless allowed by name.
                     "EDITQ_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",

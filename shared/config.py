@@ -10,6 +10,7 @@ with its default and its limits, and the checks that refuse unsafe values follow
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,17 @@ MiB = 1024 * 1024
 
 _DB_SCHEMES = ("sqlite", "postgresql")
 _BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "memory")
+
+
+# Settings renamed when following a provider request got one name (issue 28).
+RENAMED = {
+    "EDITQ_POLL_INITIAL_SECONDS": "EDITQ_FOLLOW_INITIAL_SECONDS",
+    "EDITQ_POLL_MAX_SECONDS": "EDITQ_FOLLOW_MAX_SECONDS",
+    "EDITQ_POLL_GROWTH": "EDITQ_FOLLOW_GROWTH",
+    "EDITQ_POLL_LEASE_MARGIN_SECONDS": "EDITQ_FOLLOW_LEASE_MARGIN_SECONDS",
+    "EDITQ_PROVIDER_POLL_TIMEOUT_SECONDS": "EDITQ_PROVIDER_LOOK_TIMEOUT_SECONDS",
+    "EDITQ_STABILITY_POLL_INTERVAL": "EDITQ_STABILITY_LOOK_INTERVAL",
+}
 
 
 class Settings(BaseSettings):
@@ -58,7 +70,7 @@ class Settings(BaseSettings):
     # Stability's sync operations answer the POST with the image: a long timeout.
     stability_timeout_seconds: float = Field(120.0, ge=1, le=600)
     # Stability asks for no more than one look per 10 s at each async result.
-    stability_poll_interval: float = Field(10.0, ge=0.05, le=300)
+    stability_look_interval: float = Field(10.0, ge=0.05, le=300)
     # A CONTENT_FILTERED (blurred, billed) result: keep it as a success, or fail the job.
     stability_filtered_is_success: bool = True
     stability_accept_json: bool = False
@@ -85,20 +97,20 @@ class Settings(BaseSettings):
     http_max_headers: int = Field(100, ge=20, le=1000)
     http_header_timeout_seconds: float = Field(10.0, gt=0, le=120)
 
-    # Where providers can reach this API (for their webhooks); unset = poll only.
+    # Where providers can reach this API (for their webhooks); unset = looks only.
     public_base_url: str | None = None
-    # Polling a provider: first look after `initial`, then every `growth` x the
-    # time already waited, never more than `max` apart.
-    poll_initial_seconds: float = Field(1.0, ge=0.05, le=60)
-    poll_max_seconds: float = Field(10.0, ge=0.1, le=300)
-    poll_growth: float = Field(0.3, ge=0.0, le=2.0)
-    # A poll chain's lease covers its next look plus this margin; past it the
-    # reaper presumes the chain lost (its worker died) and restarts it.
-    poll_lease_margin_seconds: float = Field(30.0, ge=0.5, le=600)
+    # Following a provider request (shared.jobs.schedule): first look after `initial`,
+    # then every `growth` x the time already waited, never more than `max` apart.
+    follow_initial_seconds: float = Field(1.0, ge=0.05, le=60)
+    follow_max_seconds: float = Field(10.0, ge=0.1, le=300)
+    follow_growth: float = Field(0.3, ge=0.0, le=2.0)
+    # A followed job's lease covers its next look plus this margin; past it the
+    # reaper presumes its worker dead and has another follow it.
+    follow_lease_margin_seconds: float = Field(30.0, ge=0.5, le=600)
     # HTTP timeouts towards providers. A submit that times out is an ambiguous
-    # outcome (never resent), so this is generous; a poll is cheap to repeat.
+    # outcome (never resent), so this is generous; a look is cheap to repeat.
     provider_submit_timeout_seconds: float = Field(30.0, ge=0.5, le=600)
-    provider_poll_timeout_seconds: float = Field(10.0, ge=0.5, le=120)
+    provider_look_timeout_seconds: float = Field(10.0, ge=0.5, le=120)
     # An output download (WaveSpeed's CDN): a hung one holds a finishing thread this long.
     provider_download_timeout_seconds: float = Field(60.0, ge=0.5, le=600)
     # The in-flight engine (shared.inflight): looks out at once per provider in one
@@ -289,6 +301,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_renamed(cls, values: Any) -> Any:
+        """A setting under its old name would be ignored without a word: refuse it."""
+        old = sorted(name for name in RENAMED if name in os.environ)
+        if old:
+            raise ValueError("; ".join(f"{name} is now {RENAMED[name]}" for name in old))
+        return values
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         # Provider keys must never travel in clear text to anything but loopback.
@@ -317,8 +338,9 @@ class Settings(BaseSettings):
                 f"EDITQ_JOB_LEASE_SECONDS ({self.job_lease_seconds}) must exceed the slowest "
                 f"submit it covers ({slowest_submit:g} s, EDITQ_PROVIDER_SUBMIT_TIMEOUT_SECONDS"
                 " / EDITQ_STABILITY_TIMEOUT_SECONDS): a live submit would be taken for lost")
-        if self.poll_initial_seconds > self.poll_max_seconds:
-            raise ValueError("EDITQ_POLL_INITIAL_SECONDS must not exceed EDITQ_POLL_MAX_SECONDS")
+        if self.follow_initial_seconds > self.follow_max_seconds:
+            raise ValueError("EDITQ_FOLLOW_INITIAL_SECONDS must not exceed "
+                             "EDITQ_FOLLOW_MAX_SECONDS")
         if self.environment == "production" and self.webhook_allowed_hosts:
             raise ValueError("EDITQ_WEBHOOK_ALLOWED_HOSTS is for development and tests: it "
                              "lets webhooks reach private addresses; unset it in production")

@@ -336,7 +336,7 @@ def live_env(database_url: str, broker: str, s3_url: str, bucket: str,
              sim_url: str, stability_url: str | None = None,
              image_url: str | None = None) -> dict[str, str]:
     stability = {"EDITQ_STABILITY_BASE_URL": stability_url, "EDITQ_STABILITY_API_KEY": SIM_KEY,
-                 "EDITQ_STABILITY_POLL_INTERVAL": "0.2"} if stability_url else {}
+                 "EDITQ_STABILITY_LOOK_INTERVAL": "0.2"} if stability_url else {}
     images = {"EDITQ_INPUT_ALLOWED_HOSTS": image_url.removeprefix("http://")} if image_url else {}
     return {
         **stability, **images,
@@ -363,7 +363,7 @@ def live_env(database_url: str, broker: str, s3_url: str, bucket: str,
         "EDITQ_S3_ACCESS_KEY_ID": "test", "EDITQ_S3_SECRET_ACCESS_KEY": "test-secret",
         "EDITQ_WAVESPEED_BASE_URL": sim_url, "EDITQ_WAVESPEED_API_KEY": SIM_KEY,
         # Short polls: the simulator's tasks take a fraction of a second here.
-        "EDITQ_POLL_INITIAL_SECONDS": "0.1", "EDITQ_POLL_MAX_SECONDS": "0.5",
+        "EDITQ_FOLLOW_INITIAL_SECONDS": "0.1", "EDITQ_FOLLOW_MAX_SECONDS": "0.5",
         # Short waits between attempts: what a retry does is tested, not how long it waits.
         "EDITQ_RETRY_BACKOFF_BASE_SECONDS": "0.1",
     }

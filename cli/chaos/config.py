@@ -94,15 +94,15 @@ def child_env(cfg: ChaosConfig, *, database_url: str, redis_url: str, s3_url: st
         "EDITQ_WAVESPEED_BASE_URL": wavespeed_url, "EDITQ_WAVESPEED_API_KEY": SIM_KEY,
         "EDITQ_STABILITY_BASE_URL": stability_url, "EDITQ_STABILITY_API_KEY": SIM_KEY,
         "EDITQ_WORKER_CONCURRENCY": str(cfg.concurrency),
-        "EDITQ_POLL_INITIAL_SECONDS": "0.3", "EDITQ_POLL_MAX_SECONDS": "1",
-        "EDITQ_POLL_LEASE_MARGIN_SECONDS": "3",
+        "EDITQ_FOLLOW_INITIAL_SECONDS": "0.3", "EDITQ_FOLLOW_MAX_SECONDS": "1",
+        "EDITQ_FOLLOW_LEASE_MARGIN_SECONDS": "3",
         "EDITQ_PROVIDER_SUBMIT_TIMEOUT_SECONDS": "3",
-        "EDITQ_PROVIDER_POLL_TIMEOUT_SECONDS": "2",
+        "EDITQ_PROVIDER_LOOK_TIMEOUT_SECONDS": "2",
         # Hangs strike output downloads too: at the 60 s default, two on one job outlast
         # the suite's 120 s drain (a chaos run lost a job that way, 2026-12-02).
         "EDITQ_PROVIDER_DOWNLOAD_TIMEOUT_SECONDS": "5",
         "EDITQ_STABILITY_TIMEOUT_SECONDS": "5",
-        "EDITQ_STABILITY_POLL_INTERVAL": "0.5",
+        "EDITQ_STABILITY_LOOK_INTERVAL": "0.5",
         # Past the slowest submit (5 s): a killed worker's jobs are resumed within seconds.
         "EDITQ_JOB_LEASE_SECONDS": "8",
         "EDITQ_REAPER_INTERVAL_SECONDS": "2",

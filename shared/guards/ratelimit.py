@@ -81,7 +81,7 @@ class Limits:
     rate: int
     window_seconds: float
     concurrency: int
-    count_polls: bool  # whether a look at a request takes from the rate, not only a submit
+    count_looks: bool  # whether a look at a request takes from the rate, not only a submit
 
 
 class ProviderLimiter:
@@ -126,12 +126,12 @@ class ProviderLimiter:
             self.release(job_id)  # do not hold a concurrency slot while waiting for the rate
         return wait
 
-    def before_poll(self, job_id: str) -> float:
+    def before_look(self, job_id: str) -> float:
         """Renew the job's in-flight slot; for providers that count polls, take the rate."""
         if self.limits.concurrency:
             self._run(self._concurrency, self.concurrency_key, self.lease_seconds,
                       self.limits.concurrency, job_id, "1")
-        return self._take_rate() if self.limits.count_polls else 0.0
+        return self._take_rate() if self.limits.count_looks else 0.0
 
     def renew(self, job_ids: list[str]) -> None:
         """Renew the in-flight slots of many followed jobs in one round trip per 1,000
@@ -175,6 +175,6 @@ def build_limiter(provider: str, limits: Limits | None,
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
                                   socket_connect_timeout=2)
     # An in-flight slot outlives the longest gap between two polls, then lapses.
-    lease = (max(settings.poll_max_seconds, settings.stability_poll_interval)
-             + settings.poll_lease_margin_seconds)
+    lease = (max(settings.follow_max_seconds, settings.stability_look_interval)
+             + settings.follow_lease_margin_seconds)
     return ProviderLimiter(client, provider, limits, lease)

@@ -90,7 +90,7 @@ class Engine:
         # Told of every finish after which the engine no longer follows the job (one
         # caller waits on it: shared.inflight.generate).
         self.ended = ended
-        self.renew_seconds = max(0.2, min(10.0, settings.poll_lease_margin_seconds / 3))
+        self.renew_seconds = max(0.2, min(10.0, settings.follow_lease_margin_seconds / 3))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="editq-inflight",
                                         daemon=True)
@@ -212,9 +212,9 @@ class Engine:
         try:
             limiter = self.services.limiter(job.provider)
             # Providers that count every request (Stability) take the shared rate.
-            if (limiter is not None and limiter.limits.count_polls
+            if (limiter is not None and limiter.limits.count_looks
                     and (wait := await self._loop.run_in_executor(
-                        self._io, limiter.before_poll, job.id))):
+                        self._io, limiter.before_look, job.id))):
                 self._again(entry, wait * random.uniform(1.0, 1.5))
                 return
             async with self._gate(job.provider):

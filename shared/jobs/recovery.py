@@ -132,7 +132,7 @@ def _resume_expired_leases(settings: Settings, limit: int,
             if job is None:
                 continue
             if job.provider_request_id:
-                add_event(session, job_id, "poll_resumed", request_id=job.provider_request_id)
+                add_event(session, job_id, "follow_resumed", request_id=job.provider_request_id)
                 done.following.append(job_id)
                 done.queues[job_id] = job.queue
             elif job.status != RUNNING:

@@ -22,19 +22,19 @@ def webhook_url(settings: Settings, provider: str) -> str | None:
 
 def calls_back(settings: Settings, provider: ImageEditProvider) -> bool:
     """The provider will call our webhook when the request ends: looks are a fallback
-    then, every `poll_max_seconds`, for a callback that never came."""
+    then, every `follow_max_seconds`, for a callback that never came."""
     return provider.webhooks and webhook_url(settings, provider.name) is not None
 
 
 def first_look_seconds(settings: Settings, provider: ImageEditProvider) -> float:
     if calls_back(settings, provider):
-        return settings.poll_max_seconds
-    return max(settings.poll_initial_seconds, provider.min_poll_seconds)
+        return settings.follow_max_seconds
+    return max(settings.follow_initial_seconds, provider.min_look_seconds)
 
 
-def next_poll_delay(settings: Settings, waited: float) -> float:
-    return min(settings.poll_max_seconds,
-               max(settings.poll_initial_seconds, settings.poll_growth * waited))
+def next_look_delay(settings: Settings, waited: float) -> float:
+    return min(settings.follow_max_seconds,
+               max(settings.follow_initial_seconds, settings.follow_growth * waited))
 
 
 def waited_seconds(job: Job) -> float:
@@ -43,9 +43,9 @@ def waited_seconds(job: Job) -> float:
 
 def next_look_seconds(settings: Settings, provider: ImageEditProvider, job: Job,
                       retry_after: float | None = None) -> float:
-    schedule = (settings.poll_max_seconds if calls_back(settings, provider)
-                else next_poll_delay(settings, waited_seconds(job)))
-    return max(schedule, retry_after or 0.0, provider.min_poll_seconds)
+    schedule = (settings.follow_max_seconds if calls_back(settings, provider)
+                else next_look_delay(settings, waited_seconds(job)))
+    return max(schedule, retry_after or 0.0, provider.min_look_seconds)
 
 
 def timed_out(job: Job, settings: Settings) -> ProviderError | None:
@@ -60,4 +60,4 @@ def timed_out(job: Job, settings: Settings) -> ProviderError | None:
 def followed_lease_seconds(settings: Settings) -> float:
     """How long a followed job's lease lasts: its engine renews it well before (once
     per interval for all its jobs); past it, the reaper presumes the worker dead."""
-    return settings.poll_max_seconds + settings.poll_lease_margin_seconds
+    return settings.follow_max_seconds + settings.follow_lease_margin_seconds

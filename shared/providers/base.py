@@ -75,7 +75,7 @@ class ImageEditProvider(Protocol):
 
     name: str
     # The provider's own floor on how often one request may be looked at.
-    min_poll_seconds: float
+    min_look_seconds: float
     # Whether it calls a webhook when a request ends (then looks are only a fallback).
     webhooks: bool
     # Whether it can fetch its inputs from URLs (ImageEditOptions.image_urls).

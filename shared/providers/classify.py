@@ -60,7 +60,7 @@ ERROR_NAMES: dict[str, Rule] = {
 # Network failures, by where they happened.
 NOT_SENT = Rule("provider_unreachable", True, True)       # connect failed: nothing reached it
 AMBIGUOUS = Rule("provider_outcome_unknown", False, True) # sent, no answer: it may have run
-POLL_TRANSPORT = Rule("provider_unreachable", True, True) # a look at a request failed
+LOOK_TRANSPORT = Rule("provider_unreachable", True, True) # a look at a request failed
 
 
 # A provider that answers none of these within its timeout is in trouble too.
@@ -68,7 +68,7 @@ TIMED_OUT = Rule("provider_timeout", True, True)
 
 BREAKER_CODES = frozenset(rule.code for rules in (HTTP_STATUS, TASK_CODES, ERROR_NAMES)
                           for rule in rules.values() if rule.trips_breaker) | {
-    NOT_SENT.code, AMBIGUOUS.code, POLL_TRANSPORT.code, TIMED_OUT.code}
+    NOT_SENT.code, AMBIGUOUS.code, LOOK_TRANSPORT.code, TIMED_OUT.code}
 
 
 def trips_breaker(code: str) -> bool:

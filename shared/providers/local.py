@@ -115,7 +115,7 @@ class LocalProvider:
     """Pillow edits in the worker's own process: no network, no cost."""
 
     name = "local"
-    min_poll_seconds = 0.0
+    min_look_seconds = 0.0
     webhooks = False
     fetches_urls = False
 

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from shared.errors import ProviderError
-from shared.providers.classify import POLL_TRANSPORT
+from shared.providers.classify import LOOK_TRANSPORT
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,8 @@ class Looker:
                 answer = Answer(response.status, response.headers, body)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ProviderError(f"could not read {self.provider} request {request_id}: "
-                                f"{type(exc).__name__}", code=POLL_TRANSPORT.code,
-                                retryable=POLL_TRANSPORT.retryable) from exc
+                                f"{type(exc).__name__}", code=LOOK_TRANSPORT.code,
+                                retryable=LOOK_TRANSPORT.retryable) from exc
         return self._read(answer)
 
     async def aclose(self) -> None:

@@ -107,7 +107,7 @@ def _wavespeed(settings: Settings) -> ImageEditProvider:
     client = WaveSpeedClient(settings.wavespeed_base_url,
                              settings.wavespeed_api_key.get_secret_value(),
                              submit_timeout=settings.provider_submit_timeout_seconds,
-                             poll_timeout=settings.provider_poll_timeout_seconds,
+                             look_timeout=settings.provider_look_timeout_seconds,
                              download_timeout=settings.provider_download_timeout_seconds,
                              trusted_hosts=settings.output_allowed_host_set)
     return WaveSpeedEditProvider(client, settings.max_output_bytes)
@@ -116,7 +116,7 @@ def _wavespeed(settings: Settings) -> ImageEditProvider:
 def _wavespeed_limits(settings: Settings) -> Limits:
     # WaveSpeed counts submits per minute and running tasks; its result reads are free.
     return Limits(settings.wavespeed_rate_per_minute, 60.0,
-                  settings.wavespeed_max_concurrency, count_polls=False)
+                  settings.wavespeed_max_concurrency, count_looks=False)
 
 
 def _stability(settings: Settings) -> ImageEditProvider:
@@ -126,11 +126,11 @@ def _stability(settings: Settings) -> ImageEditProvider:
     client = StabilityClient(settings.stability_base_url,
                              settings.stability_api_key.get_secret_value(),
                              timeout=settings.stability_timeout_seconds,
-                             poll_timeout=settings.provider_poll_timeout_seconds,
+                             look_timeout=settings.provider_look_timeout_seconds,
                              accept_json=settings.stability_accept_json)
     return StabilityEditProvider(client,
                                  filtered_is_success=settings.stability_filtered_is_success,
-                                 poll_interval=settings.stability_poll_interval,
+                                 look_interval=settings.stability_look_interval,
                                  max_result_bytes=settings.max_output_bytes)
 
 
@@ -138,7 +138,7 @@ def _stability_limits(settings: Settings) -> Limits:
     # Stability counts every request, result reads too, and locks an account out for
     # 60 s past its limit; it has no concurrency cap.
     return Limits(settings.stability_rate_limit, settings.stability_rate_window_seconds,
-                  0, count_polls=True)
+                  0, count_looks=True)
 
 
 PROVIDERS: tuple[ProviderEntry, ...] = (

@@ -55,12 +55,12 @@ class StabilityEditProvider:
     fetches_urls = False  # its API takes files only
 
     def __init__(self, client: StabilityClient, *, filtered_is_success: bool,
-                 poll_interval: float, max_result_bytes: int = 64 << 20) -> None:
+                 look_interval: float, max_result_bytes: int = 64 << 20) -> None:
         self.client = client
         self.max_result_bytes = max_result_bytes
         self.filtered_is_success = filtered_is_success
         # Stability asks for no more than one look per 10 s at each result.
-        self.min_poll_seconds = poll_interval
+        self.min_look_seconds = look_interval
 
     def validate(self, spec: ModelSpec, options: ImageEditOptions) -> None:
         return None  # the catalog's checks (limits, requirements) are the whole contract
@@ -76,7 +76,7 @@ class StabilityEditProvider:
     def looker(self, concurrency: int) -> Looker:
         client = self.client
         return Looker(self.name, client.base_url, {**client.headers, "accept": client.accept},
-                      client.result_path, client.read_result, timeout=client.poll_timeout,
+                      client.result_path, client.read_result, timeout=client.look_timeout,
                       connections=concurrency, max_bytes=self.max_result_bytes)
 
     def collect(self, spec: ModelSpec, request_id: str, answer: Any) -> ImageEditResult:

@@ -57,17 +57,17 @@ def _error(response: httpx.Response | Answer) -> ProviderError:
 
 class StabilityClient:
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 120.0,
-                 poll_timeout: float = 10.0, accept_json: bool = False,
+                 look_timeout: float = 10.0, accept_json: bool = False,
                  max_connections: int = 200) -> None:
         limits = httpx.Limits(max_connections=max_connections,
                               max_keepalive_connections=max_connections)
         self.accept = "application/json" if accept_json else "image/*"
         self.base_url = base_url
         self.headers = {"authorization": f"Bearer {api_key}", "stability-client-id": "editq"}
-        self.poll_timeout = poll_timeout
+        self.look_timeout = look_timeout
         self.http = httpx.Client(
             base_url=base_url.rstrip("/"), limits=limits, follow_redirects=False,
-            headers=self.headers, timeout=httpx.Timeout(poll_timeout, connect=5.0),
+            headers=self.headers, timeout=httpx.Timeout(look_timeout, connect=5.0),
         )
         self.timeout = timeout
 

@@ -54,7 +54,7 @@ def build_request(spec: ModelSpec, options: ImageEditOptions) -> dict[str, Any]:
 
 class WaveSpeedEditProvider:
     name = "wavespeed"
-    min_poll_seconds = 0.0
+    min_look_seconds = 0.0
     webhooks = True
     fetches_urls = True
 
@@ -78,7 +78,7 @@ class WaveSpeedEditProvider:
         client = self.client
         return Looker(self.name, client.base_url, client.headers, client.result_path,
                       lambda answer: self.finished(client.read_result(answer)),
-                      timeout=client.poll_timeout, connections=concurrency,
+                      timeout=client.look_timeout, connections=concurrency,
                       max_bytes=1 << 20)
 
     @staticmethod

@@ -19,7 +19,7 @@ from shared.errors import ProviderError, ProviderOutcomeUnknown
 from shared.fetching import FetchFailed, FetchRefused, fetch, shown
 from shared.providers.classify import (
     AMBIGUOUS,
-    POLL_TRANSPORT,
+    LOOK_TRANSPORT,
     http_error,
     parse_retry_after,
 )
@@ -41,7 +41,7 @@ def _message(response: httpx.Response | Answer) -> str:
 
 class WaveSpeedClient:
     def __init__(self, base_url: str, api_key: str, *, submit_timeout: float = 30.0,
-                 poll_timeout: float = 10.0, download_timeout: float = 60.0,
+                 look_timeout: float = 10.0, download_timeout: float = 60.0,
                  max_connections: int = 200,
                  trusted_hosts: Iterable[str] = ()) -> None:
         limits = httpx.Limits(max_connections=max_connections,
@@ -49,10 +49,10 @@ class WaveSpeedClient:
         self.base_url = base_url
         self.headers = {"Authorization": f"Bearer {api_key}",
                         "Content-Type": "application/json"}
-        self.poll_timeout = poll_timeout
+        self.look_timeout = look_timeout
         self.http = httpx.Client(
             base_url=base_url.rstrip("/"), limits=limits, follow_redirects=False,
-            headers=self.headers, timeout=httpx.Timeout(poll_timeout, connect=5.0),
+            headers=self.headers, timeout=httpx.Timeout(look_timeout, connect=5.0),
         )
         # Output URLs point at a CDN: they never get the API key. Redirects are followed
         # by hand (`download`), each hop through the address guard.
@@ -132,7 +132,7 @@ class WaveSpeedClient:
             if exc.status is not None:
                 raise http_error(exc.status, f"downloading {shown(url)}") from exc
             raise ProviderError(f"could not download output: {exc.message}",
-                                code=POLL_TRANSPORT.code, retryable=True) from exc
+                                code=LOOK_TRANSPORT.code, retryable=True) from exc
 
     def webhook_secret(self) -> str:
         """The account's callback-signing secret, asked once per process: a secret

@@ -244,7 +244,7 @@ def costs(stack: Stack, database_url: str, redis_base: str, s3_url: str,
             **live_env(database_url, redis_db(redis_base, "costs"), s3_url, bucket, sim_url,
                        stability_url),
             "EDITQ_PROVIDER_SUBMIT_TIMEOUT_SECONDS": "5",
-            "EDITQ_PROVIDER_POLL_TIMEOUT_SECONDS": "2",
+            "EDITQ_PROVIDER_LOOK_TIMEOUT_SECONDS": "2",
             "EDITQ_STABILITY_TIMEOUT_SECONDS": "10",
             # A filtered result fails the job as a billed failure (it must still be charged).
             "EDITQ_STABILITY_FILTERED_IS_SUCCESS": "false",

@@ -79,7 +79,7 @@ def inflight(stack: Stack, database_url: str, redis_base: str, s3_url: str, buck
         broker = redis_db(redis_base, "inflight")
         sub.env = {**live_env(database_url, broker, s3_url, bucket, sim_url),
                    # A followed job's lease: 0.5 s (poll max) + 2 s, renewed every 0.67 s.
-                   "EDITQ_POLL_LEASE_MARGIN_SECONDS": "2"}
+                   "EDITQ_FOLLOW_LEASE_MARGIN_SECONDS": "2"}
         _, api_url = sub.start_api()
         yield InFlight(api_url, sim_url, database_url, broker, sub)
     finally:
@@ -145,7 +145,7 @@ def test_sigterm_hands_followed_jobs_back_to_another_worker_at_once(
     # and B finishes them with no reaper run and no lease expiry in between
     wait_for(lambda: inflight.count(job_ids, Job.status == "succeeded") == 40, 60,
              "every job to succeed", interval=0.3)
-    assert inflight.events(job_ids, "poll_resumed") == 0
+    assert inflight.events(job_ids, "follow_resumed") == 0
     assert inflight.submits() == submits_before
     assert inflight.count(job_ids, Job.attempts == 1) == 40
     assert stopped_in < 10

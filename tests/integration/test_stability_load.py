@@ -41,7 +41,7 @@ def loaded(stack: Stack, database_url: str, redis_base: str, s3_url: str,
         sub.env = {**live_env(database_url, redis_db(redis_base, "load"), s3_url, bucket,
                               wavespeed, stability),
                    "EDITQ_STABILITY_RATE_LIMIT": "75", "EDITQ_STABILITY_RATE_WINDOW_SECONDS": "5",
-                   "EDITQ_STABILITY_POLL_INTERVAL": "0.5",
+                   "EDITQ_STABILITY_LOOK_INTERVAL": "0.5",
                    # Four processes beside the other stacks: stay under PostgreSQL's 100.
                    "EDITQ_DATABASE_POOL_SIZE": "3", "EDITQ_DATABASE_MAX_OVERFLOW": "5"}
         for n in range(3):

@@ -66,8 +66,8 @@ def faults(stack: Stack, database_url: str, redis_base: str, s3_url: str, bucket
         sub.env = {
             **live_env(database_url, redis_db(redis_base, "faults"), s3_url, bucket, sim_url),
             "EDITQ_PROVIDER_SUBMIT_TIMEOUT_SECONDS": "1.5",
-            "EDITQ_PROVIDER_POLL_TIMEOUT_SECONDS": "1",
-            "EDITQ_POLL_LEASE_MARGIN_SECONDS": "1",
+            "EDITQ_PROVIDER_LOOK_TIMEOUT_SECONDS": "1",
+            "EDITQ_FOLLOW_LEASE_MARGIN_SECONDS": "1",
         }
         worker = sub.start_worker(name="worker-faults", concurrency=4)
         _, api_url = sub.start_api()
@@ -168,12 +168,12 @@ def test_worker_killed_after_submit_is_replaced_and_polling_resumes(
         fs.worker = fs.stack.start_worker(name="worker-faults-2", concurrency=4)
         # (the reaper acts once the dead chain's lease, about 1.5 s here, has expired;
         # on the session's shared database it may resume other stale jobs in the same
-        # pass, so what is waited for is this job's own `poll_resumed` event)
+        # pass, so what is waited for is this job's own `follow_resumed` event)
         def resumed() -> bool:
             subprocess.run([sys.executable, "-m", "cli.main", "reaper", "--once"],
                            env={**os.environ, **fs.env}, capture_output=True, timeout=30)
             with session_scope(fs.database_url) as session:
-                return "poll_resumed" in session.scalars(
+                return "follow_resumed" in session.scalars(
                     select(JobEvent.type).where(JobEvent.job_id == job["id"])).all()
 
         wait_for(resumed, 30, "the reaper to resume polling the job", interval=0.5)
@@ -188,7 +188,7 @@ def test_worker_killed_after_submit_is_replaced_and_polling_resumes(
                                      .order_by(JobEvent.seq)))
         final_id = session.scalar(select(Job.provider_request_id).where(Job.id == job["id"]))
     assert final_id == saved
-    assert "poll_resumed" in types and types.count("submitted") == 1
+    assert "follow_resumed" in types and types.count("submitted") == 1
     after = counters(fs)
     assert after["submits"] - before["submits"] == 1
     assert after["tasks_created"] - before["tasks_created"] == 1

@@ -33,7 +33,7 @@ def hooked(stack: Stack, database_url: str, redis_base: str, s3_url: str,
                               sim_url),
                    "EDITQ_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
                    # No poll within a test's time: a job that finishes was told by webhook.
-                   "EDITQ_POLL_INITIAL_SECONDS": "60", "EDITQ_POLL_MAX_SECONDS": "60"}
+                   "EDITQ_FOLLOW_INITIAL_SECONDS": "60", "EDITQ_FOLLOW_MAX_SECONDS": "60"}
         sub.start_worker(name="worker-webhooks", concurrency=4)
         _, api_url = sub.start_api(port=port)
         with session_scope(database_url) as session:

@@ -40,7 +40,7 @@ class Scripted:
     script: list[Outcome]
     asynchronous: bool = False
     name: str = "scripted"
-    min_poll_seconds: float = 0.0
+    min_look_seconds: float = 0.0
     webhooks: bool = False
     fetches_urls: bool = False
     # The cost the provider reports with each result (None: the catalog's price applies).

@@ -74,6 +74,24 @@ class TestEnvironment:
         assert settings.s3_bucket == "from-env"
         assert settings.database_url == POSTGRES
 
+    def test_a_setting_under_its_old_name_is_refused_with_its_new_one(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # given a deployment still setting the follow schedule under its old names
+        monkeypatch.setenv("EDITQ_POLL_MAX_SECONDS", "20")
+        monkeypatch.setenv("EDITQ_STABILITY_POLL_INTERVAL", "12")
+        # when settings are built
+        with pytest.raises(ValidationError) as info:
+            Settings()
+        # then start-up stops, naming each new name (the value is not silently ignored)
+        assert "EDITQ_POLL_MAX_SECONDS is now EDITQ_FOLLOW_MAX_SECONDS" in str(info.value)
+        assert "EDITQ_STABILITY_POLL_INTERVAL is now EDITQ_STABILITY_LOOK_INTERVAL" in str(
+            info.value)
+        # and under the new name the value is read
+        monkeypatch.delenv("EDITQ_POLL_MAX_SECONDS")
+        monkeypatch.delenv("EDITQ_STABILITY_POLL_INTERVAL")
+        monkeypatch.setenv("EDITQ_FOLLOW_MAX_SECONDS", "20")
+        assert Settings().follow_max_seconds == 20
+
     def test_unprefixed_variables_are_ignored(self, monkeypatch: pytest.MonkeyPatch) -> None:
         # given a variable named like a field but without the EDITQ_ prefix
         monkeypatch.setenv("S3_BUCKET", "not-ours")

@@ -25,7 +25,7 @@ def client(redis_base: str) -> Iterator[redis.Redis]:
 
 
 def limiter(client: redis.Redis, **limits: float) -> ProviderLimiter:
-    values = {"rate": 0, "window_seconds": 1.0, "concurrency": 0, "count_polls": False,
+    values = {"rate": 0, "window_seconds": 1.0, "concurrency": 0, "count_looks": False,
               **limits}
     return ProviderLimiter(client, f"test-{uuid.uuid4().hex[:8]}", Limits(**values),  # type: ignore[arg-type]
                            lease_seconds=5)
@@ -64,10 +64,10 @@ def test_concurrency_slots_are_held_until_released(client: redis.Redis) -> None:
 
 
 def test_polls_count_only_for_providers_that_count_them(client: redis.Redis) -> None:
-    counting = limiter(client, rate=1, window_seconds=5.0, count_polls=True)
-    assert counting.before_poll("j") == 0 and counting.before_poll("j") > 0
-    quiet = limiter(client, rate=1, window_seconds=5.0, count_polls=False)
-    assert quiet.before_poll("j") == 0 and quiet.before_poll("j") == 0
+    counting = limiter(client, rate=1, window_seconds=5.0, count_looks=True)
+    assert counting.before_look("j") == 0 and counting.before_look("j") > 0
+    quiet = limiter(client, rate=1, window_seconds=5.0, count_looks=False)
+    assert quiet.before_look("j") == 0 and quiet.before_look("j") == 0
 
 
 def test_an_unreachable_redis_lets_calls_through() -> None:

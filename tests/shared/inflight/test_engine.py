@@ -67,8 +67,8 @@ def test_looks_that_find_the_request_running_write_nothing_and_the_finish_record
         database_url: str, s3_url: str, bucket: str, storage: Storage, submit: Any,
         running: Any) -> None:
     # given a job submitted, its request still running at the first four looks
-    settings = settings_with(database_url, s3_url, bucket, poll_initial_seconds=0.05,
-                             poll_max_seconds=0.1, poll_growth=0.0)
+    settings = settings_with(database_url, s3_url, bucket, follow_initial_seconds=0.05,
+                             follow_max_seconds=0.1, follow_growth=0.0)
     job_id = submit()
     provider = Scripted([None, None, None, None, image_bytes()], asynchronous=True)
     harness = running(settings, provider)
@@ -101,8 +101,8 @@ def test_looks_that_find_the_request_running_write_nothing_and_the_finish_record
 def test_a_look_that_fails_only_the_look_is_made_again_without_a_new_attempt(
         database_url: str, s3_url: str, bucket: str, storage: Storage, submit: Any,
         running: Any) -> None:
-    settings = settings_with(database_url, s3_url, bucket, poll_initial_seconds=0.05,
-                             poll_max_seconds=0.1)
+    settings = settings_with(database_url, s3_url, bucket, follow_initial_seconds=0.05,
+                             follow_max_seconds=0.1)
     job_id = submit()
     flaky = ProviderError("503 on the result GET", code="provider_unavailable", retryable=True)
     provider = Scripted([flaky, image_bytes()], asynchronous=True)
@@ -116,8 +116,8 @@ def test_a_wake_looks_at_once_instead_of_at_the_next_scheduled_look(
         database_url: str, s3_url: str, bucket: str, storage: Storage, submit: Any,
         running: Any) -> None:
     # given a job whose first look is 30 s away
-    settings = settings_with(database_url, s3_url, bucket, poll_initial_seconds=30,
-                             poll_max_seconds=60)
+    settings = settings_with(database_url, s3_url, bucket, follow_initial_seconds=30,
+                             follow_max_seconds=60)
     job_id = submit()
     harness = running(settings, Scripted([image_bytes()], asynchronous=True))
     engine = harness.engine
@@ -135,8 +135,8 @@ def test_leases_of_followed_jobs_are_renewed_while_the_request_runs(
         database_url: str, s3_url: str, bucket: str, storage: Storage, submit: Any,
         running: Any) -> None:
     # given leases of 0.1 + 0.6 s, renewed every 0.2 s
-    settings = settings_with(database_url, s3_url, bucket, poll_initial_seconds=0.05,
-                             poll_max_seconds=0.1, poll_lease_margin_seconds=0.6)
+    settings = settings_with(database_url, s3_url, bucket, follow_initial_seconds=0.05,
+                             follow_max_seconds=0.1, follow_lease_margin_seconds=0.6)
     job_id = submit()
     harness = running(settings, Scripted([None] * 10_000, asynchronous=True))
     engine = harness.engine
@@ -156,8 +156,8 @@ def test_stop_hands_back_every_job_it_follows_with_its_lease_cut(
         database_url: str, s3_url: str, bucket: str, storage: Storage, submit: Any,
         running: Any) -> None:
     # given two jobs followed, their requests still running
-    settings = settings_with(database_url, s3_url, bucket, poll_initial_seconds=0.05,
-                             poll_max_seconds=0.1)
+    settings = settings_with(database_url, s3_url, bucket, follow_initial_seconds=0.05,
+                             follow_max_seconds=0.1)
     first, second = submit(), submit()
     harness = running(settings, Scripted([None] * 10_000, asynchronous=True))
     engine = harness.engine

@@ -43,7 +43,7 @@ def services_for(database_url: str, s3_url: str, bucket: str, storage: Storage,
     settings: Settings = make_settings(
         database_url=database_url, s3_endpoint_url=s3_url, s3_bucket=bucket,
         wavespeed_api_key=KEY, wavespeed_base_url=sim_url, output_allowed_hosts="127.0.0.1",
-        poll_initial_seconds=0.1, poll_max_seconds=0.3, stability_api_key="unused",
+        follow_initial_seconds=0.1, follow_max_seconds=0.3, stability_api_key="unused",
         **values)
     return Services(settings, storage=storage)
 

@@ -62,7 +62,7 @@ def test_a_submitted_job_is_followed_again_on_its_saved_request(
     assert found.following == [job_id] and found.queues[job_id] == "interactive"
     assert found.resent == [] and found.requeued == []
     status, _, events = status_and_events(settings, job_id)
-    assert status == "running" and events[-1] == "poll_resumed"
+    assert status == "running" and events[-1] == "follow_resumed"
     # and a second pass finds nothing: the lease was renewed
     assert recover(settings).following == []
 

@@ -44,7 +44,7 @@ def settings(database_url: str, s3_url: str, bucket: str) -> Settings:
     # The engine looks again within 50 ms (tests wait less), and retries come at once.
     return make_settings(database_url=database_url, s3_endpoint_url=s3_url, s3_bucket=bucket,
                          wavespeed_api_key="unused", stability_api_key="unused",
-                         poll_initial_seconds=0.05, poll_max_seconds=0.2,
+                         follow_initial_seconds=0.05, follow_max_seconds=0.2,
                          retry_backoff_base_seconds=0.01, retry_backoff_max_seconds=0.1)
 
 

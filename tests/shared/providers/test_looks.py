@@ -121,7 +121,7 @@ def test_a_look_at_a_provider_that_is_not_there_is_a_retryable_transport_error()
 def test_a_stability_look_answers_the_artifact_that_collect_makes_the_result(
         stability_sim: RunningServer) -> None:
     provider = StabilityEditProvider(StabilityClient(stability_sim.url, KEY),
-                                     filtered_is_success=False, poll_interval=0.05)
+                                     filtered_is_success=False, look_interval=0.05)
     spec = load_catalog().get("stability-upscale-creative")
     submitted = provider.submit(spec, build_options(
         images=[image_bytes((64, 64))], operation="upscale_creative", model=spec.id,

@@ -78,8 +78,8 @@ def test_the_remote_providers_limits_come_from_their_settings() -> None:
     stability, wavespeed = services.limiter("stability"), services.limiter("wavespeed")
     # then each has its own, and Stability counts its looks too
     assert stability is not None and wavespeed is not None
-    assert stability.limits == Limits(7, 2.0, 0, count_polls=True)
-    assert wavespeed.limits == Limits(11, 60.0, 3, count_polls=False)
+    assert stability.limits == Limits(7, 2.0, 0, count_looks=True)
+    assert wavespeed.limits == Limits(11, 60.0, 3, count_looks=False)
 
 
 def test_a_registered_fake_provider_gets_its_limits_and_breaker_through_services(
@@ -89,7 +89,7 @@ def test_a_registered_fake_provider_gets_its_limits_and_breaker_through_services
     name = f"acme-{uuid.uuid4().hex[:8]}"
     fake = Scripted([], name=name)
     entry = ProviderEntry(name, lambda settings: fake,
-                          limits=lambda settings: Limits(100, 60.0, 1, count_polls=False))
+                          limits=lambda settings: Limits(100, 60.0, 1, count_looks=False))
     settings = make_settings(database_url="sqlite://", redis_url=redis_db(redis_base, "api"),
                              breaker_failures=1, breaker_cooldown_seconds=30)
     services = Services(settings, registry=Registry([*PROVIDERS, entry]))

@@ -119,10 +119,10 @@ def test_filtered_result_is_success_or_failure_by_setting() -> None:
     spec = SERVICES.catalog.get("stability-erase")
     filtered = Artifact(image_bytes(), "image/png", "CONTENT_FILTERED", "1")
     keep = StabilityEditProvider(client_answering(lambda r: httpx.Response(500)),
-                                 filtered_is_success=True, poll_interval=10)
+                                 filtered_is_success=True, look_interval=10)
     assert keep._result(spec, filtered, None).metadata["content_filtered"] is True
     strict = StabilityEditProvider(client_answering(lambda r: httpx.Response(500)),
-                                   filtered_is_success=False, poll_interval=10)
+                                   filtered_is_success=False, look_interval=10)
     with pytest.raises(ProviderError) as info:
         strict._result(spec, filtered, None)
     assert info.value.code == "content_filtered" and not info.value.retryable
