@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -110,6 +111,7 @@ class Run:
               if args.database_url else None)
         self.stack = self.exits.enter_context(embedded_stack(None))
         database_url = pg or f"sqlite:///{self.stack.workdir / 'editq.db'}"
+        self.database = "postgresql" if pg else "sqlite"
         self.counts_file = self.stack.workdir / "counts.json"
         ns = argparse.Namespace(**{**vars(args), "latency": self.latency, "probe": False})
         probe = {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent),
@@ -149,12 +151,67 @@ class Run:
         return stats
 
 
+class Profiles:
+    """`--profile DIR`: py-spy records the worker and the API through one phase, CPU
+    only (`--gil`: the thread holding the GIL), as raw collapsed stacks in DIR, and
+    `top` names the frames with the largest share of each process's samples."""
+
+    def __init__(self, run: Run, folder: str | None, label: str) -> None:
+        self.folder = Path(folder) if folder else None
+        self.label, self.run = label, run
+        self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+
+    def __enter__(self) -> Profiles:
+        if self.folder is None:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        spy = os.environ.get("PY_SPY", "py-spy")
+        for child in self.run.stack.children:
+            if child.name in ("worker", "api"):
+                out = self.folder / f"{self.label}-{child.name}.txt"
+                self.procs.append((child.name, subprocess.Popen(
+                    [spy, "record", "--pid", str(child.process.pid), "--gil", "--rate", "200",
+                     "--format", "raw", "--output", str(out), "--nonblocking"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _, proc, _ in self.procs:
+            proc.send_signal(signal.SIGINT)
+        for _, proc, _ in self.procs:
+            proc.wait(60)
+
+    def top(self, n: int = 25) -> dict[str, list[tuple[str, float]]]:
+        """Per process, the frames of editq and its libraries in most samples (a frame
+        counts once per sample it is on the stack of: inclusive share, in %)."""
+        tops = {}
+        for name, _, path in self.procs:
+            inclusive: dict[str, int] = {}
+            total = 0
+            for line in path.read_text().splitlines() if path.exists() else []:
+                stack, _, count = line.rpartition(" ")
+                samples = int(count)
+                total += samples
+                seen = set()
+                for frame in stack.split(";"):
+                    func, _, where = frame.partition(" (")
+                    where = where.rstrip(")").rsplit(":", 1)[0]
+                    key = f"{func} ({'/'.join(where.split('/')[-2:])})"
+                    if key not in seen:
+                        seen.add(key)
+                        inclusive[key] = inclusive.get(key, 0) + samples
+            tops[name] = [(k, round(100 * v / max(1, total), 1)) for k, v in sorted(
+                inclusive.items(), key=lambda kv: -kv[1])[:n]]
+        return tops
+
+
 def burst(args: argparse.Namespace, mode: str, jobs: int, latency: float) -> dict[str, Any]:
     with Run(args, mode, latency) as run:
         before = run.mark()
-        sent = asyncio.run(submit_all(run.api_url, run.key, jobs, args.submit_concurrency))
-        accepted = run.mark()
-        done = wait_all(run.client, sent["ids"], args.timeout)
+        with Profiles(run, args.profile, f"burst-{mode}-{run.database}") as profiles:
+            sent = asyncio.run(submit_all(run.api_url, run.key, jobs, args.submit_concurrency))
+            accepted = run.mark()
+            done = wait_all(run.client, sent["ids"], args.timeout)
         after = run.mark()
         result = measure(run.client, done, sent["first"], latency)
         sim = run.sim_stats()
@@ -174,6 +231,7 @@ def burst(args: argparse.Namespace, mode: str, jobs: int, latency: float) -> dic
             "api_cpu_ms_per_job": round(1000 * cpu.get("api", 0.0) / ok, 1),
             "cpu_seconds_during_run": cpu,
             "worker_peak_rss_mb": peak_rss_mb(run.worker),
+            **({"profile_top": profiles.top()} if args.profile else {}),
             "per_job": {**per_job(before["counts"], after["counts"], ok),
                         "redis": redis_per_job(before["redis"], after["redis"], ok),
                         "provider_requests": round((sim["submits"] + sim["polls"]
@@ -186,7 +244,9 @@ def burst(args: argparse.Namespace, mode: str, jobs: int, latency: float) -> dic
 def api_only(args: argparse.Namespace) -> dict[str, Any]:
     with Run(args, "polling", args.latency, with_worker=False) as run:
         before = run.mark()
-        sent = asyncio.run(submit_all(run.api_url, run.key, args.jobs, args.submit_concurrency))
+        with Profiles(run, args.profile, f"api-{run.database}") as profiles:
+            sent = asyncio.run(submit_all(run.api_url, run.key, args.jobs,
+                                          args.submit_concurrency))
         after = run.mark()
         cpu = run.cpu_between(before, after)
         accepted = max(1, len(sent["ids"]))
@@ -195,7 +255,8 @@ def api_only(args: argparse.Namespace) -> dict[str, Any]:
                 "posts_per_s": round(len(sent["ids"]) / max(0.001, sent["phase_s"]), 1),
                 "request_ms": sent["request_ms"],
                 "api_cpu_ms_per_accepted": round(1000 * cpu.get("api", 0.0) / accepted, 1),
-                "cpu_seconds": cpu}
+                "cpu_seconds": cpu,
+                **({"profile_top": profiles.top()} if args.profile else {})}
 
 
 async def steady_arrivals(api_url: str, key: str, rate: float,
@@ -267,8 +328,12 @@ def main() -> int:
                         help="PostgreSQL admin URL; a fresh database is made and dropped")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--profile", metavar="DIR", default=None,
+                        help="py-spy (PY_SPY, else on PATH) records the worker and the API "
+                             "into DIR; each result gets its profile's top frames")
+    parser.add_argument("--modes", default="polling,webhook", help="the burst's modes")
     args = parser.parse_args()
-    for name in ("poll_initial", "poll_max", "follow_growth", "keep_logs"):
+    for name in ("follow_initial", "follow_max", "follow_growth", "keep_logs"):
         setattr(args, name, None)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     database = "postgresql" if args.database_url else "sqlite"
@@ -289,7 +354,7 @@ def main() -> int:
         if scenario == "burst":
             report["scenarios"]["burst"] = {
                 mode: burst(args, mode, args.jobs, args.latency)
-                for mode in ("polling", "webhook")}
+                for mode in args.modes.split(",")}
         elif scenario == "api":
             report["scenarios"]["api"] = api_only(args)
         elif scenario == "steady":

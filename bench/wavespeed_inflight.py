@@ -46,8 +46,9 @@ from tests.api_client import TERMINAL, ApiClient
 TARGET_SECONDS = 15.0
 MODEL, PROMPT = "qwen-edit", "make the sky a deep orange sunset"
 SIM_KEY = "bench-key"
-POLL_ENV = {"poll_initial": "EDITQ_FOLLOW_INITIAL_SECONDS", "poll_max": "EDITQ_FOLLOW_MAX_SECONDS",
-            "follow_growth": "EDITQ_FOLLOW_GROWTH"}
+FOLLOW_ENV = {"follow_initial": "EDITQ_FOLLOW_INITIAL_SECONDS",
+              "follow_max": "EDITQ_FOLLOW_MAX_SECONDS",
+              "follow_growth": "EDITQ_FOLLOW_GROWTH"}
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 
@@ -159,7 +160,7 @@ def start(stack: Stack, mode: str, database_url: str, args: argparse.Namespace,
         "EDITQ_WAVESPEED_MAX_CONCURRENCY": str(args.provider_concurrency),
         "EDITQ_WAVESPEED_RATE_PER_MINUTE": str(getattr(args, "provider_rate", 3000)),
     })
-    for name, var in POLL_ENV.items():
+    for name, var in FOLLOW_ENV.items():
         if getattr(args, name) is not None:
             stack.env[var] = str(getattr(args, name))
     Settings.model_validate({k[6:].lower(): v for k, v in stack.env.items()})  # fail early
@@ -398,7 +399,7 @@ def main() -> int:
                         help="EDITQ_WAVESPEED_MAX_CONCURRENCY (WaveSpeed Gold: 2,000)")
     parser.add_argument("--provider-rate", type=int, default=3000,
                         help="EDITQ_WAVESPEED_RATE_PER_MINUTE (WaveSpeed Gold: 3,000)")
-    for name, var in POLL_ENV.items():
+    for name, var in FOLLOW_ENV.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None,
                             help=f"sets {var} (default: editq's own default)")
     args = parser.parse_args()
@@ -408,7 +409,7 @@ def main() -> int:
     defaults = Settings.model_fields
     poll = {var: getattr(args, name) if getattr(args, name) is not None
             else defaults[var.removeprefix("EDITQ_").lower()].default
-            for name, var in POLL_ENV.items()}
+            for name, var in FOLLOW_ENV.items()}
     database = "sqlite"
     if args.database_url:
         from sqlalchemy.engine import make_url
@@ -425,7 +426,7 @@ def main() -> int:
                    "model": MODEL, "database": database,
                    "poll_settings": poll,
                    "poll_settings_overridden": any(getattr(args, n) is not None
-                                                   for n in POLL_ENV),
+                                                   for n in FOLLOW_ENV),
                    "repeat": args.repeat, "probe": args.probe, "target_s": TARGET_SECONDS},
         "modes": results,
     }
