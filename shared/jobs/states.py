@@ -10,9 +10,19 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from shared import changes
@@ -64,12 +74,21 @@ def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex[:24]
 
 
+# The hot path's statements are SQLAlchemy Core, built once and run on the session's
+# connection with parameters: through the ORM (unit of work, ORM-enabled UPDATE, a new
+# statement and its cache key at every call) they were a third of the worker's CPU
+# (bench/README.md, issue 28: the profiles before and after).
+_JOBS = cast(Table, Job.__table__)
+_ADD_EVENT = insert(cast(Table, JobEvent.__table__))
+# Every column of a job, as RETURNING gives them back, and the attribute each one fills.
+_JOB_COLUMNS = [(attr.key, attr.columns[0]) for attr in Job.__mapper__.column_attrs]
+
+
 def add_event(session: Session, job_id: str, type_: str, *, from_status: str | None = None,
               to_status: str | None = None, **detail: Any) -> None:
-    # A Core INSERT, not session.add(): the ORM's unit of work at flush cost the hot path
-    # more than the statement itself (bench/README.md, issue 28's profile).
-    session.execute(insert(JobEvent).values(job_id=job_id, type=type_, from_status=from_status,
-                                            to_status=to_status, detail=detail, at=utcnow()))
+    session.connection().execute(_ADD_EVENT, {
+        "job_id": job_id, "type": type_, "from_status": from_status, "to_status": to_status,
+        "detail": detail, "at": utcnow()})
     changes.note(session, changes.job_key(job_id))  # its streams read it after the commit
 
 
@@ -89,23 +108,56 @@ _WEBHOOK_URL = (select(Tenant.webhook_url).where(Tenant.id == Job.tenant_id)
                 .correlate(Job).scalar_subquery())
 
 
+# Values computed by the database that a move's statement may be built once with.
+ATTEMPT_UP = _JOBS.c.attempts + 1
+ATTEMPT_DOWN = _JOBS.c.attempts - 1
+_REUSABLE = (ATTEMPT_UP, ATTEMPT_DOWN)
+_MOVES: dict[tuple[Any, ...], Update] = {}
+
+
+def _move_statement(event: str, values: dict[str, Any]) -> tuple[Update, dict[str, Any]]:
+    """The UPDATE of one move and its parameters. Plain values are parameters; values the
+    database computes are part of the statement, which is then kept for the next move of
+    the same shape (unless such a value was built for this call: a cancel's CASE)."""
+    plain = {k: v for k, v in values.items() if not isinstance(v, ColumnElement)}
+    computed = {k: v for k, v in values.items() if isinstance(v, ColumnElement)}
+    reusable = all(any(v is r for r in _REUSABLE) for v in computed.values())
+    key = (event, tuple(sorted(plain)),
+           tuple(sorted((k, _REUSABLE.index(v)) for k, v in computed.items()))
+           if reusable else None)
+    statement = _MOVES.get(key) if reusable else None
+    if statement is None:
+        sources, to_status = TRANSITIONS[event]
+        statement = (update(_JOBS)
+                     .where(_JOBS.c.id == bindparam("p_job"),
+                            _JOBS.c.status.in_(sorted(sources)))
+                     .values(status=to_status, updated_at=bindparam("p_now"), **computed,
+                             **{k: bindparam(f"p_{k}", type_=_JOBS.c[_column(k)].type)
+                                for k in plain})
+                     .returning(*(column for _, column in _JOB_COLUMNS), _WEBHOOK_URL))
+        if reusable:
+            _MOVES[key] = statement
+    return statement, {f"p_{k}": v for k, v in plain.items()}
+
+
+def _column(attribute: str) -> str:
+    return Job.__mapper__.column_attrs[attribute].columns[0].name
+
+
 def _move(session: Session, job_id: str, event: str, detail: dict[str, Any] | None = None,
           **values: Any) -> Job | None:
-    """`transition`, answering the job as the UPDATE left it (RETURNING: one statement)."""
-    sources, to_status = TRANSITIONS[event]
+    """`transition`, answering the job as the UPDATE left it (RETURNING: one statement;
+    the job is a detached copy, built from the row)."""
+    sources, _ = TRANSITIONS[event]
     from_statuses = tuple(sorted(sources))
-    now = utcnow()
-    row = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(from_statuses))
-        .values(status=to_status, updated_at=now, **values)
-        .returning(Job, _WEBHOOK_URL)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    ).first()
+    to_status = TRANSITIONS[event][1]
+    statement, params = _move_statement(event, values)
+    row = session.connection().execute(
+        statement, {"p_job": job_id, "p_now": utcnow(), **params}).first()
     if row is None:
         return None
-    job: Job = row[0]
-    tenant_url: str | None = row[1]
+    job = Job(**{key: row[n] for n, (key, _) in enumerate(_JOB_COLUMNS)})
+    tenant_url: str | None = row[-1]
     previous = from_statuses[0] if len(from_statuses) == 1 else None
     add_event(session, job_id, event, from_status=previous, to_status=to_status,
               **(detail or {}))
@@ -125,7 +177,7 @@ def claim(session: Session, job_id: str, lease_seconds: int) -> Job | None:
     now = utcnow()
     return _move(
         session, job_id, "started",
-        started_at=now, attempts=Job.attempts + 1,
+        started_at=now, attempts=ATTEMPT_UP,
         lease_expires_at=now + timedelta(seconds=lease_seconds),
     )
 
@@ -167,14 +219,26 @@ def unclaim(session: Session, job_id: str, reason: str, delay_seconds: float) ->
     """running -> queued without spending an attempt: the job never reached the provider."""
     return transition(session, job_id, "throttled",
                       {"reason": reason, "delay_seconds": round(delay_seconds, 3)},
-                      attempts=Job.attempts - 1, provider_state=None, started_at=None,
+                      attempts=ATTEMPT_DOWN, provider_state=None, started_at=None,
                       lease_expires_at=utcnow() + timedelta(seconds=delay_seconds))
 
 
+_RUNNING_UPDATES: dict[tuple[str, ...], Update] = {}
+
+
 def _update_running(session: Session, job_id: str, **values: Any) -> bool:
-    return bool(written(session, update(Job).where(Job.id == job_id, Job.status == RUNNING)
-                        .values(updated_at=utcnow(), **values)
-                        .execution_options(synchronize_session=False), Job.id))
+    """Set `values` on a job that is still running; say whether it was (RETURNING)."""
+    names = tuple(sorted(values))
+    statement = _RUNNING_UPDATES.get(names)
+    if statement is None:
+        statement = _RUNNING_UPDATES[names] = (
+            update(_JOBS).where(_JOBS.c.id == bindparam("p_job"), _JOBS.c.status == RUNNING)
+            .values(updated_at=bindparam("p_now"),
+                    **{k: bindparam(f"p_{k}", type_=_JOBS.c[_column(k)].type) for k in names})
+            .returning(_JOBS.c.id))
+    return session.connection().execute(statement, {
+        "p_job": job_id, "p_now": utcnow(), **{f"p_{k}": v for k, v in values.items()},
+    }).first() is not None
 
 
 def mark_submitting(session: Session, job_id: str) -> bool:

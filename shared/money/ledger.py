@@ -16,14 +16,14 @@ from __future__ import annotations
 import logging
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from shared.db import utcnow, written
+from shared.db import utcnow
 from shared.models import Charge, Job
 from shared.providers.pricing import Price
 
@@ -61,21 +61,31 @@ def charge(session: Session, job: Job, price: Price, *, reason: str) -> bool:
     return charged
 
 
+# Core statements built once, run with parameters on the session's connection: the
+# charge is on every job's finishing path (see shared.jobs.states on why Core there).
+_CHARGES = cast(Table, Charge.__table__)
+_JOBS = cast(Table, Job.__table__)
+_INSERT_ONCE = {
+    "postgresql": postgresql_insert(_CHARGES).on_conflict_do_nothing().returning(_CHARGES.c.id),
+    "sqlite": sqlite_insert(_CHARGES).on_conflict_do_nothing().returning(_CHARGES.c.id),
+}
+_CLOSE = (update(_JOBS).where(_JOBS.c.id == bindparam("p_job"))
+          .values(cost_actual=func.coalesce(
+              select(func.sum(_CHARGES.c.amount))
+              .where(_CHARGES.c.job_id == bindparam("p_job")).scalar_subquery(), 0))
+          .returning(_JOBS.c.cost_actual))
+
+
 def _insert_once(session: Session, values: dict[str, Any]) -> bool:
-    insert = (postgresql_insert if session.get_bind().dialect.name == "postgresql"
-              else sqlite_insert)
-    return bool(written(session, insert(Charge).values(**values).on_conflict_do_nothing(),
-                        Charge.id))
+    connection = session.connection()
+    statement = _INSERT_ONCE["postgresql" if connection.dialect.name == "postgresql"
+                             else "sqlite"]
+    return connection.execute(statement, values).first() is not None
 
 
 def close(session: Session, job_id: str) -> Decimal:
     """The job's cost is known now: set `cost_actual` to what the ledger holds for it."""
-    total = session.scalar(
-        update(Job).where(Job.id == job_id)
-        .values(cost_actual=func.coalesce(
-            select(func.sum(Charge.amount)).where(Charge.job_id == job_id).scalar_subquery(),
-            0))
-        .returning(Job.cost_actual).execution_options(synchronize_session=False))
+    total = session.connection().execute(_CLOSE, {"p_job": job_id}).scalar()
     return total if total is not None else job_total(session, job_id)
 
 
