@@ -81,7 +81,7 @@ def new_job_id() -> str:
 _JOBS = cast(Table, Job.__table__)
 _ADD_EVENT = insert(cast(Table, JobEvent.__table__))
 # Every column of a job, as RETURNING gives them back, and the attribute each one fills.
-_JOB_COLUMNS = [(attr.key, attr.columns[0]) for attr in Job.__mapper__.column_attrs]
+JOB_COLUMNS = [(attr.key, attr.columns[0]) for attr in Job.__mapper__.column_attrs]
 
 
 def add_event(session: Session, job_id: str, type_: str, *, from_status: str | None = None,
@@ -134,7 +134,7 @@ def _move_statement(event: str, values: dict[str, Any]) -> tuple[Update, dict[st
                      .values(status=to_status, updated_at=bindparam("p_now"), **computed,
                              **{k: bindparam(f"p_{k}", type_=_JOBS.c[_column(k)].type)
                                 for k in plain})
-                     .returning(*(column for _, column in _JOB_COLUMNS), _WEBHOOK_URL))
+                     .returning(*(column for _, column in JOB_COLUMNS), _WEBHOOK_URL))
         if reusable:
             _MOVES[key] = statement
     return statement, {f"p_{k}": v for k, v in plain.items()}
@@ -156,7 +156,7 @@ def _move(session: Session, job_id: str, event: str, detail: dict[str, Any] | No
         statement, {"p_job": job_id, "p_now": utcnow(), **params}).first()
     if row is None:
         return None
-    job = Job(**{key: row[n] for n, (key, _) in enumerate(_JOB_COLUMNS)})
+    job = Job(**{key: row[n] for n, (key, _) in enumerate(JOB_COLUMNS)})
     tenant_url: str | None = row[-1]
     previous = from_statuses[0] if len(from_statuses) == 1 else None
     add_event(session, job_id, event, from_status=previous, to_status=to_status,
