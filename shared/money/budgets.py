@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, false, func, or_, select, update
+from sqlalchemy import Select, bindparam, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
@@ -187,6 +187,15 @@ def evaluate(session: Session, settings: Settings, tenant_id: str, model: str,
                    resets_at=period_end(now, settings.plan_period))
 
 
+# Asked on every POST: built once, run with parameters (see shared.jobs.states on why).
+_STANDING = select(
+    Tenant.plan, Tenant.monthly_budget,
+    select(func.count()).select_from(ModelBudget).where(
+        ModelBudget.tenant_id == bindparam("p_tenant"),
+        ModelBudget.model.in_(bindparam("p_models", expanding=True)))
+    .scalar_subquery()).where(Tenant.id == bindparam("p_tenant"))
+
+
 def admit(session: Session, settings: Settings, tenant_id: str, model: str,
           estimate: Decimal, count: int = 1,
           per_model: dict[str, Decimal] | None = None) -> None:
@@ -194,11 +203,8 @@ def admit(session: Session, settings: Settings, tenant_id: str, model: str,
     caller commits the jobs it inserts in this same transaction."""
     # Most tenants have no limit at all: one statement tells, and they take no lock.
     models = list(per_model or {model: estimate})
-    standing = session.execute(select(
-        Tenant.plan, Tenant.monthly_budget,
-        select(func.count()).select_from(ModelBudget).where(
-            ModelBudget.tenant_id == tenant_id, ModelBudget.model.in_(models))
-        .scalar_subquery()).where(Tenant.id == tenant_id)).first()
+    standing = session.connection().execute(
+        _STANDING, {"p_tenant": tenant_id, "p_models": models}).first()
     if standing is None:
         raise NotFound(f"no tenant {tenant_id}")
     plan = standing[0] or settings.default_plan

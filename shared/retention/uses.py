@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -28,12 +29,20 @@ def _insert(session: Session) -> type:
             else sqlite_insert)
 
 
+# On every POST: built once, run with parameters (see shared.jobs.states on why Core).
+_RECORD = {"postgresql": postgresql_insert(cast(Table, JobInput.__table__))
+           .on_conflict_do_nothing(),
+           "sqlite": sqlite_insert(cast(Table, JobInput.__table__)).on_conflict_do_nothing()}
+
+
 def record(session: Session, rows: Iterable[tuple[str, str, str]]) -> None:
     """Record (job_id, tenant_id, key) uses; one already recorded is left as it is."""
     values = [{"job_id": job_id, "tenant_id": tenant_id, "key": key}
               for job_id, tenant_id, key in rows]
     if values:
-        session.execute(_insert(session)(JobInput).values(values).on_conflict_do_nothing())
+        connection = session.connection()
+        connection.execute(_RECORD["postgresql" if connection.dialect.name == "postgresql"
+                                   else "sqlite"], values)
 
 
 def keys_of(job: Job) -> list[str]:
