@@ -128,9 +128,11 @@ def _move_statement(event: str, values: dict[str, Any]) -> tuple[Update, dict[st
     statement = _MOVES.get(key) if reusable else None
     if statement is None:
         sources, to_status = TRANSITIONS[event]
+        # One status is `=`, not IN: an IN list is expanded anew at every execution.
+        status = (_JOBS.c.status == next(iter(sources)) if len(sources) == 1
+                  else _JOBS.c.status.in_(sorted(sources)))
         statement = (update(_JOBS)
-                     .where(_JOBS.c.id == bindparam("p_job"),
-                            _JOBS.c.status.in_(sorted(sources)))
+                     .where(_JOBS.c.id == bindparam("p_job"), status)
                      .values(status=to_status, updated_at=bindparam("p_now"), **computed,
                              **{k: bindparam(f"p_{k}", type_=_JOBS.c[_column(k)].type)
                                 for k in plain})
