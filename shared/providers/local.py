@@ -1,4 +1,4 @@
-"""The offline provider: real edits with Pillow, so the pipeline does real work with no network.
+"""The offline provider: real edits with Pillow, so a job does real work with no network.
 
 It stays the provider of demos and tests; everything around it (queueing,
 storage, costs) is the same code that serves the remote providers.

@@ -1,7 +1,7 @@
 """Comparisons: one input run on 2 to 6 models at once, shown side by side, with a vote.
 
 A comparison is a thin record over ordinary jobs: each model's run is a queued
-job that the pipeline treats like any other (retries, charges, webhooks), so
+job that runs like any other (retries, charges, webhooks), so
 nothing here knows how a job runs. What a comparison adds is the checks of
 every model before anything is stored, one budget admission for the total,
 the shared input, and the vote that feeds the tenant's pick in

@@ -62,7 +62,7 @@ def key_for(live: Live, name: str, budget: Decimal | None = None) -> str:
         return create_api_key(session, name)
 
 
-class Steps:
+class Walk:
     """One browser page at one width, and a numbered screenshot per step."""
 
     def __init__(self, page: Any, live: Live, width: int) -> None:
@@ -98,7 +98,7 @@ def input_refs(live: Live, job_id: str) -> dict[str, Any]:
 
 
 @contextmanager
-def opened(browser: Any, live: Live, width: int = 1280) -> Iterator[Steps]:
+def opened(browser: Any, live: Live, width: int = 1280) -> Iterator[Walk]:
     """A browser page of its own at `width`, closed on the way out; a script error on the
     page fails the test."""
     context = browser.new_context(viewport={"width": width, "height": 900})
@@ -106,19 +106,19 @@ def opened(browser: Any, live: Live, width: int = 1280) -> Iterator[Steps]:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
-        yield Steps(page, live, width)
+        yield Walk(page, live, width)
     finally:
         context.close()
     assert errors == [], f"the page raised: {errors}"
 
 
 @pytest.fixture(params=[1280, 390], ids=["1280px", "390px"])
-def steps(request: pytest.FixtureRequest, browser: Any, live: Live) -> Iterator[Steps]:
+def steps(request: pytest.FixtureRequest, browser: Any, live: Live) -> Iterator[Walk]:
     with opened(browser, live, request.param) as made:
         yield made
 
 
-def test_the_console_end_to_end(steps: Steps, live: Live) -> None:
+def test_the_console_end_to_end(steps: Walk, live: Live) -> None:
     page = steps.page
     tenant = f"console-{steps.width}-{uuid.uuid4().hex[:6]}"
     key = key_for(live, tenant)

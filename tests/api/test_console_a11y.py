@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_console import OUT, WAIT, Steps, browser, key_for, opened
+from tests.api.test_console import OUT, WAIT, Walk, browser, key_for, opened
 from tests.api_client import ApiClient
 from tests.conftest import Live
 from tests.helpers import image_bytes
@@ -48,7 +48,7 @@ QUOTED = """() => { const q = document.querySelector('#model-quote');
 class Audit:
     """axe's violations per view, and a screenshot of each view, at one width."""
 
-    def __init__(self, steps: Steps) -> None:
+    def __init__(self, steps: Walk) -> None:
         self.steps = steps
         steps.folder = OUT / "console" / "a11y" / f"{steps.width}px"
         steps.folder.mkdir(parents=True, exist_ok=True)
