@@ -82,6 +82,9 @@ class Limits:
     window_seconds: float
     concurrency: int
     count_looks: bool  # whether a look at a request takes from the rate, not only a submit
+    # The provider's own floor between two looks at one request (Stability's 10 s): an
+    # in-flight slot must outlive the gap, or a job still out would lose its slot.
+    look_gap_seconds: float = 0.0
 
 
 class ProviderLimiter:
@@ -174,7 +177,7 @@ def build_limiter(provider: str, limits: Limits | None,
         return None
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
                                   socket_connect_timeout=2)
-    # An in-flight slot outlives the longest gap between two polls, then lapses.
-    lease = (max(settings.follow_max_seconds, settings.stability_look_interval)
+    # An in-flight slot outlives the longest gap between two looks, then lapses.
+    lease = (max(settings.follow_max_seconds, limits.look_gap_seconds)
              + settings.follow_lease_margin_seconds)
     return ProviderLimiter(client, provider, limits, lease)

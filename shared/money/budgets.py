@@ -29,8 +29,9 @@ from shared.db import utcnow
 from shared.errors import BudgetExceeded, NotFound, PlanLimitExceeded
 from shared.formats import money
 from shared.models import Batch, Charge, Job, ModelBudget, Tenant
+from shared.statuses import QUEUED, RUNNING
 
-UNFINISHED = ("queued", "running")
+UNFINISHED = (QUEUED, RUNNING)
 
 
 def period_start(now: datetime, period: str) -> datetime:

@@ -138,7 +138,7 @@ def _stability_limits(settings: Settings) -> Limits:
     # Stability counts every request, result reads too, and locks an account out for
     # 60 s past its limit; it has no concurrency cap.
     return Limits(settings.stability_rate_limit, settings.stability_rate_window_seconds,
-                  0, count_looks=True)
+                  0, count_looks=True, look_gap_seconds=settings.stability_look_interval)
 
 
 PROVIDERS: tuple[ProviderEntry, ...] = (

@@ -21,9 +21,10 @@ from shared.errors import NotEnded, NotFound
 from shared.formats import iso
 from shared.models import Batch, Job, Upload
 from shared.retention.sweep import delete_outputs, release_inputs
+from shared.statuses import TERMINAL
 from shared.storage import Storage
 
-_ENDED = ("succeeded", "failed", "canceled")
+_ENDED = tuple(sorted(TERMINAL))
 
 
 def erase_jobs(session: Session, settings: Settings, storage: Storage,

@@ -22,9 +22,10 @@ from shared.db import session_scope, utcnow
 from shared.models import Job, JobEvent, WebhookDelivery
 from shared.retention import uses
 from shared.retention.policy import FOREVER, deployment
+from shared.statuses import TERMINAL
 from shared.storage import Storage
 
-_ENDED = ("succeeded", "failed", "canceled")
+_ENDED = tuple(sorted(TERMINAL))
 
 
 def sweep(settings: Settings, storage: Storage, now: datetime | None = None,

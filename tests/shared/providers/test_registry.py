@@ -72,14 +72,18 @@ def test_the_remote_providers_limits_come_from_their_settings() -> None:
     # given limits set for both remote providers
     settings = make_settings(database_url="sqlite://", stability_rate_limit=7,
                              stability_rate_window_seconds=2.0, wavespeed_rate_per_minute=11,
-                             wavespeed_max_concurrency=3)
+                             wavespeed_max_concurrency=3, stability_look_interval=12,
+                             follow_max_seconds=5, follow_lease_margin_seconds=30)
     services = Services(settings)
     # when their limiters are built
     stability, wavespeed = services.limiter("stability"), services.limiter("wavespeed")
     # then each has its own, and Stability counts its looks too
     assert stability is not None and wavespeed is not None
-    assert stability.limits == Limits(7, 2.0, 0, count_looks=True)
+    assert stability.limits == Limits(7, 2.0, 0, count_looks=True, look_gap_seconds=12)
     assert wavespeed.limits == Limits(11, 60.0, 3, count_looks=False)
+    # and a slot outlives the longest gap between two looks at its provider, plus the
+    # margin: Stability's own floor between looks, WaveSpeed's the follow schedule's
+    assert (stability.lease_seconds, wavespeed.lease_seconds) == (12 + 30, 5 + 30)
 
 
 def test_a_registered_fake_provider_gets_its_limits_and_breaker_through_services(
