@@ -8,7 +8,7 @@ from shared.batches.expansion import expand, feed, finish_batches
 from shared.inputs.uploads import delete_expired as delete_expired_uploads
 from shared.jobs.attempt import run_job as run_attempt
 from shared.jobs.finish import adopt
-from shared.jobs.recovery import recover
+from shared.jobs.recovery import recover, send
 from shared.queue import (
     BULK,
     DELIVER_WEBHOOK_TASK,
@@ -21,7 +21,6 @@ from shared.queue import (
     RUN_TASK,
     SWEEP_RETENTION_TASK,
     enqueue_delivery,
-    enqueue_expansion,
     enqueue_run,
 )
 from shared.retention.sweep import sweep
@@ -62,13 +61,12 @@ def follow_job(job_id: str) -> str:
 def reap() -> dict[str, int]:
     ctx = runtime.current()
     found = recover(ctx.settings, ctx.storage)
-    for job_id in found.resent + found.requeued:
-        enqueue_run(app, job_id, queue=found.queues[job_id])
-    for job_id in found.following:  # this worker's engine takes them
+
+    def follow_here(job_id: str) -> None:  # this worker's engine takes them
         if (job := adopt(job_id, ctx.settings)) is not None:
             ctx.engine.follow(job, 0.0)
-    for batch_id in found.expansions:
-        enqueue_expansion(app, batch_id)
+
+    send(app, found, follow=follow_here)
     counts = found.counts()
     if any(counts.values()):
         log.warning("reaper: %s", counts)

@@ -19,6 +19,7 @@ Past a lease, the job is resumed from what the database says, never by guessing:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -149,12 +150,17 @@ def _resume_expired_leases(settings: Settings, limit: int,
                 done.queues[job_id] = job.queue
 
 
-def send(app: Celery, found: Recovered) -> None:
-    """Send what a pass found, from outside a worker (`editq reaper --once`): runs and
-    follows as tasks on each job's queue. (A worker's own pass follows in its engine.)"""
+def send(app: Celery, found: Recovered,
+         follow: Callable[[str], None] | None = None) -> None:
+    """Send what a pass found: runs and expansions as tasks, each on its job's queue; the
+    requests to follow to `follow` (a worker's pass: its own engine), else as follow tasks
+    (`editq reaper --once`, outside any worker)."""
     for job_id in found.resent + found.requeued:
         enqueue_run(app, job_id, queue=found.queues[job_id])
     for job_id in found.following:
-        enqueue_follow(app, job_id, queue=found.queues[job_id])
+        if follow is not None:
+            follow(job_id)
+        else:
+            enqueue_follow(app, job_id, queue=found.queues[job_id])
     for batch_id in found.expansions:
         enqueue_expansion(app, batch_id)

@@ -84,6 +84,11 @@ _ADD_EVENT = insert(cast(Table, JobEvent.__table__))
 JOB_COLUMNS = [(attr.key, attr.columns[0]) for attr in Job.__mapper__.column_attrs]
 
 
+def job_of(row: Any) -> Job:
+    """A detached job from a row RETURNING `JOB_COLUMNS` (first, in their order)."""
+    return Job(**{key: row[n] for n, (key, _) in enumerate(JOB_COLUMNS)})
+
+
 def add_event(session: Session, job_id: str, type_: str, *, from_status: str | None = None,
               to_status: str | None = None, **detail: Any) -> None:
     session.connection().execute(_ADD_EVENT, {
@@ -150,15 +155,14 @@ def _move(session: Session, job_id: str, event: str, detail: dict[str, Any] | No
           **values: Any) -> Job | None:
     """`transition`, answering the job as the UPDATE left it (RETURNING: one statement;
     the job is a detached copy, built from the row)."""
-    sources, _ = TRANSITIONS[event]
+    sources, to_status = TRANSITIONS[event]
     from_statuses = tuple(sorted(sources))
-    to_status = TRANSITIONS[event][1]
     statement, params = _move_statement(event, values)
     row = session.connection().execute(
         statement, {"p_job": job_id, "p_now": utcnow(), **params}).first()
     if row is None:
         return None
-    job = Job(**{key: row[n] for n, (key, _) in enumerate(JOB_COLUMNS)})
+    job = job_of(row)
     tenant_url: str | None = row[-1]
     previous = from_statuses[0] if len(from_statuses) == 1 else None
     add_event(session, job_id, event, from_status=previous, to_status=to_status,

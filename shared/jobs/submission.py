@@ -30,7 +30,7 @@ from shared.idempotency import checked_key, replay
 from shared.images import ImageInfo, inspect_image
 from shared.inputs import uploads
 from shared.inputs.refs import InputRef
-from shared.jobs.states import JOB_COLUMNS, QUEUED, add_event, new_job_id
+from shared.jobs.states import JOB_COLUMNS, QUEUED, add_event, job_of, new_job_id
 from shared.models import Job
 from shared.money import budgets
 from shared.providers.base import ImageEditOptions
@@ -238,11 +238,10 @@ def submit_job(session: Session, services: Services, principal: Principal,
     job = new_job(services.settings, principal, req, checked, stored, fingerprint,
                   idempotency_key)
     if not idempotency_key:  # nothing to race for: no savepoint (two round trips fewer)
-        _insert_job(session, job)
-        return job, True
+        return _insert_job(session, job), True
     try:
         with session.begin_nested():
-            _insert_job(session, job)
+            job = _insert_job(session, job)
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.
         if idempotency_key and (winner := replay(session, Job, principal.tenant_id,
@@ -252,17 +251,17 @@ def submit_job(session: Session, services: Services, principal: Principal,
     return job, True
 
 
-def _insert_job(session: Session, job: Job) -> None:
+def _insert_job(session: Session, job: Job) -> Job:
     """A Core INSERT of the job, not the ORM's unit of work (9% of the API's CPU per POST:
-    bench/README.md, issue 28); RETURNING fills in what the database gave it (its seq,
-    its defaults), so `job` reads as the row now is, though no session holds it."""
+    bench/README.md, issue 28); answers the job as the row was written (RETURNING: its
+    seq, its defaults), detached, as a move answers it."""
     given = {column.name: job.__dict__[key] for key, column in JOB_COLUMNS
              if key in job.__dict__}
-    row = session.connection().execute(_INSERT_JOB, given).one()
-    for n, (key, _) in enumerate(JOB_COLUMNS):
-        setattr(job, key, row[n])
-    add_created_event(session, job)
-    uses.record(session, [(job.id, job.tenant_id, key) for key in uses.keys_of(job)])
+    inserted = job_of(session.connection().execute(_INSERT_JOB, given).one())
+    add_created_event(session, inserted)
+    uses.record(session, [(inserted.id, inserted.tenant_id, key)
+                          for key in uses.keys_of(inserted)])
+    return inserted
 
 
 _INSERT_JOB = insert(cast(Table, Job.__table__)).returning(
