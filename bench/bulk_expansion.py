@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from inflight_scale import Profiles
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, insert, select
@@ -322,7 +323,9 @@ def run_once(args: argparse.Namespace, mode: str, number: int) -> dict[str, Any]
         middle2 = {**cpu_seconds(stack), "bench_client": time.process_time(),
                    "machine": machine_busy_seconds(), "wall": time.monotonic()}
         with console.status(f"{tag} bulk: reprocessing {args.parents} jobs while "
-                            f"{args.interactive} interactive jobs run..."):
+                            f"{args.interactive} interactive jobs run..."), Profiles(
+                stack, args.profile, f"bulk-{mode}-run{number}",
+                ("worker", "worker-interactive", "worker-bulk", "api")) as profiles:
             bulk = asyncio.run(bulk_phase(pieces, database_url, args))
         after = {**cpu_seconds(stack), "bench_client": time.process_time(),
                  "machine": machine_busy_seconds(), "wall": time.monotonic()}
@@ -350,6 +353,7 @@ def run_once(args: argparse.Namespace, mode: str, number: int) -> dict[str, Any]
             "worker_log_errors": sum(" ERROR " in x or "Traceback" in x
                                      for x in worker_log.splitlines()),
             "parents_insert_s": round(inserted_s, 2),
+            **({"profile_top": profiles.top()} if args.profile else {}),
             "_samples": {"idle": idle, "during": bulk["interactive"],
                          "during_expansion": bulk["interactive_during_expansion"]},
         }
@@ -453,6 +457,9 @@ def main() -> int:
                         help="seconds an interactive phase may take in all")
     parser.add_argument("--expansion-timeout", type=float, default=120.0)
     parser.add_argument("--keep-logs", metavar="DIR", default=None)
+    parser.add_argument("--profile", metavar="DIR", default=None,
+                        help="py-spy (PY_SPY, else on PATH) records the workers and the API "
+                             "through the bulk phase into DIR; each run gets its top frames")
     parser.add_argument("--bulk-nice", type=int, default=BULK_NICE,
                         help="split mode: the bulk worker's nice value, as docker-compose's "
                              "worker-bulk (`editq worker --nice`)")

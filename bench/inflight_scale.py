@@ -156,9 +156,10 @@ class Profiles:
     only (`--gil`: the thread holding the GIL), as raw collapsed stacks in DIR, and
     `top` names the frames with the largest share of each process's samples."""
 
-    def __init__(self, run: Run, folder: str | None, label: str) -> None:
+    def __init__(self, stack: Any, folder: str | None, label: str,
+                 names: tuple[str, ...] = ("worker", "api")) -> None:
         self.folder = Path(folder) if folder else None
-        self.label, self.run = label, run
+        self.label, self.stack, self.names = label, stack, names
         self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
 
     def __enter__(self) -> Profiles:
@@ -166,8 +167,8 @@ class Profiles:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
         spy = os.environ.get("PY_SPY", "py-spy")
-        for child in self.run.stack.children:
-            if child.name in ("worker", "api"):
+        for child in self.stack.children:
+            if child.name in self.names:
                 out = self.folder / f"{self.label}-{child.name}.txt"
                 self.procs.append((child.name, subprocess.Popen(
                     [spy, "record", "--pid", str(child.process.pid), "--gil", "--rate", "200",
@@ -208,7 +209,7 @@ class Profiles:
 def burst(args: argparse.Namespace, mode: str, jobs: int, latency: float) -> dict[str, Any]:
     with Run(args, mode, latency) as run:
         before = run.mark()
-        with Profiles(run, args.profile, f"burst-{mode}-{run.database}") as profiles:
+        with Profiles(run.stack, args.profile, f"burst-{mode}-{run.database}") as profiles:
             sent = asyncio.run(submit_all(run.api_url, run.key, jobs, args.submit_concurrency))
             accepted = run.mark()
             done = wait_all(run.client, sent["ids"], args.timeout)
@@ -244,7 +245,7 @@ def burst(args: argparse.Namespace, mode: str, jobs: int, latency: float) -> dic
 def api_only(args: argparse.Namespace) -> dict[str, Any]:
     with Run(args, "polling", args.latency, with_worker=False) as run:
         before = run.mark()
-        with Profiles(run, args.profile, f"api-{run.database}") as profiles:
+        with Profiles(run.stack, args.profile, f"api-{run.database}") as profiles:
             sent = asyncio.run(submit_all(run.api_url, run.key, args.jobs,
                                           args.submit_concurrency))
         after = run.mark()
