@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Asynchronous image-edit jobs over WaveSpeed, Stability "
                               "and a local Pillow provider.")
     app.state.services = services
-    app.state.metrics_registry = costs.metrics_registry(settings.database_url)
+    app.state.metrics_registry = costs.metrics_registry(settings.database_url, services)
     app.state.celery = make_celery(settings, name="editq-api")
     app.state.wakeups = WakePublisher(settings.redis_url)
     app.state.changes = Listener(settings.redis_url)

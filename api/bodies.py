@@ -25,6 +25,7 @@ from shared.errors import (
 )
 from shared.inputs.refs import InputRef, image_value, reference
 from shared.jobs.submission import EditRequest
+from shared.queue import NORMAL
 
 EDIT_REQUEST_BODY = {
     "requestBody": {
@@ -97,7 +98,7 @@ def _request_of(body: JobCreate, settings: Settings) -> EditRequest:
                        negative_prompt=body.negative_prompt, operation=body.operation,
                        model=body.model, options=body.options, metadata=body.metadata,
                        deadline_seconds=body.deadline_seconds, webhook_url=body.webhook_url,
-                       retention=body.retention,
+                       retention=body.retention, priority=body.priority,
                        webhook_events=body.webhook_events)
 
 
@@ -137,7 +138,7 @@ def _json_field(form: Any, name: str) -> dict[str, Any]:
 # name, as JSON refuses an unknown member (a mistyped `modle` would run the default model).
 FORM_FIELDS = frozenset({"image", "images", "mask", "prompt", "negative_prompt", "operation",
                          "model", "options", "metadata", "deadline_seconds", "webhook_url",
-                         "webhook_events", "retention"})
+                         "webhook_events", "retention", "priority"})
 
 
 async def _from_multipart(request: Request, settings: Settings,
@@ -188,7 +189,8 @@ async def _from_multipart(request: Request, settings: Settings,
                        webhook_url=text("webhook_url"),
                        webhook_events=[e.strip() for e in events.split(",") if e.strip()]
                        if (events := text("webhook_events")) is not None else None,
-                       retention=_json_field(form, "retention") or None)
+                       retention=_json_field(form, "retention") or None,
+                       priority=text("priority") or NORMAL)
 
 
 def media_type(request: Request) -> str:

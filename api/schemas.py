@@ -41,6 +41,10 @@ class JobCreate(BaseModel):
     webhook_events: list[str] | None = Field(
         None, description="job.started, job.succeeded, job.failed, job.canceled "
                           "(default: the terminal ones)")
+    priority: Literal["normal", "low"] = Field(
+        "normal", description="low: bulk work, run on the bulk queue within bulk's share of "
+                              "each provider's limits (EDITQ_BULK_SHARE), yielding to "
+                              "normal work (as fal's X-Fal-Queue-Priority: low)")
     retention: dict[str, Any] | None = Field(
         None, description="{\"inputs_days\": n, \"outputs_days\": n}: how long this job's "
                           "images are kept after it ends, in place of the tenant's or the "
@@ -91,6 +95,8 @@ class JobOut(BaseModel):
         None, description="the model it was submitted with, if it fell back to another")
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
+    priority: Literal["normal", "low"] = Field(
+        "normal", description="low: bulk work (a batch's jobs by default)")
     batch_id: str | None = Field(None, description="the batch that made it")
     comparison_id: str | None = Field(None, description="the comparison that made it")
     retention: dict[str, Any] | None = Field(
@@ -249,6 +255,8 @@ class BatchOut(_Open):
     id: str
     kind: Literal["items", "reprocess", "source"]
     status: str = Field(description="expanding, running, completed or canceled")
+    priority: Literal["normal", "low"] = Field(
+        description="low (the default): bulk work; normal: its jobs run as interactive ones")
     total: int = Field(description="jobs the batch makes")
     expanded: int = Field(description="jobs made so far")
     counts: dict[str, int] = Field(description="its jobs by status")
@@ -256,6 +264,17 @@ class BatchOut(_Open):
     cost: dict[str, Any] = Field(description="so_far and estimated_total, USD")
     created_at: str
     finished_at: str | None
+
+
+class UsageOut(BaseModel):
+    bulk_share: float = Field(description="the share of each provider's limits bulk work "
+                                          "(priority low) may take (EDITQ_BULK_SHARE)")
+    bulk_weight: int = Field(description="your weight when tenants share bulk's part")
+    providers: dict[str, Any] = Field(
+        description="per rate-limited provider: `rate` (calls in the window) and "
+                    "`in_flight` (slots), each with its limit, bulk's cap (bulk_limit), "
+                    "what is used in all, by interactive and by bulk work, and your part "
+                    "of bulk (an admin key: every tenant's)")
 
 
 class BatchList(BaseModel):

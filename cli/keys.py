@@ -37,11 +37,14 @@ def keys() -> None:
                    "EDITQ_KEEP_INPUTS_DAYS (\"forever\"; \"default\" removes it)")
 @click.option("--keep-outputs-days", "keep_outputs", metavar="DAYS", default=None,
               help="the same for outputs (EDITQ_KEEP_OUTPUTS_DAYS)")
+@click.option("--bulk-weight", "bulk_weight", type=click.IntRange(1, 1000), default=None,
+              help="the tenant's weight when tenants share bulk's part of a provider's limits "
+                   "(default 1: equal parts)")
 @click.option("--existing", is_flag=True,
               help="a new key for a tenant that exists; refuse to create one")
 def keys_create(tenant: str, admin: bool, budget: str | None, model_budgets: tuple[str, ...],
                 plan: str | None, webhook_url: str | None, keep_inputs: str | None,
-                keep_outputs: str | None, existing: bool) -> None:
+                keep_outputs: str | None, existing: bool, bulk_weight: int | None) -> None:
     """Create an API key, and set the tenant's limits. The key is shown once, as the last
     word of the output."""
     from shared.db import session_scope
@@ -82,8 +85,12 @@ def keys_create(tenant: str, admin: bool, budget: str | None, model_budgets: tup
         for which, given in (("inputs", keep_inputs), ("outputs", keep_outputs)):
             if given is not None:
                 setattr(row, f"keep_{which}_seconds", _keep_seconds(given, which))
+        if bulk_weight is not None:
+            row.bulk_weight = bulk_weight
         key = create_api_key(session, tenant, admin=admin)
         limits = [f"plan {row.plan or settings.default_plan}"]
+        if (row.bulk_weight or 1) != 1:
+            limits.append(f"bulk weight {row.bulk_weight}")
         if row.monthly_budget is not None:
             limits.append(f"monthly budget {row.monthly_budget.normalize():f} USD")
         limits += [f"{m} {v.normalize():f} USD/month" for m, v in per_model.items()]

@@ -204,6 +204,18 @@ class Settings(BaseSettings):
     batch_chunk_size: int = Field(500, ge=1, le=10_000)
     bulk_max_in_flight: int = Field(200, ge=1, le=100_000)
     bulk_feed_interval_seconds: float = Field(1.0, ge=0.1, le=300)
+    # Fair share (shared.guards.fairshare; README, "Fair share"). Bulk work (priority
+    # "low": a batch's jobs unless it says otherwise) may take at most this share of each
+    # provider's rate and in-flight limits: the rest is kept for interactive work, which
+    # may also borrow what bulk leaves idle. Tenants split bulk's share by their weight.
+    bulk_share: float = Field(0.7, gt=0, le=1)
+    # The feeder sends a rate-limited provider's bulk jobs at bulk's share of its rate,
+    # at most this many seconds' worth at once, not in bursts that the provider answers
+    # all together (bench/README.md, "Issue 29").
+    bulk_pace_burst_seconds: float = Field(2.0, ge=0.1, le=600)
+    # The in-flight engine finishes bulk jobs in a pool of their own, this size, so a wave
+    # of bulk answers cannot hold interactive finishes back.
+    bulk_finish_threads: int = Field(2, ge=1, le=256)
     # An expanding batch's lease, renewed at each chunk: past it, the reaper presumes its
     # worker dead and another resumes from the cursor (chunks lock the batch row, so
     # even two expanders at once make no job twice). It must outlast one chunk.

@@ -13,6 +13,7 @@ from typing import Any
 from shared.db import utcnow
 from shared.formats import iso, money
 from shared.models import Job
+from shared.queue import priority_of
 from shared.storage import Storage
 
 
@@ -55,6 +56,7 @@ def job_snapshot(job: Job) -> dict[str, Any]:
         "fallback_from": job.fallback_from,
         "webhook_url": job.webhook_url,
         "webhook_events": job.webhook_events,
+        "priority": priority_of(job.queue),
         "batch_id": job.batch_id,
         "comparison_id": job.comparison_id,
         "retention": _retention(job),

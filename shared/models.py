@@ -55,6 +55,9 @@ class Tenant(Base):
     # the deployment's EDITQ_KEEP_*_DAYS (None: the deployment's; -1: for good).
     keep_inputs_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     keep_outputs_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # This tenant's weight in bulk's share of each provider's limits (shared.guards.
+    # fairshare): an operator's setting (`editq keys create --bulk-weight`), never its own.
+    bulk_weight: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class ModelBudget(Base):

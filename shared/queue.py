@@ -26,6 +26,20 @@ DELIVER_WEBHOOK_TASK = "editq.deliver_webhook"
 SWEEP_RETENTION_TASK = "editq.sweep_retention"
 INTERACTIVE = "interactive"
 BULK = "bulk"
+# A job's priority is the queue it runs on: "low" is bulk work (a batch's jobs unless the
+# batch says otherwise), run on the bulk queue and held to bulk's share of each
+# provider's limits (shared.guards.fairshare); "normal" is interactive.
+NORMAL, LOW = "normal", "low"
+PRIORITIES = (NORMAL, LOW)
+
+
+def queue_for(priority: str) -> str:
+    return BULK if priority == LOW else INTERACTIVE
+
+
+def priority_of(queue: str) -> str:
+    return LOW if queue == BULK else NORMAL
+
 
 # Redis redelivers an unacknowledged message after this long. Every countdown
 # editq schedules stays far below it, so a delayed task is never run twice.

@@ -48,6 +48,24 @@ def ratelimit_pause(provider: str) -> str:
     return f"{PREFIX}:ratelimit:{provider}:pause"
 
 
+def ratelimit_bulk(provider: str, resource: str) -> str:
+    """Bulk's part of one of the provider's limits (`rate` or `inflight`): for the rate,
+    a sorted set of bulk calls (member `tenant<TAB>call`); for in-flight slots, a hash of
+    the bulk jobs holding one (job id -> tenant)."""
+    return f"{PREFIX}:ratelimit:{provider}:{resource}:bulk"
+
+
+def ratelimit_waiting(provider: str, resource: str) -> str:
+    """The tenants whose bulk work was refused one of the provider's limits, scored by when
+    they are expected back: while there, others keep to their fair part."""
+    return f"{PREFIX}:ratelimit:{provider}:{resource}:waiting"
+
+
+def ratelimit_weights(provider: str) -> str:
+    """Each tenant's bulk weight as its last call said (tenant -> weight)."""
+    return f"{PREFIX}:ratelimit:{provider}:weights"
+
+
 def breaker(provider: str) -> str:
     """The provider's circuit breaker: a hash of its failures and open/probe times."""
     return f"{PREFIX}:breaker:{provider}"

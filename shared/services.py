@@ -18,22 +18,30 @@ by every thread of the process.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
+from sqlalchemy import select
 
 from shared.changes import Publisher, register
 from shared.config import Settings
+from shared.db import session_scope
 from shared.guards.breaker import CircuitBreaker, build_breaker
-from shared.guards.ratelimit import ProviderLimiter, build_limiter
+from shared.guards.ratelimit import Bulk, ProviderLimiter, build_limiter
+from shared.models import Job, Tenant
 from shared.providers.base import ImageEditProvider
 from shared.providers.catalog import Catalog, load_catalog
 from shared.providers.registry import Registry
 from shared.providers.router import build_provider
+from shared.queue import BULK
 from shared.storage import Storage
 
 T = TypeVar("T")
+# How long a tenant's bulk weight is taken as read: an operator's change reaches every
+# worker within this, and a submit does not read the tenants table.
+WEIGHT_TTL_SECONDS = 30.0
 
 
 class Services:
@@ -53,6 +61,7 @@ class Services:
         self._breakers: dict[str, CircuitBreaker | None] = {}
         self._limiters: dict[str, ProviderLimiter | None] = {}
         self._sources: dict[str, Storage] = {}
+        self._weights: dict[str, tuple[float, int]] = {}
         self._fetcher: httpx.Client | None = None
         # Commits that change a job, batch or comparison say so on Redis (shared.changes).
         self.changes = Publisher(settings.redis_url)
@@ -97,6 +106,31 @@ class Services:
         (guards know no provider by name); None without limits."""
         return self._once(self._limiters, provider, lambda name, settings: build_limiter(
             name, self.registry.entry(name).limits(settings), settings))
+
+    def limits_in_use(self) -> dict[str, dict[str, Any]]:
+        """Each limited provider's limits and what interactive and bulk work hold of them
+        now (GET /v1/usage, the metrics)."""
+        return {name: limiter.usage() for name in self.registry.names()
+                if (limiter := self.limiter(name)) is not None}
+
+    def bulk(self, job: Job) -> Bulk | None:
+        """Whose bulk work a job is, for the limits' fair share; None for interactive work
+        (a job on the interactive queue: priority "normal")."""
+        if job.queue != BULK:
+            return None
+        return Bulk(job.tenant_id, self.bulk_weight(job.tenant_id))
+
+    def bulk_weight(self, tenant_id: str) -> int:
+        """The tenant's weight in bulk's share, as read at most WEIGHT_TTL_SECONDS ago."""
+        now = time.monotonic()
+        read = self._weights.get(tenant_id)
+        if read is None or read[0] < now:
+            with session_scope(self.settings.database_url) as session:
+                weight = session.scalar(select(Tenant.bulk_weight)
+                                        .where(Tenant.id == tenant_id))
+            read = (now + WEIGHT_TTL_SECONDS, weight or 1)
+            self._weights[tenant_id] = read
+        return read[1]
 
     def _once(self, built: dict[str, T], name: str,
               build: Callable[[str, Settings], T]) -> T:

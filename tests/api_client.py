@@ -80,7 +80,8 @@ class ApiClient:
                idempotency_key: str | None = None,
                deadline_seconds: int | None = None, webhook_url: str | None = None,
                webhook_events: list[str] | None = None,
-               retention: dict[str, float] | None = None) -> dict[str, Any]:
+               retention: dict[str, float] | None = None,
+               priority: str | None = None) -> dict[str, Any]:
         """Submit one image, or a list of images (sent as `images[]`): each the file's
         bytes, an https:// URL or an upload id. `retention`: {"inputs_days": n,
         "outputs_days": n}, how long its images are kept after it ends. Without an
@@ -95,7 +96,8 @@ class ApiClient:
         optional = {"negative_prompt": negative_prompt, "prompt": prompt, "model": model,
                     "operation": operation,
                     "deadline_seconds": deadline_seconds, "webhook_url": webhook_url,
-                    "webhook_events": webhook_events, "retention": retention}
+                    "webhook_events": webhook_events, "retention": retention,
+                    "priority": priority}
         body.update({name: value for name, value in optional.items() if value is not None})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._check(self.http.post("/v1/jobs", json=body, headers=headers))

@@ -47,7 +47,7 @@ os.environ.setdefault("EDITQ_DATABASE_MAX_OVERFLOW", "6")
 # for one database backend never take messages meant for another.
 REDIS_DB = {"api": 8, "sqlite": 9, "postgresql": 10, "faults": 11, "webhooks": 12,
             "load": 13, "costs": 14, "resilience": 15, "deliveries": 7, "batches": 6,
-            "inflight": 5}
+            "inflight": 5, "fair": 4}
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def redis_base(stack: Stack) -> str:
     """A Redis URL without database number.
 
-    Each session takes eleven of a server's sixteen databases (REDIS_DB), so under
+    Each session takes twelve of a server's sixteen databases (REDIS_DB), so under
     pytest-xdist only the first worker uses the server at EDITQ_REDIS_URL; every other
     worker starts a redis-server of its own."""
     url = os.environ.get("EDITQ_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from shared.batches.expansion import expand, feed, finish_batches
+from shared.batches.expansion import expand, feed, finish_batches, pace_of
 from shared.inputs.uploads import delete_expired as delete_expired_uploads
 from shared.jobs.attempt import run_job as run_attempt
 from shared.jobs.finish import adopt
 from shared.jobs.recovery import recover, send
 from shared.queue import (
-    BULK,
     DELIVER_WEBHOOK_TASK,
     DISPATCH_WEBHOOKS_TASK,
     EXPAND_BATCH_TASK,
@@ -97,15 +96,16 @@ def deliver_webhook(delivery_id: str) -> str:
     return deliver(delivery_id, ctx.settings, ctx.storage, ctx.webhook_http)
 
 
-def _send_bulk(job_id: str) -> None:
-    enqueue_run(app, job_id, queue=BULK)
+def _send_fed(job_id: str, queue: str) -> None:
+    enqueue_run(app, job_id, queue=queue)
 
 
 @app.task(name=EXPAND_BATCH_TASK, ignore_result=True)
 def expand_batch(batch_id: str) -> int:
     ctx = runtime.current()
     made = expand(ctx.services, batch_id)
-    feed(ctx.settings, _send_bulk)  # its jobs, now that it is expanded (else beat, within 1 s)
+    # its jobs, now that it is expanded (else beat, within 1 s)
+    feed(ctx.settings, _send_fed, pace_of(ctx.services))
     log.info("batch %s: %d job(s) created", batch_id, made)
     return made
 
@@ -113,6 +113,6 @@ def expand_batch(batch_id: str) -> int:
 @app.task(name=FEED_BULK_TASK, ignore_result=True)
 def feed_bulk() -> int:
     ctx = runtime.current()
-    sent = feed(ctx.settings, _send_bulk)
+    sent = feed(ctx.settings, _send_fed, pace_of(ctx.services))
     finish_batches(ctx.settings, ctx.storage)
     return sent

@@ -72,7 +72,7 @@ async def _parse(request: Request, settings: Settings) -> tuple[BatchCreate, Bin
         for name in ("defaults", "metadata"):
             if isinstance(value := form.get(name), str) and value:
                 fields[name] = user_json.loads(value, field=name)
-        for name in ("on_error", "webhook_url"):
+        for name in ("on_error", "webhook_url", "priority"):
             if isinstance(value := form.get(name), str) and value:
                 fields[name] = value
         if isinstance(events := form.get("webhook_events"), str) and events:

@@ -58,16 +58,17 @@ async def create_comparison(request: Request, response: Response, services: Serv
     """Every model's checks run before anything is stored; the total is admitted at once."""
     req, models = await read_comparison_request(request, services.settings)
 
-    def create(session: Session) -> tuple[dict[str, Any], list[str], bool]:
+    def create(session: Session) -> tuple[dict[str, Any], list[tuple[str, str]], bool]:
         found, jobs, created = comparisons.create(session, services, principal, req, models,
                                                   idempotency_key)
         session.commit()
-        return comparisons.view(found, jobs, services.storage), [j.id for j in jobs], created
+        return (comparisons.view(found, jobs, services.storage),
+                [(j.id, j.queue) for j in jobs], created)
 
     view, job_ids, created = await work(create)
     if created:
-        for job_id in job_ids:
-            await run_in_threadpool(enqueue_job, celery, work, job_id)
+        for job_id, queue in job_ids:
+            await run_in_threadpool(enqueue_job, celery, work, job_id, queue)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/comparisons/{view['id']}"

@@ -1,4 +1,6 @@
-"""GET /v1/costs (cost reports, JSON or CSV) and GET /metrics (Prometheus).
+"""GET /v1/costs (cost reports, JSON or CSV), GET /v1/budget, GET /v1/usage (the
+providers' limits and the shares interactive and bulk work hold) and GET /metrics
+(Prometheus).
 
 Both read the ledger through shared/money/reports.py, the one implementation the
 `editq costs` command uses too. /metrics is computed from the database at
@@ -17,10 +19,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlalchemy.orm import Session
 
-from api.deps import PrincipalDep, SettingsDep, WorkDep
-from api.schemas import BudgetOut, CostReportOut
+from api.deps import PrincipalDep, ServicesDep, SettingsDep, WorkDep
+from api.schemas import BudgetOut, CostReportOut, UsageOut
 from shared.db import session_scope
 from shared.errors import Forbidden
+from shared.guards.ratelimit import seen_by
 from shared.money import budgets
 from shared.money.reports import (
     FINISHED_STATUSES,
@@ -96,6 +99,20 @@ def get_budget(settings: SettingsDep, work: WorkDep, principal: PrincipalDep) ->
         session, settings, principal.tenant_id).as_dict())
 
 
+@router.get("/v1/usage", tags=["costs"], response_model=UsageOut)
+def get_usage(services: ServicesDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Each rate-limited provider's limits now: how much of each interactive and bulk
+    work hold, bulk's cap (EDITQ_BULK_SHARE of it), and the caller's own part of bulk.
+    An admin key sees every tenant's part."""
+    def read() -> dict[str, Any]:
+        return {name: seen_by(usage, principal.tenant_id, principal.is_admin)
+                for name, usage in services.limits_in_use().items()}
+
+    return {"bulk_share": services.settings.bulk_share,
+            "bulk_weight": services.bulk_weight(principal.tenant_id),
+            "providers": read()}
+
+
 class LedgerCollector:
     """Reads the ledger and the jobs table at each scrape (every tenant, all time)."""
 
@@ -143,10 +160,51 @@ def _families() -> tuple[CounterMetricFamily, CounterMetricFamily, CounterMetric
     )
 
 
-def metrics_registry(database_url: str) -> CollectorRegistry:
+class LimitsCollector:
+    """Reads each limited provider's limits in Redis at each scrape: the limit, bulk's
+    cap, and what normal and low priority work hold of it (GET /v1/usage in numbers)."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    def collect(self) -> Iterable[Metric]:
+        limit, used, by_tenant = families = _limit_families()
+        for provider, usage in self.services.limits_in_use().items():
+            for name in ("rate", "in_flight"):
+                if not usage.get("available") or (part := usage.get(name)) is None:
+                    continue
+                limit.add_metric([provider, name, "all"], part["limit"])
+                limit.add_metric([provider, name, "low"], part["bulk_limit"])
+                used.add_metric([provider, name, "normal"], part["interactive"])
+                used.add_metric([provider, name, "low"], part["bulk"])
+                for tenant, count in part["bulk_by_tenant"].items():
+                    by_tenant.add_metric([provider, name, tenant], count)
+        return families
+
+    def describe(self) -> Iterable[Metric]:
+        return _limit_families()
+
+
+def _limit_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    return (
+        GaugeMetricFamily("editq_provider_limit", "A provider's limit (rate: calls per "
+                          "window; in_flight: slots), in all and bulk's (priority low) cap",
+                          labels=["provider", "limit", "priority"]),
+        GaugeMetricFamily("editq_provider_limit_used", "What normal and low priority work "
+                          "hold of a provider's limit now", labels=["provider", "limit",
+                                                                    "priority"]),
+        GaugeMetricFamily("editq_provider_bulk_used_by_tenant", "What each tenant's bulk "
+                          "work holds of a provider's limit now",
+                          labels=["provider", "limit", "tenant"]),
+    )
+
+
+def metrics_registry(database_url: str, services: Any = None) -> CollectorRegistry:
     """One registry per app, built with it (never the global one)."""
     registry = CollectorRegistry()
     registry.register(LedgerCollector(database_url))
+    if services is not None:
+        registry.register(LimitsCollector(services))
     return registry
 
 

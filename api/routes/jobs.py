@@ -38,7 +38,7 @@ from shared.formats import parse_instant
 from shared.jobs import lookup, progress, states
 from shared.jobs.submission import submit_job
 from shared.jobs.views import event_view, job_view
-from shared.queue import enqueue_run
+from shared.queue import INTERACTIVE, enqueue_run, queue_for
 from shared.retention import erase
 
 log = logging.getLogger(__name__)
@@ -64,17 +64,18 @@ async def create_job(request: Request, response: Response, services: ServicesDep
 
     view, created = await work(submit)
     if created:
-        await run_in_threadpool(enqueue_job, celery, work, view["id"])
+        await run_in_threadpool(enqueue_job, celery, work, view["id"],
+                                queue_for(view["priority"]))
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/jobs/{view['id']}"
     return view
 
 
-def enqueue_job(celery: Any, work: Work, job_id: str) -> None:
+def enqueue_job(celery: Any, work: Work, job_id: str, queue: str = INTERACTIVE) -> None:
     """The job row is committed; if the broker is down the job stays queued for the reaper."""
     try:
-        enqueue_run(celery, job_id)
+        enqueue_run(celery, job_id, queue=queue)
     except Exception as exc:
         error = type(exc).__name__
         log.error("job %s: enqueue failed: %s", job_id, error)

@@ -96,6 +96,10 @@ class Checked:
         return sum(self.by_model.values(), Decimal(0))
 
 
+PRIORITY_IS_THE_BATCHS = ("a batch's jobs take the batch's priority (`priority` on the "
+                          "batch: low by default), not an item's")
+
+
 def check_items(lines: Iterable[tuple[int, dict[str, Any] | EditqError]],
                 defaults: dict[str, Any], services: Services, decode: Any,
                 principal: Principal,
@@ -117,6 +121,8 @@ def check_items(lines: Iterable[tuple[int, dict[str, Any] | EditqError]],
         try:
             if isinstance(raw, EditqError):
                 raise raw
+            if "priority" in raw:
+                raise InvalidInput(PRIORITY_IS_THE_BATCHS, field="priority")
             req: EditRequest = decode({**defaults, **raw})
             result = check_request(req, services)
         except EditqError as exc:

@@ -7,8 +7,10 @@
   it expands; the reaper restarts one whose lease ran out.
 - Batch jobs are created queued but not sent. The feeder (beat, every
   `bulk_feed_interval_seconds`, and after the last chunk) sends the oldest of them
-  to the bulk queue while fewer than `bulk_max_in_flight` bulk jobs are in flight,
-  so a 100,000-job batch never floods the broker nor starves interactive jobs.
+  (to the bulk queue: a batch's priority is low unless it says otherwise) while fewer
+  than `bulk_max_in_flight` are in flight, so a 100,000-job batch never floods the
+  broker nor starves interactive jobs; and a rate-limited provider's bulk jobs at bulk's
+  share of its rate, evenly (ProviderLimiter.pace), so their answers come as evenly.
 - Tenants take turns for the room under the cap, oldest job first within each.
 - A batch's jobs are sent only once it is fully expanded. Expanding takes seconds;
   its first jobs running alongside it made it take three times as long on a small
@@ -41,12 +43,12 @@ from shared.jobs.states import CANCELED, QUEUED, TERMINAL, new_job_id
 from shared.jobs.states import RUNNING as JOB_RUNNING
 from shared.models import Batch, Job, JobEvent, Tenant, WebhookDelivery
 from shared.providers.catalog import Catalog
+from shared.queue import BULK, INTERACTIVE, LOW, queue_for
 from shared.retention import policy, uses
 from shared.services import Services
 from shared.storage import Storage, batch_key
 from shared.webhooks.outbox import PENDING
 
-BULK = "bulk"
 FEED_LOCK = 0x6564_6974_7166_6564  # PostgreSQL advisory lock: one bulk feeder at a time
 
 
@@ -200,7 +202,8 @@ def _insert_jobs(session: Session, batch: Batch, chunk: list[dict[str, Any]],
         "input_keys": c["input_keys"], "mask_key": c.get("mask_key"), "outputs": [],
         "input_refs": c.get("input_refs"), "inputs_upright": c.get("inputs_upright"),
         "attempts": 0, "cost_estimated": Decimal(c["estimate"]),
-        "currency": c.get("currency", "USD"), "queue": BULK, "batch_id": batch.id,
+        "currency": c.get("currency", "USD"),
+        "queue": queue_for(batch.spec.get("priority", LOW)), "batch_id": batch.id,
         "batch_index": batch.expanded + n, "parent_job_id": c.get("parent_job_id"),
         # An item's own subscription, else the job events the batch subscribes to (an
         # empty list: none, not the tenant's default for every job of a big batch).
@@ -237,37 +240,76 @@ def _deadline(now: datetime, seconds: int | None) -> datetime | None:
     return now + timedelta(seconds=seconds) if seconds else None
 
 
-def feed(settings: Settings, send: Callable[[str], None]) -> int:
-    """Send waiting batch jobs to the bulk queue while there is room under the cap."""
+Send = Callable[[str, str], None]  # (job id, queue)
+Pace = Callable[[str, int], int]  # (provider, jobs wanted) -> jobs that may go now
+
+
+def pace_of(services: Services) -> Pace:
+    """Each provider's limiter paces bulk (its share of the rate, evenly); a provider
+    without one is not paced."""
+    def pace(provider: str, wanted: int) -> int:
+        limiter = services.limiter(provider)
+        return limiter.pace(wanted) if limiter is not None else wanted
+    return pace
+
+
+def feed(settings: Settings, send: Send, pace: Pace | None = None) -> int:
+    """Send waiting batch jobs to their queue while there is room under the cap; a
+    low-priority (bulk) job only when its provider's pace allows (`pace`)."""
     now = utcnow()
+    sent_now = or_(Job.status == JOB_RUNNING,
+                   (Job.status == QUEUED) & Job.lease_expires_at.is_not(None))
     with session_scope(settings.database_url) as session:
         _one_feeder_at_a_time(session)
-        in_flight = session.scalar(select(func.count()).select_from(Job).where(
-            Job.queue == BULK, or_(Job.status == JOB_RUNNING,
-                                   (Job.status == QUEUED) & Job.lease_expires_at.is_not(None))))
-        room = settings.bulk_max_in_flight - (in_flight or 0)
+        # In flight: the bulk queue's jobs, and a normal-priority batch's sent ones.
+        in_flight = (session.scalar(select(func.count()).select_from(Job).where(
+            Job.queue == BULK, sent_now)) or 0) + (session.scalar(
+                select(func.count()).select_from(Job).where(
+                    Job.queue == INTERACTIVE, Job.batch_id.is_not(None), sent_now)) or 0)
+        room = settings.bulk_max_in_flight - in_flight
         if room <= 0:
             return 0
         # Tenants take turns: each tenant's oldest waiting job, then each one's second,
         # and so on. A tenant's 100,000-job batch must not make another's 10 jobs wait
         # for all of it.
         turn = func.row_number().over(partition_by=Job.tenant_id, order_by=Job.seq)
-        ranked = (select(Job.id, Job.seq, turn.label("turn"))
+        ranked = (select(Job.id, Job.seq, Job.provider, Job.queue, turn.label("turn"))
                   .join(Batch, Batch.id == Job.batch_id)
-                  .where(Job.queue == BULK, Job.status == QUEUED,
-                         Job.lease_expires_at.is_(None), Batch.status == RUNNING)
+                  .where(Job.status == QUEUED, Job.lease_expires_at.is_(None),
+                         Batch.status == RUNNING)
                   .subquery())
-        waiting = list(session.scalars(select(ranked.c.id)
-                                       .order_by(ranked.c.turn, ranked.c.seq).limit(room)))
-        if waiting:  # (only the jobs marked here are sent: one canceled meanwhile is not)
-            waiting = list(session.scalars(
-                update(Job).where(Job.id.in_(waiting), Job.status == QUEUED,
+        waiting = list(session.execute(select(ranked.c.id, ranked.c.provider, ranked.c.queue)
+                                  .order_by(ranked.c.turn, ranked.c.seq).limit(room)))
+        chosen = _paced(waiting, pace) if pace is not None else waiting
+        queues = {row.id: row.queue for row in chosen}
+        if queues:  # (only the jobs marked here are sent: one canceled meanwhile is not)
+            marked = list(session.scalars(
+                update(Job).where(Job.id.in_(list(queues)), Job.status == QUEUED,
                                   Job.lease_expires_at.is_(None))
                 .values(lease_expires_at=now)
                 .execution_options(synchronize_session=False).returning(Job.id)))
-    for job_id in waiting:
-        send(job_id)
-    return len(waiting)
+            queues = {job_id: queues[job_id] for job_id in marked}
+    for job_id, queue in queues.items():
+        send(job_id, queue)
+    return len(queues)
+
+
+def _paced(waiting: list[Any], pace: Pace) -> list[Any]:
+    """The waiting jobs (in turn order) that may go now: bulk ones as far as their
+    provider's pace allows; others (a normal-priority batch's) all."""
+    wanted: dict[str, int] = {}
+    for row in waiting:
+        if row.queue == BULK:
+            wanted[row.provider] = wanted.get(row.provider, 0) + 1
+    allowed = {provider: pace(provider, n) for provider, n in wanted.items()}
+    chosen = []
+    for row in waiting:
+        if row.queue != BULK:
+            chosen.append(row)
+        elif allowed[row.provider] > 0:
+            allowed[row.provider] -= 1
+            chosen.append(row)
+    return chosen
 
 
 def finish_batches(settings: Settings, storage: Storage, limit: int = 50) -> list[str]:

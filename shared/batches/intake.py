@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from shared import user_json
 from shared.address_guard import check_webhook_url
 from shared.batches import checks, records
+from shared.batches.checks import PRIORITY_IS_THE_BATCHS
 from shared.db import newest_first, session_scope, utcnow
 from shared.errors import EditqError, InvalidInput, InvalidJson
 from shared.formats import money
@@ -28,6 +29,7 @@ from shared.idempotency import checked_key, replay
 from shared.jobs.submission import EditRequest
 from shared.models import Batch
 from shared.money import budgets
+from shared.queue import LOW
 from shared.services import Services
 from shared.storage import Storage
 from shared.tenants import Principal
@@ -71,6 +73,11 @@ class BatchCreate(BaseModel):
     webhook_events: list[str] | None = Field(
         None, description="batch.completed (default) and any job events for its jobs")
     metadata: dict[str, Any] = Field(default_factory=dict)
+    priority: Literal["normal", "low"] = Field(
+        "low", description="low (the default): bulk work, within bulk's share of each "
+                           "provider's limits, yielding to interactive jobs; normal: its jobs "
+                           "run as interactive ones (still fed at most EDITQ_BULK_MAX_IN_FLIGHT "
+                           "at a time)")
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,9 @@ def read_jsonl(upload: BinaryIO) -> Iterator[tuple[int, dict[str, Any] | EditqEr
 
 def fingerprint(body: BatchCreate, upload: BinaryIO | None) -> str:
     """What makes two POSTs the same batch, for Idempotency-Key."""
-    canonical = json.dumps(body.model_dump(mode="json", exclude={"dry_run"}), sort_keys=True)
+    # (the default priority left out: keys stored before priorities still match)
+    leave_out = {"dry_run"} | ({"priority"} if body.priority == LOW else set())
+    canonical = json.dumps(body.model_dump(mode="json", exclude=leave_out), sort_keys=True)
     digest = hashlib.sha256(f"{canonical}\n".encode())
     if upload is not None:
         upload.seek(0)
@@ -130,6 +139,8 @@ def accept(services: Services, principal: Principal, body: BatchCreate, upload: 
                            "file for more", field="items")
     for name in ("defaults", "metadata"):
         user_json.check(getattr(body, name), field=name)
+    if "priority" in body.defaults:
+        raise InvalidInput(PRIORITY_IS_THE_BATCHS, field="defaults.priority")
     if body.reprocess is not None:
         user_json.check(body.reprocess.filter, field="reprocess.filter")
         user_json.check(body.reprocess.override, field="reprocess.override")
@@ -161,7 +172,8 @@ def accept(services: Services, principal: Principal, body: BatchCreate, upload: 
             return Accepted(_dry_run(session, services, principal.tenant_id, checked),
                             None, False)
         batch, created = records.create(
-            session, services, principal, kind=kind, checked=checked, spec=spec,
+            session, services, principal, kind=kind, checked=checked,
+            spec={**spec, "priority": body.priority},
             skip_invalid=body.on_error == "skip", webhook_url=body.webhook_url,
             webhook_events=body.webhook_events, metadata=body.metadata,
             idempotency_key=key, fingerprint=request_hash)

@@ -30,6 +30,7 @@ from shared.idempotency import replay
 from shared.jobs.states import CANCELED, QUEUED, STATUSES, TERMINAL
 from shared.models import Batch, Job, JobEvent
 from shared.money import budgets
+from shared.queue import LOW
 from shared.services import Services
 from shared.storage import Storage, batch_key
 from shared.tenants import Principal
@@ -127,6 +128,7 @@ def batch_view(session: Session, batch: Batch, storage: Storage | None) -> dict[
     done = sum(by_status[s] for s in TERMINAL)
     return {
         "id": batch.id, "kind": batch.kind, "status": batch.status,
+        "priority": batch.spec.get("priority", LOW),
         "total": batch.total, "expanded": batch.expanded,
         "counts": {s: by_status.get(s, 0) for s in STATUSES},
         "progress": {"done": done, "total": batch.total,

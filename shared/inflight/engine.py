@@ -46,6 +46,7 @@ from shared.jobs.schedule import followed_lease_seconds, next_look_seconds, time
 from shared.jobs.states import RUNNING, release_leases, renew_leases
 from shared.models import Job
 from shared.providers.looks import Looker
+from shared.queue import BULK
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,11 @@ class Engine:
                                         daemon=True)
         self._finishers = ThreadPoolExecutor(settings.inflight_finish_threads,
                                              thread_name_prefix="editq-finish")
+        # Bulk jobs finish in a smaller pool of their own: a wave of bulk answers is
+        # stored and written a few at a time, and interactive finishes never queue
+        # behind it (bench/README.md, "Issue 29").
+        self._bulk_finishers = ThreadPoolExecutor(settings.bulk_finish_threads,
+                                                  thread_name_prefix="editq-finish-bulk")
         # Pools of their own, not the loop's default one: lease renewals wait on the
         # database (SQLite's lock, up to its busy timeout), and a look must never queue
         # behind them for the breaker's or a limiter's quick Redis call (a chaos run saw
@@ -148,6 +154,7 @@ class Engine:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(2.0)
         self._finishers.shutdown(wait=False, cancel_futures=True)
+        self._bulk_finishers.shutdown(wait=False, cancel_futures=True)
         self._io.shutdown(wait=False, cancel_futures=True)
         self._leases.shutdown(wait=False, cancel_futures=True)
         return [job.id for job in jobs]
@@ -214,7 +221,8 @@ class Engine:
             # Providers that count every request (Stability) take the shared rate.
             if (limiter is not None and limiter.limits.count_looks
                     and (wait := await self._loop.run_in_executor(
-                        self._io, limiter.before_look, job.id))):
+                        self._io, limiter.before_look, job.id,
+                        self.services.bulk(job)))):
                 self._again(entry, wait * random.uniform(1.0, 1.5))
                 return
             async with self._gate(job.provider):
@@ -288,8 +296,8 @@ class Engine:
                 self._schedule(entry, 0.0 if entry.woken else outcome.delay)
                 entry.woken = False
 
-        self._loop.run_in_executor(self._finishers, self._step, step, job).add_done_callback(
-            done)
+        pool = self._bulk_finishers if job.queue == BULK else self._finishers
+        self._loop.run_in_executor(pool, self._step, step, job).add_done_callback(done)
 
     def _step(self, step: Step, job: Job) -> RunOutcome:
         """In the finishing pool: the step, then (off the loop: it is a broker send) the

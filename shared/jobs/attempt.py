@@ -118,7 +118,8 @@ def run_job(job_id: str, services: Services) -> RunOutcome:
         # The slot is taken just before the call, so what the limiter counts is what
         # the provider sees, within milliseconds.
         limiter = services.limiter(job.provider)
-        if limiter is not None and (wait := limiter.before_submit(job_id)):
+        if limiter is not None and (wait := limiter.before_submit(job_id,
+                                                                  services.bulk(job))):
             return _wait(job, services, wait, f"{job.provider} limit")
         submitted = provider.submit(spec, options, webhook_url(settings, spec.provider))
     except EditqError as exc:

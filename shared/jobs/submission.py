@@ -37,6 +37,7 @@ from shared.providers.base import ImageEditOptions
 from shared.providers.catalog import ModelSpec
 from shared.providers.pricing import Price
 from shared.providers.router import TYPED_FIELDS, build_options
+from shared.queue import NORMAL, PRIORITIES, queue_for
 from shared.retention import policy, uses
 from shared.services import Services
 from shared.storage import Storage, input_key
@@ -68,6 +69,8 @@ class EditRequest:
     # How long this job's inputs and outputs are kept after it ends, in days, in place of
     # its tenant's or the deployment's: {"inputs_days": n, "outputs_days": n}.
     retention: dict[str, Any] | None = None
+    # "low": bulk work, on the bulk queue and within bulk's share of the providers' limits.
+    priority: str = NORMAL
 
     def fingerprint(self) -> str:
         """Same request, same fingerprint, whichever transport carried it."""
@@ -83,6 +86,8 @@ class EditRequest:
             "metadata": self.metadata, "deadline_seconds": self.deadline_seconds,
             "webhook_url": self.webhook_url, "webhook_events": self.webhook_events,
             "retention": self.retention,
+            # (only when not the default: keys stored before priorities still match)
+            **({"priority": self.priority} if self.priority != NORMAL else {}),
         }
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
@@ -100,6 +105,8 @@ def check_sizes(req: EditRequest, settings: Settings) -> tuple[list[Input], Inpu
             1 <= req.deadline_seconds <= MAX_DEADLINE_SECONDS):
         raise InvalidInput(f"deadline_seconds must be 1 to {MAX_DEADLINE_SECONDS}",
                            field="deadline_seconds")
+    if req.priority not in PRIORITIES:
+        raise InvalidInput(f"priority must be one of {', '.join(PRIORITIES)}", field="priority")
     if req.webhook_url is not None:
         check_webhook_url(req.webhook_url, settings.webhook_allowed_host_set)
     req.webhook_events = check_events(req.webhook_events)
@@ -331,6 +338,7 @@ def new_job(settings: Settings, principal: Principal, req: EditRequest, checked:
                      if req.deadline_seconds else None),
         webhook_url=req.webhook_url, webhook_events=req.webhook_events,
         comparison_id=comparison_id, keep_inputs_seconds=keep["inputs"],
+        queue=queue_for(req.priority),
         keep_outputs_seconds=keep["outputs"],
     )
 

@@ -504,7 +504,7 @@ def test_tenants_take_turns_for_the_room_under_the_cap(
         settings = make_settings(database_url=url, bulk_max_in_flight=50)
         sent: list[str] = []
         # when the feeder fills the room
-        assert feed(settings, sent.append) == 50
+        assert feed(settings, lambda job_id, queue: sent.append(job_id)) == 50
         # then the later tenants are not left behind the first one's 300 jobs: all 10 of
         # the small one's, and the other two share the rest equally, oldest first each
         assert set(small) <= set(sent)
@@ -520,11 +520,11 @@ def test_the_jobs_of_a_batch_still_expanding_wait_for_its_end(
         settings = make_settings(database_url=url)
         sent: list[str] = []
         # when the feeder runs, it sends none of them (they would slow the expansion down)
-        assert feed(settings, sent.append) == 0 and sent == []
+        assert feed(settings, lambda job_id, queue: sent.append(job_id)) == 0 and sent == []
         # when the batch is expanded, it sends them all, oldest first
         with session_scope(url) as session:
             session.execute(update(Batch).values(status="running"))
-        assert feed(settings, sent.append) == 30
+        assert feed(settings, lambda job_id, queue: sent.append(job_id)) == 30
         assert sent == ids
 
 
@@ -539,7 +539,7 @@ def test_feeders_running_at_once_send_each_job_once_and_never_over_the_cap(
         sent: list[str] = []
         lock = threading.Lock()
 
-        def send(job_id: str) -> None:
+        def send(job_id: str, queue: str) -> None:
             with lock:
                 sent.append(job_id)
 
