@@ -261,25 +261,29 @@ def feed(settings: Settings, send: Send, pace: Pace | None = None) -> int:
                    (Job.status == QUEUED) & Job.lease_expires_at.is_not(None))
     with session_scope(settings.database_url) as session:
         _one_feeder_at_a_time(session)
-        # In flight: the bulk queue's jobs, and a normal-priority batch's sent ones.
-        in_flight = (session.scalar(select(func.count()).select_from(Job).where(
-            Job.queue == BULK, sent_now)) or 0) + (session.scalar(
-                select(func.count()).select_from(Job).where(
-                    Job.queue == INTERACTIVE, Job.batch_id.is_not(None), sent_now)) or 0)
+        running = {batch_id: spec.get("priority", LOW) for batch_id, spec in session.execute(
+            select(Batch.id, Batch.spec).where(Batch.status == RUNNING))}
+        normal = [batch_id for batch_id, priority in running.items() if priority != LOW]
+        # In flight: the bulk queue's jobs, and a normal-priority batch's sent ones. (Each
+        # count on an index: the interactive queue may hold thousands of jobs.)
+        in_flight = session.scalar(select(func.count()).select_from(Job).where(
+            Job.queue == BULK, sent_now)) or 0
+        if normal:
+            in_flight += session.scalar(select(func.count()).select_from(Job).where(
+                Job.batch_id.in_(normal), Job.queue == INTERACTIVE, sent_now)) or 0
         room = settings.bulk_max_in_flight - in_flight
-        if room <= 0:
+        if room <= 0 or not running:
             return 0
         # Tenants take turns: each tenant's oldest waiting job, then each one's second,
         # and so on. A tenant's 100,000-job batch must not make another's 10 jobs wait
         # for all of it.
         turn = func.row_number().over(partition_by=Job.tenant_id, order_by=Job.seq)
         ranked = (select(Job.id, Job.seq, Job.provider, Job.queue, turn.label("turn"))
-                  .join(Batch, Batch.id == Job.batch_id)
-                  .where(Job.status == QUEUED, Job.lease_expires_at.is_(None),
-                         Batch.status == RUNNING)
+                  .where(Job.batch_id.in_(list(running)), Job.status == QUEUED,
+                         Job.lease_expires_at.is_(None))
                   .subquery())
         waiting = list(session.execute(select(ranked.c.id, ranked.c.provider, ranked.c.queue)
-                                  .order_by(ranked.c.turn, ranked.c.seq).limit(room)))
+                                       .order_by(ranked.c.turn, ranked.c.seq).limit(room)))
         chosen = _paced(waiting, pace) if pace is not None else waiting
         queues = {row.id: row.queue for row in chosen}
         if queues:  # (only the jobs marked here are sent: one canceled meanwhile is not)

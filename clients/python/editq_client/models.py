@@ -33,6 +33,10 @@ class BatchOut(BaseModel):
     """
     expanding, running, completed or canceled
     """
+    priority: Literal["normal", "low"] = Field(..., title="Priority")
+    """
+    low (the default): bulk work; normal: its jobs run as interactive ones
+    """
     total: int = Field(..., title="Total")
     """
     jobs the batch makes
@@ -332,6 +336,24 @@ class UploadOut(BaseModel):
     expires_at: str = Field(..., title="Expires At")
 
 
+class UsageOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    bulk_share: float = Field(..., title="Bulk Share")
+    """
+    the share of each provider's limits bulk work (priority low) may take (EDITQ_BULK_SHARE)
+    """
+    bulk_weight: int = Field(..., title="Bulk Weight")
+    """
+    your weight when tenants share bulk's part
+    """
+    providers: dict[str, Any] = Field(..., title="Providers")
+    """
+    per rate-limited provider: `rate` (calls in the window) and `in_flight` (slots), each with its limit, bulk's cap (bulk_limit), what is used in all, by interactive and by bulk work, and your part of bulk (an admin key: every tenant's)
+    """
+
+
 class ValidationError(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -504,6 +526,10 @@ class JobOut(BaseModel):
     """
     webhook_url: str | None = Field(None, title="Webhook Url")
     webhook_events: list[str] | None = Field(None, title="Webhook Events")
+    priority: Literal["normal", "low"] | None = Field("normal", title="Priority")
+    """
+    low: bulk work (a batch's jobs by default)
+    """
     batch_id: str | None = Field(None, title="Batch Id")
     """
     the batch that made it
