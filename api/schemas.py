@@ -256,7 +256,8 @@ class BatchOut(_Open):
     kind: Literal["items", "reprocess", "source"]
     status: str = Field(description="expanding, running, completed or canceled")
     priority: Literal["normal", "low"] = Field(
-        description="low (the default): bulk work; normal: its jobs run as interactive ones")
+        "low", description="low (the default): bulk work; normal: its jobs run as "
+                           "interactive ones")
     total: int = Field(description="jobs the batch makes")
     expanded: int = Field(description="jobs made so far")
     counts: dict[str, int] = Field(description="its jobs by status")

@@ -592,7 +592,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind: stop the children
 
     knobs = {name: (getattr(args, name, None) if getattr(args, name, None) is not None
-                    else Settings.model_fields[name].default)
+                    else getattr(Settings.model_fields.get(name), "default", None))
              for name in (*KNOBS, "follow_initial_seconds", "follow_max_seconds",
                           "reaper_interval_seconds")}
     database = "sqlite"

@@ -33,7 +33,7 @@ class BatchOut(BaseModel):
     """
     expanding, running, completed or canceled
     """
-    priority: Literal["normal", "low"] = Field(..., title="Priority")
+    priority: Literal["normal", "low"] | None = Field("low", title="Priority")
     """
     low (the default): bulk work; normal: its jobs run as interactive ones
     """
