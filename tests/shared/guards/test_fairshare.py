@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
 
 from shared.guards.ratelimit import Bulk, Limits, ProviderLimiter, bulk_cap, seen_by
-from tests.conftest import redis_db
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def client(redis_base: str) -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(redis_db(redis_base, "api"))
-    yield r
-    r.close()
 
 
 def limiter(client: redis.Redis, share: float = 0.7, **limits: float) -> ProviderLimiter:
@@ -93,9 +84,10 @@ def test_two_tenants_split_bulks_part_equally_once_both_ask(client: redis.Redis)
 
 
 def test_a_tenant_alone_may_use_all_of_bulks_part(client: redis.Redis) -> None:
-    # given tenant B was refused once but then finished (its mark lapses), the others'
-    # parts are only held while someone waits below theirs: a lone tenant gets it all
+    # given 20 slots (bulk's cap 14) and no other tenant asking: parts are held only
+    # while someone waits below theirs
     lim = limiter(client, concurrency=20)
+    # when one tenant asks for 20, then it gets all of bulk's 14
     assert fill(lim, Bulk("A"), 20) == 14
 
 

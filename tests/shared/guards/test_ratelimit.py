@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -12,16 +11,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shared.guards.ratelimit import Limits, ProviderLimiter
-from tests.conftest import redis_db
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def client(redis_base: str) -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(redis_db(redis_base, "api"))
-    yield r
-    r.close()
 
 
 def limiter(client: redis.Redis, **limits: float) -> ProviderLimiter:
