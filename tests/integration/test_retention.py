@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +28,11 @@ from tests.conftest import Live
 from tests.helpers import image_bytes, tenant_of, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+# Long enough that looking for a job's images right after it ended comes before the
+# sweep may delete them, however busy the machine; short enough to wait for.
+KEEP_SECONDS = 6
 
 
 def tag() -> str:
@@ -58,14 +64,19 @@ def done(client: ApiClient, image: bytes, **fields: Any) -> dict[str, Any]:
 @pytest.mark.every_database
 def test_retention_deletes_a_jobs_images_on_schedule_and_keeps_its_record(
         live: Live) -> None:
-    # given a job that keeps its images no time after it ends
+    # given a job that keeps its images a few seconds after it ends (not none: beat's
+    # sweep, every second, could otherwise delete them before they are looked for)
     client = live.client(f"ret-now-{tag()}")
     image = image_bytes((70, 50), color=(3, 33, 133))
-    job = done(client, image, retention={"inputs_days": 0, "outputs_days": 0})
+    keep = KEEP_SECONDS / 86400
+    job = done(client, image, retention={"inputs_days": keep, "outputs_days": keep})
     outputs = output_keys(live, job["id"])
     storage = Storage(live.settings)
-    assert storage.exists(outputs[0]) and storage.exists(input_of(live, client, image))
-    # when beat's sweep has passed (every second here)
+    stored = storage.exists(outputs[0]), storage.exists(input_of(live, client, image))
+    looked = datetime.now(timezone.utc) - datetime.fromisoformat(job["finished_at"])
+    assert looked.total_seconds() < KEEP_SECONDS, f"looked {looked} after the end: too late"
+    assert stored == (True, True)
+    # when its keep time has passed, and then a sweep of beat's (every second here)
     gone = wait_for(lambda: (j := client.get(job["id"]))["data_deleted_at"] and j, 30,
                     "the job's data to be deleted")
     # then its images are gone from storage, and it says when
