@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -73,7 +73,7 @@ def test_retention_deletes_a_jobs_images_on_schedule_and_keeps_its_record(
     outputs = output_keys(live, job["id"])
     storage = Storage(live.settings)
     stored = storage.exists(outputs[0]), storage.exists(input_of(live, client, image))
-    looked = datetime.now(timezone.utc) - datetime.fromisoformat(job["finished_at"])
+    looked = datetime.now(UTC) - datetime.fromisoformat(job["finished_at"])
     assert looked.total_seconds() < KEEP_SECONDS, f"looked {looked} after the end: too late"
     assert stored == (True, True)
     # when its keep time has passed, and then a sweep of beat's (every second here)
