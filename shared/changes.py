@@ -104,6 +104,12 @@ def note(session: Session, *keys: str) -> None:
 
 
 def _publish(session: Session) -> None:
+    # SQLAlchemy fires after_commit (and after_rollback) for a SAVEPOINT too: published
+    # then, a job's end was heard before it was visible, and read as still running; with
+    # the keys gone, its long polls then slept to their deadline (a job with a webhook,
+    # whose outbox row is written in a savepoint, waited 30 s).
+    if session.in_nested_transaction():
+        return
     keys = session.info.pop(_CHANGED, None)
     if not keys:
         return
@@ -113,6 +119,8 @@ def _publish(session: Session) -> None:
 
 
 def _forget(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint undone: what the transaction changed before it still changed
     session.info.pop(_CHANGED, None)
 
 

@@ -7,8 +7,11 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import select
 
 from shared import changes
 from shared.db import session_scope
@@ -93,3 +96,55 @@ def test_a_redis_that_is_away_costs_a_commit_nothing(caplog: pytest.LogCaptureFi
     assert time.monotonic() - started < 1
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("INFO", "changes not published while Redis is unavailable (ConnectionError)")]
+
+
+class Recorder(changes.Publisher):
+    """Keeps what is published, with the job's status another session then reads."""
+
+    def __init__(self, database_url: str, job_id: str) -> None:
+        self.database_url, self.job_id = database_url, job_id
+        self.heard: list[tuple[str, str]] = []
+
+    def publish(self, keys: Iterable[str]) -> None:
+        # (read from another thread, as a listener would: on SQLite a thread has one
+        # connection, the committing session's)
+        with ThreadPoolExecutor(1) as reader:
+            status = reader.submit(self.status).result()
+        self.heard.append((" ".join(sorted(keys)), status))
+
+    def status(self) -> str:
+        with session_scope(self.database_url) as session:
+            return str(session.scalar(select(Job.status).where(Job.id == self.job_id)))
+
+
+@pytest.mark.every_database
+def test_a_savepoint_inside_a_move_neither_publishes_it_early_nor_forgets_it(
+        database_url: str) -> None:
+    # given a move whose transaction then releases one savepoint and rolls another back
+    # (as the webhook outbox writes its row in one)
+    job_id = queued_job(database_url)
+    before = changes.PUBLISHERS.get(database_url)
+    recorder = Recorder(database_url, job_id)
+    changes.register(database_url, recorder)
+    try:
+        with session_scope(database_url) as session:
+            assert states.claim(session, job_id, 60) is not None
+            with session.begin_nested():
+                session.flush()
+            heard_at_release = list(recorder.heard)
+            try:
+                with session.begin_nested():
+                    raise RuntimeError("undone")
+            except RuntimeError:
+                pass
+            # when the transaction commits
+        # then nothing was heard before, and once after: with the move already visible
+        assert heard_at_release == []
+        assert len(recorder.heard) == 1
+        keys, status = recorder.heard[0]
+        assert changes.job_key(job_id) in keys.split() and status == states.RUNNING
+    finally:
+        if before is not None:
+            changes.register(database_url, before)
+        else:
+            changes.PUBLISHERS.pop(database_url, None)
