@@ -20,7 +20,7 @@ from typing import Any, Literal
 import click
 import editq_client
 import httpx
-from editq_client import UPLOAD_OVER, Client, EditqError
+from editq_client import UPLOAD_OVER, Client, EditqError, Priority
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -226,6 +226,7 @@ def submit_batch(
     timeout: float | None,
     api_url: str,
     api_key: str,
+    priority: Priority = "low",
     as_json: bool = False,
 ) -> None:
     """`editq batch submit`: upload a JSONL file of job requests as one batch."""
@@ -241,6 +242,7 @@ def submit_batch(
                     jsonl=jsonl,
                     defaults=fields,
                     on_error=on_error,
+                    priority=priority,
                     idempotency_key=_invocation_key(),
                 )
             )
@@ -324,6 +326,7 @@ def reprocess(
     timeout: float | None,
     api_url: str,
     api_key: str,
+    priority: Priority = "low",
     as_json: bool = False,
 ) -> None:
     """`editq reprocess`: run a model's stored jobs again on another model."""
@@ -341,7 +344,10 @@ def reprocess(
                 client.batches.estimate(reprocess=stored, on_error=on_error)
                 if dry_run
                 else client.batches.create(
-                    reprocess=stored, on_error=on_error, idempotency_key=_invocation_key()
+                    reprocess=stored,
+                    on_error=on_error,
+                    priority=priority,
+                    idempotency_key=_invocation_key(),
                 )
             )
         answer = editq_client.as_json(made)

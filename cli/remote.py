@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +63,12 @@ as_json_option = click.option(
     is_flag=True,
     help="print the API's answer as JSON on stdout, and nothing else",
 )
+
+def _priority_option(default: str, help: str) -> Callable[[Any], Any]:
+    return click.option("--priority", type=click.Choice(["normal", "low"]), default=default,
+                        show_default=True, help=help)
+
+
 _operation = click.option(
     "--operation", default=None, help="default: the model's only operation, else general_edit"
 )
@@ -75,6 +82,8 @@ _operation = click.option(
 @click.option("--mask", default=None, help="a mask: a file, an https:// URL or an upload id")
 @click.option("--option", "options", multiple=True, help="NAME=VALUE, repeatable")
 @click.option("--wait/--no-wait", default=True, show_default=True)
+@_priority_option("normal", "low: bulk work, which yields to interactive jobs for the "
+                  "providers' limits")
 @click.option("--out", "out_dir", default=".", type=click.Path(file_okay=False, path_type=Path))
 @as_json_option
 @_api_options
@@ -86,6 +95,7 @@ def submit(
     mask: str | None,
     options: tuple[str, ...],
     wait: bool,
+    priority: Literal["normal", "low"],
     out_dir: Path,
     as_json: bool,
     api_url: str,
@@ -107,6 +117,7 @@ def submit(
             model=model,
             mask=image_argument(mask, "--mask") if mask else None,
             options=_parse_options(options),
+            priority=priority,
         )
         if not as_json:
             click.echo(f"submitted {job.id} ({job.model}, {job.status})")
@@ -240,6 +251,8 @@ def _batch_options(command: Any) -> Any:
                 metavar="SECONDS",
                 help="with --wait, give up waiting after this long (the batch goes on)",
             ),
+            _priority_option("low", "normal: the jobs compete with interactive ones for the "
+                             "providers' limits; low keeps them to bulk's share"),
             as_json_option,
         )
     ):
@@ -268,6 +281,7 @@ def batch_submit(
     dry_run: bool,
     wait: bool,
     timeout: float | None,
+    priority: Literal["normal", "low"],
     as_json: bool,
     api_url: str,
     api_key: str,
@@ -287,6 +301,7 @@ def batch_submit(
         dry_run=dry_run,
         wait=wait,
         timeout=timeout,
+        priority=priority,
         api_url=api_url,
         api_key=api_key,
         as_json=as_json,
@@ -313,6 +328,7 @@ def reprocess(
     dry_run: bool,
     wait: bool,
     timeout: float | None,
+    priority: Literal["normal", "low"],
     as_json: bool,
     api_url: str,
     api_key: str,
@@ -332,6 +348,7 @@ def reprocess(
         dry_run=dry_run,
         wait=wait,
         timeout=timeout,
+        priority=priority,
         api_url=api_url,
         api_key=api_key,
         as_json=as_json,

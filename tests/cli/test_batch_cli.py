@@ -210,3 +210,23 @@ def test_batch_submit_sends_local_files_inline_or_as_direct_uploads(
                 .order_by(Job.batch_index)]
     assert refs[0] is None  # inline: stored at acceptance, by its keys
     assert list(refs[1]["images"][0]) == ["upload"]
+
+
+def test_priority_is_said_by_submit_and_batch_submit(live: Live, tmp_path: Path) -> None:
+    # given a tenant, an image and a JSONL of one item
+    client = live.client(f"cli-priority-{uuid.uuid4().hex[:8]}")
+    env = env_of(live, client.http.headers["authorization"].split()[1])
+    (tmp_path / "in.png").write_bytes(image_bytes((30, 20)))
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"image": b64(image_bytes()), "operation": "grayscale"}) + "\n")
+    # when a job is submitted at low priority, and the batch at normal
+    job = run(["submit", str(tmp_path / "in.png"), "--operation", "grayscale",
+               "--priority", "low", "--no-wait", "--json"], env)
+    batch = run(["batch", "submit", str(path), "--priority", "normal", "--json"], env)
+    # then each was made with it (a batch is low unless it says so)
+    assert job.returncode == 0 and batch.returncode == 0, job.stderr + batch.stderr
+    assert client.get(json.loads(job.stdout)["id"])["priority"] == "low"
+    assert client.get_batch(json.loads(batch.stdout)["id"])["priority"] == "normal"
+    # and a priority editq does not know is a usage error
+    wrong = run(["batch", "submit", str(path), "--priority", "urgent"], env)
+    assert wrong.returncode == 2 and "--priority" in wrong.stderr

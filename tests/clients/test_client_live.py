@@ -153,6 +153,23 @@ def test_a_batch_of_inline_items_takes_images_in_any_form(editq: Client,
     assert finished.counts.get("succeeded") == 2
 
 
+def test_priority_reaches_jobs_and_batches_and_usage_shows_the_limits(
+        editq: Client) -> None:
+    # when a job is run at low priority, and batches are made with and without one
+    job = editq.run(image_bytes((31, 21)), operation="grayscale", priority="low", timeout=60)
+    item = [{"image": image_bytes((30, 20)), "operation": "grayscale"}]
+    normal = editq.batches.create(item, priority="normal")
+    unsaid = editq.batches.create(item)
+    # then each says its priority as the API stored it: a batch is low unless it says so
+    assert (job.priority, editq.get(job.id).priority) == ("low", "low")
+    assert (normal.priority, editq.batches.get(normal.id).priority) == ("normal", "normal")
+    assert unsaid.priority == "low"
+    # and the usage of the providers' limits is answered, typed
+    usage = editq.usage()
+    assert 0 < usage.bulk_share <= 1 and usage.bulk_weight >= 1
+    assert isinstance(usage.providers, dict)
+
+
 def test_comparisons_quotes_models_costs_and_budgets(editq: Client, live: Live) -> None:
     # a comparison of two models, followed to its end, then a vote
     comparison = editq.comparisons.create(image_bytes(), ["qwen-edit", "seededit-v3"],

@@ -18,6 +18,7 @@ from ._client import (
     Batches,
     Client,
     Comparisons,
+    Priority,
     Uploads,
     Webhooks,
 )
@@ -75,6 +76,7 @@ from ._types import (
     Output,
     Quote,
     Upload,
+    Usage,
     WebhookSecret,
     as_json,
 )
@@ -131,6 +133,7 @@ __all__ = [
     "PaymentRequired",
     "PermissionDenied",
     "PlanLimitExceeded",
+    "Priority",
     "ProviderNotConfigured",
     "Quote",
     "RateLimited",
@@ -140,6 +143,7 @@ __all__ = [
     "UnsupportedMediaType",
     "Upload",
     "Uploads",
+    "Usage",
     "WebhookSecret",
     "WebhookVerificationError",
     "Webhooks",

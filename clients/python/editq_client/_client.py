@@ -30,6 +30,7 @@ from ._types import (
     JobEvent,
     ModelList,
     Quote,
+    Usage,
     WebhookSecret,
 )
 from .models import BatchList, EventList
@@ -37,6 +38,8 @@ from .models import BatchList, EventList
 OnError = Literal["reject", "skip"]
 DeliveryStatus = Literal["pending", "delivered", "failed", "gone"]
 GroupBy = Literal["model", "provider", "operation", "day", "tenant"]
+# "low": bulk work, held to bulk's share of each provider's limits (a batch's default).
+Priority = Literal["normal", "low"]
 When = str | date | datetime | None
 JsonlSource = str | os.PathLike[str] | bytes
 
@@ -52,16 +55,20 @@ def _edit_fields(prompt: str | None, operation: str | None, model: str | None,
 
 def _job_extra(deadline_seconds: int | None, webhook_url: str | None,
                webhook_events: Sequence[str] | None,
-               retention: Mapping[str, float] | None) -> dict[str, Any]:
+               retention: Mapping[str, float] | None,
+               priority: Priority | None) -> dict[str, Any]:
     return {"deadline_seconds": deadline_seconds, "webhook_url": webhook_url,
+            "priority": priority,
             "webhook_events": list(webhook_events) if webhook_events is not None else None,
             "retention": dict(retention) if retention is not None else None}
 
 
 def _batch_fields(defaults: Mapping[str, Any] | None, on_error: OnError | None,
                   webhook_url: str | None, webhook_events: Sequence[str] | None,
-                  metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+                  metadata: Mapping[str, Any] | None,
+                  priority: Priority | None) -> dict[str, Any]:
     return {"defaults": dict(defaults) if defaults is not None else None,
+            "priority": priority,
             "on_error": on_error, "webhook_url": webhook_url,
             "webhook_events": list(webhook_events) if webhook_events is not None else None,
             "metadata": dict(metadata) if metadata is not None else None}
@@ -101,14 +108,16 @@ class Batches:
                on_error: OnError | None = None, webhook_url: str | None = None,
                webhook_events: Sequence[str] | None = None,
                metadata: Mapping[str, Any] | None = None,
+               priority: Priority | None = None,
                idempotency_key: str | None = None) -> Batch:
         """A batch of jobs, from one of: `items` (job bodies; their images in any form
         `run` takes); a JSONL file (`jsonl`: a path, or its bytes), one job body per line;
         `reprocess` ({"filter": {"model": ..., "created_after": ...}, "override": {"model":
         ...}}), the tenant's stored jobs run again, their inputs reused; `source`
         ({"bucket": ..., "prefix": ..., "limit": n}), one job per image of a bucket the
-        operator allows."""
-        fields = _batch_fields(defaults, on_error, webhook_url, webhook_events, metadata)
+        operator allows. A batch's jobs are `priority="low"` unless it says "normal"."""
+        fields = _batch_fields(defaults, on_error, webhook_url, webhook_events, metadata,
+                               priority)
         made = self._runner.run(self._core.create_batch(
             items=items, jsonl=jsonl, reprocess=reprocess, source=source, fields=fields,
             dry_run=False, idempotency_key=idempotency_key))
@@ -121,7 +130,7 @@ class Batches:
                  defaults: Mapping[str, Any] | None = None,
                  on_error: OnError | None = None) -> BatchEstimate:
         """A dry run: the count, the estimated cost and the invalid lines; nothing made."""
-        fields = _batch_fields(defaults, on_error, None, None, None)
+        fields = _batch_fields(defaults, on_error, None, None, None, None)
         made = self._runner.run(self._core.create_batch(
             items=items, jsonl=jsonl, reprocess=reprocess, source=source, fields=fields,
             dry_run=True, idempotency_key=None))
@@ -252,19 +261,21 @@ class Client:
             on_queue_update: Callable[[JobEvent], Any] | None = None,
             deadline_seconds: int | None = None, webhook_url: str | None = None,
             webhook_events: Sequence[str] | None = None,
-            retention: Mapping[str, float] | None = None, idempotency_key: str | None = None,
-            raise_on_failure: bool = True) -> Job:
+            retention: Mapping[str, float] | None = None, priority: Priority | None = None,
+            idempotency_key: str | None = None, raise_on_failure: bool = True) -> Job:
         """Submit a job and wait for it; the succeeded job (outputs, cost).
 
         `image` (and each of a list, and `mask`): bytes, a path, an https:// URL, an upload
         id or a data URI. After `timeout` seconds the job is canceled and JobTimeout
         raised. `on_queue_update(event)` is called for each event of its stream while it
         is queued or running. A failed (canceled) job raises JobFailed (JobCanceled),
-        unless `raise_on_failure=False`."""
+        unless `raise_on_failure=False`. `priority="low"` marks it bulk work: it yields to
+        interactive jobs for the providers' limits."""
         return self._runner.run(self._core.run_edit(
             image, mask, _edit_fields(prompt, operation, model, options, negative_prompt,
                                       metadata, _job_extra(deadline_seconds, webhook_url,
-                                                           webhook_events, retention)),
+                                                           webhook_events, retention,
+                                                           priority)),
             timeout=timeout, on_queue_update=on_queue_update,
             idempotency_key=idempotency_key, raise_on_failure=raise_on_failure))
 
@@ -275,13 +286,15 @@ class Client:
                deadline_seconds: int | None = None, webhook_url: str | None = None,
                webhook_events: Sequence[str] | None = None,
                retention: Mapping[str, float] | None = None,
+               priority: Priority | None = None,
                idempotency_key: str | None = None) -> Job:
         """Submit a job (202): the job, queued. A retry of this call is answered with the
         same job (the client sends an Idempotency-Key, its own unless given)."""
         return self._runner.run(self._core.submit_edit(
             image, mask, _edit_fields(prompt, operation, model, options, negative_prompt,
                                       metadata, _job_extra(deadline_seconds, webhook_url,
-                                                           webhook_events, retention)),
+                                                           webhook_events, retention,
+                                                           priority)),
             idempotency_key))
 
     def get(self, job_id: str) -> Job:
@@ -329,6 +342,11 @@ class Client:
     def budget(self) -> Budget:
         return self._runner.run(self._core.get(Budget, "/v1/budget"))
 
+    def usage(self) -> Usage:
+        """Each rate-limited provider's limits now: what interactive and bulk work use of
+        them, and bulk's share (yours, and how many tenants hold some)."""
+        return self._runner.run(self._core.get(Usage, "/v1/usage"))
+
 
 # --- async -----------------------------------------------------------------------------------
 
@@ -353,8 +371,10 @@ class AsyncBatches:
                      on_error: OnError | None = None, webhook_url: str | None = None,
                      webhook_events: Sequence[str] | None = None,
                      metadata: Mapping[str, Any] | None = None,
+                     priority: Priority | None = None,
                      idempotency_key: str | None = None) -> Batch:
-        fields = _batch_fields(defaults, on_error, webhook_url, webhook_events, metadata)
+        fields = _batch_fields(defaults, on_error, webhook_url, webhook_events, metadata,
+                               priority)
         made = await self._runner.run(self._core.create_batch(
             items=items, jsonl=jsonl, reprocess=reprocess, source=source, fields=fields,
             dry_run=False, idempotency_key=idempotency_key))
@@ -367,7 +387,7 @@ class AsyncBatches:
                        source: Mapping[str, Any] | None = None,
                        defaults: Mapping[str, Any] | None = None,
                        on_error: OnError | None = None) -> BatchEstimate:
-        fields = _batch_fields(defaults, on_error, None, None, None)
+        fields = _batch_fields(defaults, on_error, None, None, None, None)
         made = await self._runner.run(self._core.create_batch(
             items=items, jsonl=jsonl, reprocess=reprocess, source=source, fields=fields,
             dry_run=True, idempotency_key=None))
@@ -490,12 +510,14 @@ class AsyncClient:
                   deadline_seconds: int | None = None, webhook_url: str | None = None,
                   webhook_events: Sequence[str] | None = None,
                   retention: Mapping[str, float] | None = None,
+                  priority: Priority | None = None,
                   idempotency_key: str | None = None, raise_on_failure: bool = True) -> Job:
         """As `Client.run`; `on_queue_update` may be a coroutine function."""
         return await self._runner.run(self._core.run_edit(
             image, mask, _edit_fields(prompt, operation, model, options, negative_prompt,
                                       metadata, _job_extra(deadline_seconds, webhook_url,
-                                                           webhook_events, retention)),
+                                                           webhook_events, retention,
+                                                           priority)),
             timeout=timeout, on_queue_update=on_queue_update,
             idempotency_key=idempotency_key, raise_on_failure=raise_on_failure))
 
@@ -507,11 +529,13 @@ class AsyncClient:
                      deadline_seconds: int | None = None, webhook_url: str | None = None,
                      webhook_events: Sequence[str] | None = None,
                      retention: Mapping[str, float] | None = None,
+                     priority: Priority | None = None,
                      idempotency_key: str | None = None) -> Job:
         return await self._runner.run(self._core.submit_edit(
             image, mask, _edit_fields(prompt, operation, model, options, negative_prompt,
                                       metadata, _job_extra(deadline_seconds, webhook_url,
-                                                           webhook_events, retention)),
+                                                           webhook_events, retention,
+                                                           priority)),
             idempotency_key))
 
     async def get(self, job_id: str) -> Job:
@@ -551,3 +575,6 @@ class AsyncClient:
 
     async def budget(self) -> Budget:
         return await self._runner.run(self._core.get(Budget, "/v1/budget"))
+
+    async def usage(self) -> Usage:
+        return await self._runner.run(self._core.get(Usage, "/v1/usage"))

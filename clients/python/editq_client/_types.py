@@ -270,6 +270,7 @@ ModelList = models.ModelList
 Quote = models.QuoteOut
 CostReport = models.CostReportOut
 Budget = models.BudgetOut
+Usage = models.UsageOut
 WebhookSecret = models.SecretOut
 Delivery = models.DeliveryOut
 DeliveryList = models.DeliveryList
