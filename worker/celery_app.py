@@ -40,9 +40,10 @@ app.conf.beat_schedule = {
                  "options": {"queue": INTERACTIVE,
                              "expires": max(0.5, settings.webhook_dispatch_interval_seconds)}},
     # Batch jobs go to the bulk queue as room frees under the in-flight cap; finished
-    # batches get their manifest and their batch.completed webhook.
+    # batches get their manifest and their batch.completed webhook. On the bulk queue:
+    # feeding, pacing and finishing batches are bulk's work, in bulk's (niced) worker.
     "bulk": {"task": FEED_BULK_TASK, "schedule": settings.bulk_feed_interval_seconds,
-             "options": {"queue": INTERACTIVE,
+             "options": {"queue": BULK,
                          "expires": max(0.5, settings.bulk_feed_interval_seconds)}},
     # Stored images whose time has come (and expired uploads), in bounded batches, on the
     # bulk queue: deleting never takes an interactive worker's time.

@@ -27,6 +27,11 @@ def test_worker_app_settings_and_task_registration() -> None:
     assert conf.broker_transport_options["visibility_timeout"] == VISIBILITY_TIMEOUT_SECONDS
     # and the run task is registered under the name the API sends
     assert run_job.name == RUN_TASK and RUN_TASK in app.tasks
+    # and beat's bulk work (feeding and pacing batches, the retention sweep) runs in bulk's
+    # worker, its reaper and webhooks in the interactive one
+    queues = {name: entry["options"]["queue"] for name, entry in conf.beat_schedule.items()}
+    assert queues == {"bulk": BULK, "retention": BULK, "reap": INTERACTIVE,
+                      "webhooks": INTERACTIVE}
 
 
 def test_long_countdowns_are_refused() -> None:
