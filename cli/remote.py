@@ -10,9 +10,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
+
+if TYPE_CHECKING:  # (editq_client is imported when a command runs)
+    from editq_client import Priority
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -64,7 +67,8 @@ as_json_option = click.option(
     help="print the API's answer as JSON on stdout, and nothing else",
 )
 
-def _priority_option(default: str, help: str) -> Callable[[Any], Any]:
+
+def _priority_option(default: Priority, help: str) -> Callable[[Any], Any]:
     return click.option("--priority", type=click.Choice(["normal", "low"]), default=default,
                         show_default=True, help=help)
 
@@ -95,7 +99,7 @@ def submit(
     mask: str | None,
     options: tuple[str, ...],
     wait: bool,
-    priority: Literal["normal", "low"],
+    priority: Priority,
     out_dir: Path,
     as_json: bool,
     api_url: str,
@@ -281,7 +285,7 @@ def batch_submit(
     dry_run: bool,
     wait: bool,
     timeout: float | None,
-    priority: Literal["normal", "low"],
+    priority: Priority,
     as_json: bool,
     api_url: str,
     api_key: str,
@@ -328,7 +332,7 @@ def reprocess(
     dry_run: bool,
     wait: bool,
     timeout: float | None,
-    priority: Literal["normal", "low"],
+    priority: Priority,
     as_json: bool,
     api_url: str,
     api_key: str,
